@@ -1,0 +1,1 @@
+"""The pure core: bytes in, values out, typed errors; no sockets, no files, no await."""

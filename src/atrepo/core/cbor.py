@@ -1,0 +1,324 @@
+"""Strict, canonical DAG-CBOR for the AT data model.
+
+The only module that touches the C codec (cbrrr). The codec already enforces
+most of DAG-CBOR (minimal integers, definite lengths, canonical key order,
+string keys, tag 42 with a 0x00 prefix, no trailing bytes); this wrapper closes
+the rest: floats (the AT data model has none), integers outside int64, nesting
+depth, input size, and CID validity (links are built as ``CID``, which checks
+itself). Errors from the fast path are re-diagnosed by a small pure-Python
+scanner so that every ``InvalidCBOR`` says what was wrong and at which byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cbrrr import _cbrrr
+
+from . import limits
+from .cid import CID
+from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
+
+__all__ = ["decode", "decode_multi", "decode_node", "encode", "encode_with_cid"]
+
+_decode = _cbrrr.decode_dag_cbor
+_encode = _cbrrr.encode_dag_cbor
+
+#: Every byte that is not a definite array/map header: deleting these leaves a
+#: count that bounds the nesting depth from above.
+_NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9B or 0xA0 <= b <= 0xBB))
+
+
+def encode(value: Any) -> bytes:
+    """Encode a data-model value (dict/list/str/bytes/int/bool/None/CID) canonically."""
+    try:
+        out: bytes = _encode(value, CID, False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidDataModel(f"cannot encode value as DAG-CBOR: {exc}") from None
+    if b"\xfb" in out or b"\x1b" in out or b"\x3b" in out:
+        _check_values(value)
+    return out
+
+
+def encode_with_cid(value: Any) -> tuple[bytes, CID]:
+    """Encode and return the bytes with their blessed dag-cbor CID."""
+    data = encode(value)
+    return data, CID.for_dag_cbor(data)
+
+
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int = limits.MAX_CBOR_BYTES,
+    max_depth: int = limits.MAX_CBOR_DEPTH,
+) -> Any:
+    """Decode exactly one strict DAG-CBOR item in the AT data model."""
+    _check_input(data, max_bytes)
+    if len(data) > limits.CBOR_PRESCAN_BYTES:
+        _scan(data, 0, max_depth, whole=True)
+    try:
+        value, length = _decode(data, CID, False)
+    except (ValueError, AtrepoError, TypeError) as exc:
+        raise _diagnose(data, max_depth, exc) from None
+    if length != len(data):
+        raise InvalidCBOR("trailing bytes after the top-level item", length)
+    if _needs_walk(data, max_depth):
+        try:
+            _check_values(value, max_depth)
+        except InvalidDataModel as exc:
+            raise _diagnose(data, max_depth, exc) from None
+    return value
+
+
+def decode_node(data: bytes, *, max_bytes: int = limits.MAX_CBOR_BYTES) -> Any:
+    """Decode one item for a caller that validates every field's type itself.
+
+    Skips the float/integer/depth walk of ``decode``: MST nodes and other
+    fixed-shape blocks check each value's type, which excludes floats, and
+    their shape bounds the depth. Size, canonical form and CIDs are still
+    checked.
+    """
+    _check_input(data, max_bytes)
+    if len(data) > limits.CBOR_PRESCAN_BYTES:
+        _scan(data, 0, limits.MAX_CBOR_DEPTH, whole=True)
+    try:
+        value, length = _decode(data, CID, False)
+    except (ValueError, AtrepoError, TypeError) as exc:
+        raise _diagnose(data, limits.MAX_CBOR_DEPTH, exc) from None
+    if length != len(data):
+        raise InvalidCBOR("trailing bytes after the top-level item", length)
+    return value
+
+
+def decode_multi(
+    data: bytes,
+    count: int,
+    *,
+    max_bytes: int = limits.MAX_CBOR_BYTES,
+    max_depth: int = limits.MAX_CBOR_DEPTH,
+) -> list[Any]:
+    """Decode exactly ``count`` concatenated items (a firehose frame is two).
+
+    Each item is walked after decoding: frames hold few items (their large
+    parts are byte strings), so the walk is cheaper than scanning the bytes.
+    """
+    _check_input(data, max_bytes)
+    if len(data) > limits.CBOR_PRESCAN_BYTES:
+        offset = 0
+        for _ in range(count):
+            if offset >= len(data):
+                break
+            offset = _scan(data, offset, max_depth, whole=False)
+    view = memoryview(data)
+    items: list[Any] = []
+    offset = 0
+    for index in range(count):
+        if offset >= len(data):
+            raise InvalidCBOR(f"expected {count} items, found {index}", offset)
+        try:
+            value, length = _decode(view[offset:], CID, False)
+            _check_values(value, max_depth)
+        except (ValueError, AtrepoError, TypeError) as exc:
+            raise _diagnose_at(data, offset, max_depth, exc) from None
+        items.append(value)
+        offset += length
+    if offset != len(data):
+        raise InvalidCBOR(f"trailing bytes after {count} items", offset)
+    return items
+
+
+# --- internals -------------------------------------------------------------
+
+
+def _check_input(data: bytes, max_bytes: int) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidCBOR(f"expected bytes, not {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise LimitExceeded("MAX_CBOR_BYTES", len(data), max_bytes, "DAG-CBOR input")
+    if not data:
+        raise InvalidCBOR("empty input", 0)
+
+
+def _needs_walk(data: bytes, max_depth: int) -> bool:
+    """Whether the decoded value could hold a float, an out-of-range int or excess depth."""
+    if b"\xfb" in data or b"\x1b" in data or b"\x3b" in data:
+        return True
+    return len(data.translate(None, _NOT_CONTAINER)) > max_depth
+
+
+def _check_values(value: Any, max_depth: int = limits.MAX_CBOR_DEPTH) -> None:
+    """Walk a decoded value: no floats, int64 range, nesting within ``max_depth``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    lo, hi = limits.MIN_INT, limits.MAX_INT
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if depth > max_depth:
+                raise InvalidDataModel(f"nesting deeper than {max_depth}")
+            stack.extend((v, depth + 1) for v in item.values())
+        elif kind is list:
+            if depth > max_depth:
+                raise InvalidDataModel(f"nesting deeper than {max_depth}")
+            stack.extend((v, depth + 1) for v in item)
+        elif kind is float:
+            raise InvalidDataModel("floats are not allowed in the AT data model")
+        elif kind is int and not lo <= item <= hi:
+            raise InvalidDataModel(f"integer {item} outside the signed 64-bit range")
+
+
+def _diagnose(data: bytes, max_depth: int, exc: BaseException) -> AtrepoError:
+    """Turn a fast-path failure into a located error by re-reading with the scanner."""
+    return _diagnose_at(data, 0, max_depth, exc, whole=True)
+
+
+def _diagnose_at(
+    data: bytes, offset: int, max_depth: int, exc: BaseException, *, whole: bool = False
+) -> AtrepoError:
+    try:
+        _scan(data, offset, max_depth, whole=whole)
+    except (InvalidCBOR, LimitExceeded) as located:
+        return located
+    if isinstance(exc, AtrepoError):
+        return exc
+    return InvalidCBOR(str(exc), offset if offset else None)
+
+
+def _scan(data: bytes, start: int, max_depth: int, *, whole: bool) -> int:
+    """Validate one item at ``start`` token by token; return the offset after it.
+
+    Pure Python and strict: used to locate errors, to bound depth before the
+    C decoder sees a large input, and to split concatenated items.
+    """
+    n = len(data)
+    pos = start
+    # stack of [remaining, is_map, expect_key, prev_key]
+    stack: list[list[Any]] = []
+    remaining_root = 1
+    while True:
+        if stack:
+            frame = stack[-1]
+            if frame[0] == 0:
+                stack.pop()
+                continue
+        elif remaining_root == 0:
+            break
+        if pos >= n:
+            raise InvalidCBOR("unexpected end of input", pos)
+        head = pos
+        ib = data[pos]
+        major = ib >> 5
+        info = ib & 0x1F
+        pos += 1
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            size = 1 << (info - 24)
+            if pos + size > n:
+                raise InvalidCBOR("unexpected end of input in a header", head)
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+            if major != 7 and arg < (24 if size == 1 else 1 << (4 * size)):
+                raise InvalidCBOR("integer or length not minimally encoded", head)
+        elif info == 31:
+            raise InvalidCBOR("indefinite-length items are not allowed", head)
+        else:
+            raise InvalidCBOR(f"reserved additional information {info}", head)
+
+        key_slot = bool(stack) and stack[-1][1] and stack[-1][2]
+        if key_slot and major != 3:
+            raise InvalidCBOR("map key is not a text string", head)
+
+        if major == 0 or major == 1:
+            if arg > limits.MAX_INT:
+                raise InvalidCBOR("integer outside the signed 64-bit range", head)
+        elif major == 2 or major == 3:
+            if pos + arg > n:
+                raise InvalidCBOR(f"string of {arg} bytes runs past the end of input", head)
+            raw = data[pos : pos + arg]
+            pos += arg
+            if major == 3:
+                try:
+                    bytes(raw).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidCBOR("text string is not valid UTF-8", head) from None
+            if key_slot:
+                frame = stack[-1]
+                prev = frame[3]
+                if prev is not None and (len(raw), raw) <= (len(prev), prev):
+                    what = "duplicate map key" if raw == prev else "map keys not in canonical order"
+                    raise InvalidCBOR(f"{what} ({bytes(raw)!r} after {bytes(prev)!r})", head)
+                frame[3] = raw
+                frame[2] = False
+                continue  # a key does not consume an entry; its value does
+        elif major == 4 or major == 5:
+            if arg > n - pos:
+                raise InvalidCBOR(f"container of {arg} items longer than the input", head)
+            _consume(stack)
+            if len(stack) + 1 > max_depth:
+                raise InvalidCBOR(f"nesting deeper than {max_depth}", head)
+            if not stack:
+                remaining_root -= 1
+            stack.append([arg, major == 5, True, None])
+            continue
+        elif major == 6:
+            if arg != 42:
+                raise InvalidCBOR(f"tag {arg} is not allowed (only 42)", head)
+            if pos >= n:
+                raise InvalidCBOR("unexpected end of input after tag 42", head)
+            ib2 = data[pos]
+            if ib2 >> 5 != 2:
+                raise InvalidCBOR("tag 42 must wrap a byte string", pos)
+            # read the byte-string header for the CID payload
+            inner = _scan_bytes_header(data, pos)
+            blen, body = inner
+            if body + blen > n:
+                raise InvalidCBOR("CID runs past the end of input", pos)
+            payload = data[body : body + blen]
+            if not payload or payload[0] != 0:
+                raise InvalidCBOR("tag-42 CID must start with a 0x00 byte", pos)
+            try:
+                CID(bytes(payload[1:]))
+            except InvalidCID as exc:
+                raise InvalidCBOR(f"invalid CID in tag 42: {exc}", pos) from None
+            pos = body + blen
+        elif major == 7:
+            if info in (25, 26, 27):
+                raise InvalidCBOR("floats are not allowed in the AT data model", head)
+            if info not in (20, 21, 22):
+                raise InvalidCBOR(f"simple value {arg} is not allowed", head)
+        _consume(stack)
+        if not stack:
+            remaining_root -= 1
+            if remaining_root == 0:
+                break
+    if whole and pos != n:
+        raise InvalidCBOR("trailing bytes after the top-level item", pos)
+    return pos
+
+
+def _consume(stack: list[list[Any]]) -> None:
+    """Count one finished value against the innermost container."""
+    if stack:
+        frame = stack[-1]
+        frame[0] -= 1
+        if frame[1]:
+            frame[2] = True
+
+
+def _scan_bytes_header(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a byte-string header at ``pos``; return (length, body offset)."""
+    ib = data[pos]
+    info = ib & 0x1F
+    pos += 1
+    if info < 24:
+        return info, pos
+    if info > 27:
+        raise InvalidCBOR("bad byte-string header", pos - 1)
+    size = 1 << (info - 24)
+    if pos + size > len(data):
+        raise InvalidCBOR("unexpected end of input in a header", pos - 1)
+    arg = int.from_bytes(data[pos : pos + size], "big")
+    if arg < (24 if size == 1 else 1 << (4 * size)):
+        raise InvalidCBOR("integer or length not minimally encoded", pos - 1)
+    return arg, pos + size

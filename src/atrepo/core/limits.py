@@ -1,0 +1,65 @@
+"""Every limit atrepo enforces, named in one place.
+
+Values follow the specifications and the reference implementations; each is
+enforced where data enters (decoders, validators, servers) and can be
+overridden in configuration where a server exposes it.
+"""
+
+from __future__ import annotations
+
+# --- DAG-CBOR ---------------------------------------------------------------
+#: Largest single DAG-CBOR item we decode (a firehose frame's upper bound).
+MAX_CBOR_BYTES = 5_000_000
+#: Deepest nesting of arrays and maps (data-validation guide suggests 32; we
+#: allow some headroom for records while keeping decode memory bounded).
+MAX_CBOR_DEPTH = 64
+#: Inputs larger than this are pre-scanned for depth before the C decoder runs,
+#: so a deeply nested hostile input never builds a huge object graph.
+CBOR_PRESCAN_BYTES = 65_536
+#: Integer range of the data model (signed 64-bit).
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+#: Integer range JSON consumers can hold exactly (JavaScript safe integers).
+MAX_SAFE_INT = 2**53 - 1
+
+# --- CIDs -------------------------------------------------------------------
+#: Longest binary CID accepted anywhere (data-validation guide).
+MAX_CID_BYTES = 100
+
+# --- Records ----------------------------------------------------------------
+#: Largest record block (firehose rule; the guide suggests 1 MiB).
+MAX_RECORD_BYTES = 1_000_000
+#: Largest record as JSON.
+MAX_RECORD_JSON_BYTES = 2 * 1024 * 1024
+
+# --- Identifiers ------------------------------------------------------------
+MAX_DID_LENGTH = 2048
+MAX_HANDLE_LENGTH = 253
+MAX_NSID_LENGTH = 317
+MAX_RKEY_LENGTH = 512
+MAX_ATURI_LENGTH = 8192
+MAX_URI_LENGTH = 8192
+MAX_DATETIME_LENGTH = 64
+MAX_LANGUAGE_LENGTH = 128
+MIN_CID_STRING_LENGTH = 8
+MAX_CID_STRING_LENGTH = 256
+#: Longest MST key (repo path) in bytes, as the reference implementations cap it.
+MAX_MST_KEY_BYTES = 1024
+
+# --- CAR files ----------------------------------------------------------------
+#: Largest CAR header (DAG-CBOR ``{roots, version}``); a few roots need ~100 bytes.
+MAX_CAR_HEADER_BYTES = 65_536
+#: Largest CAR block section (CID + data). Records are capped at 1,000,000
+#: bytes and MST nodes are far smaller; this leaves room without letting one
+#: varint make the reader buffer an arbitrary amount.
+MAX_CAR_BLOCK_BYTES = 2_097_152
+
+# --- Event streams (firehose) -----------------------------------------------
+#: Largest whole frame (header + payload) on the repo firehose.
+MAX_FRAME_BYTES = 5_000_000
+#: Largest ``#commit.blocks`` CAR slice (2,000,000 bytes, not MiB).
+MAX_COMMIT_BLOCKS_BYTES = 2_000_000
+#: Largest ``#sync.blocks`` CAR (just the signed commit block).
+MAX_SYNC_BLOCKS_BYTES = 10_000
+#: Most record operations in one ``#commit``.
+MAX_COMMIT_OPS = 200
