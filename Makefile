@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## Set up and run the main job (for now: make a keypair, sign, verify, show its did:key).
+## Set up and run the main job (for now: build a sample repository and firehose, verify both).
 run: $(STAMP)
-	$(BIN)/atrepo demo
+	$(BIN)/atrepo demo --out sample
 
 ## Set up and run the whole test suite.
 test: $(STAMP)

@@ -8,6 +8,9 @@ import sys
 import typer
 
 from ..core.errors import AtrepoError
+from . import car as car_cmd
+from . import demo as demo_cmd
+from . import firehose as firehose_cmd
 from . import keys as keys_cmd
 
 app = typer.Typer(
@@ -18,7 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_cmd.app, name="key")
-app.command("demo")(keys_cmd.demo)
+app.add_typer(car_cmd.app, name="car")
+app.add_typer(firehose_cmd.app, name="firehose")
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:

@@ -11,17 +11,19 @@ scanner so that every ``InvalidCBOR`` says what was wrong and at which byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cbrrr import _cbrrr
 
 from . import limits
-from .cid import CID
+from .cid import CID, install_fast_codec
 from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
 
 __all__ = ["decode", "decode_multi", "decode_node", "encode", "encode_with_cid"]
 
-_decode = _cbrrr.decode_dag_cbor
+#: cbrrr reads any buffer ("y*"), not only ``bytes`` as its stub says.
+_decode: Callable[..., tuple[Any, int]] = _cbrrr.decode_dag_cbor
 _encode = _cbrrr.encode_dag_cbor
 
 #: Every byte that is not a definite array/map header: deleting these leaves a
@@ -29,13 +31,52 @@ _encode = _cbrrr.encode_dag_cbor
 _NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9B or 0xA0 <= b <= 0xBB))
 
 
+def _link_head(length: int) -> bytes:
+    n = length + 1
+    return b"\xd8\x2a" + (bytes((0x40 | n,)) if n < 24 else bytes((0x58, n))) + b"\x00"
+
+
+_HEAD36 = _link_head(36)
+
+
+def _cid_to_string(raw: bytes) -> str:
+    """Base32 multibase string of a binary CID, computed by the C codec."""
+    head = _HEAD36 if len(raw) == 36 else _link_head(len(raw))
+    text: str = _decode(head + raw, None, True)[0]["$link"]
+    return text
+
+
+def _cid_from_base32(text: str) -> bytes:
+    """Binary CID from a ``b...`` string, decoded strictly by the C codec."""
+    try:
+        out: bytes = _encode({"$link": text}, CID, True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    # tag 42 header, byte-string header, 0x00 prefix
+    return out[5:] if out[2] == 0x58 else out[4:]
+
+
+install_fast_codec(_cid_to_string, _cid_from_base32)
+
+
 def encode(value: Any) -> bytes:
-    """Encode a data-model value (dict/list/str/bytes/int/bool/None/CID) canonically."""
+    """Encode a data-model value (dict/list/str/bytes/int/bool/None/CID) canonically.
+
+    Only exact types encode (no tuples, bytearrays or subclasses). Whatever
+    encodes also decodes with the default limits: floats, integers outside
+    int64 and nesting deeper than ``MAX_CBOR_DEPTH`` raise ``InvalidDataModel``.
+    """
     try:
         out: bytes = _encode(value, CID, False)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidDataModel(f"cannot encode value as DAG-CBOR: {exc}") from None
-    if b"\xfb" in out or b"\x1b" in out or b"\x3b" in out:
+    except SystemError as exc:
+        # cbrrr's key sort leaves a pending UnicodeEncodeError for a lone
+        # surrogate in a key of a multi-key map, which surfaces as SystemError.
+        if isinstance(exc.__cause__, UnicodeError):
+            raise InvalidDataModel(f"cannot encode value as DAG-CBOR: {exc.__cause__}") from None
+        raise
+    if _needs_walk(out, limits.MAX_CBOR_DEPTH):
         _check_values(value)
     return out
 
@@ -53,7 +94,7 @@ def decode(
     max_depth: int = limits.MAX_CBOR_DEPTH,
 ) -> Any:
     """Decode exactly one strict DAG-CBOR item in the AT data model."""
-    _check_input(data, max_bytes)
+    data = _check_input(data, max_bytes)
     if len(data) > limits.CBOR_PRESCAN_BYTES:
         _scan(data, 0, max_depth, whole=True)
     try:
@@ -78,7 +119,7 @@ def decode_node(data: bytes, *, max_bytes: int = limits.MAX_CBOR_BYTES) -> Any:
     their shape bounds the depth. Size, canonical form and CIDs are still
     checked.
     """
-    _check_input(data, max_bytes)
+    data = _check_input(data, max_bytes)
     if len(data) > limits.CBOR_PRESCAN_BYTES:
         _scan(data, 0, limits.MAX_CBOR_DEPTH, whole=True)
     try:
@@ -87,6 +128,36 @@ def decode_node(data: bytes, *, max_bytes: int = limits.MAX_CBOR_BYTES) -> Any:
         raise _diagnose(data, limits.MAX_CBOR_DEPTH, exc) from None
     if length != len(data):
         raise InvalidCBOR("trailing bytes after the top-level item", length)
+    return value
+
+
+def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> Any:
+    """Decode straight to the JSON form (``$link``, ``$bytes``), validated as ``decode``.
+
+    The C codec writes the JSON form directly when the item holds no links
+    (in that mode it does not check CID structure); items with links, and maps
+    whose keys clash with ``$link``/``$bytes``, take the general path.
+    """
+    _check_input(data, max_bytes)
+    if b"\xd8\x2a" in data:
+        from .datamodel import value_to_json
+
+        return value_to_json(decode(data, max_bytes=max_bytes))
+    if len(data) > limits.CBOR_PRESCAN_BYTES:
+        _scan(data, 0, limits.MAX_CBOR_DEPTH, whole=True)
+    try:
+        value, length = _decode(data, None, True)
+    except (ValueError, TypeError):
+        from .datamodel import value_to_json
+
+        return value_to_json(decode(data, max_bytes=max_bytes))
+    if length != len(data):
+        raise InvalidCBOR("trailing bytes after the top-level item", length)
+    if _needs_walk(data, limits.MAX_CBOR_DEPTH):
+        try:
+            _check_values(value, limits.MAX_CBOR_DEPTH)
+        except InvalidDataModel as exc:
+            raise _diagnose(data, limits.MAX_CBOR_DEPTH, exc) from None
     return value
 
 
@@ -102,7 +173,7 @@ def decode_multi(
     Each item is walked after decoding: frames hold few items (their large
     parts are byte strings), so the walk is cheaper than scanning the bytes.
     """
-    _check_input(data, max_bytes)
+    data = _check_input(data, max_bytes)
     if len(data) > limits.CBOR_PRESCAN_BYTES:
         offset = 0
         for _ in range(count):
@@ -130,41 +201,69 @@ def decode_multi(
 # --- internals -------------------------------------------------------------
 
 
-def _check_input(data: bytes, max_bytes: int) -> None:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InvalidCBOR(f"expected bytes, not {type(data).__name__}")
+def _check_input(data: bytes, max_bytes: int) -> bytes:
+    """Size and type checks; returns the input as ``bytes`` (copying other buffers)."""
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidCBOR(f"expected bytes, not {type(data).__name__}")
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if size > max_bytes:
+            raise LimitExceeded("MAX_CBOR_BYTES", size, max_bytes, "DAG-CBOR input")
+        data = bytes(data)
     if len(data) > max_bytes:
         raise LimitExceeded("MAX_CBOR_BYTES", len(data), max_bytes, "DAG-CBOR input")
     if not data:
         raise InvalidCBOR("empty input", 0)
+    return data
 
 
 def _needs_walk(data: bytes, max_depth: int) -> bool:
-    """Whether the decoded value could hold a float, an out-of-range int or excess depth."""
-    if b"\xfb" in data or b"\x1b" in data or b"\x3b" in data:
+    """Whether the decoded value could hold a float, an out-of-range int or excess depth.
+
+    A float64 head is 0xfb; an integer outside int64 is a 0x1b/0x3b head whose
+    next byte has the top bit set; every array or map has a header byte in
+    ``0x80-0x9b``/``0xa0-0xbb``. Bytes inside strings can only cause a walk
+    that was not needed, never skip one that was.
+    """
+    if b"\xfb" in data:
         return True
+    end = len(data) - 1
+    for marker in b"\x1b;":  # 0x1b, 0x3b
+        at = data.find(marker)
+        while 0 <= at < end:
+            if data[at + 1] >= 0x80:
+                return True
+            at = data.find(marker, at + 1)
     return len(data.translate(None, _NOT_CONTAINER)) > max_depth
 
 
 def _check_values(value: Any, max_depth: int = limits.MAX_CBOR_DEPTH) -> None:
-    """Walk a decoded value: no floats, int64 range, nesting within ``max_depth``."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    """Walk a decoded value: no floats, int64 range, nesting within ``max_depth``.
+
+    Breadth-first, one level at a time, so no per-item depth bookkeeping.
+    """
+    level: list[Any] = [value]
+    depth = 0
     lo, hi = limits.MIN_INT, limits.MAX_INT
-    while stack:
-        item, depth = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            if depth > max_depth:
-                raise InvalidDataModel(f"nesting deeper than {max_depth}")
-            stack.extend((v, depth + 1) for v in item.values())
-        elif kind is list:
-            if depth > max_depth:
-                raise InvalidDataModel(f"nesting deeper than {max_depth}")
-            stack.extend((v, depth + 1) for v in item)
-        elif kind is float:
-            raise InvalidDataModel("floats are not allowed in the AT data model")
-        elif kind is int and not lo <= item <= hi:
-            raise InvalidDataModel(f"integer {item} outside the signed 64-bit range")
+    while level:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                if depth > max_depth:
+                    raise InvalidDataModel(f"nesting deeper than {max_depth}")
+                below += item.values()
+            elif kind is list:
+                if depth > max_depth:
+                    raise InvalidDataModel(f"nesting deeper than {max_depth}")
+                below += item
+            elif kind is int:
+                if not lo <= item <= hi:
+                    raise InvalidDataModel(f"integer {item} outside the signed 64-bit range")
+            elif kind is float:
+                raise InvalidDataModel("floats are not allowed in the AT data model")
+        level = below
 
 
 def _diagnose(data: bytes, max_depth: int, exc: BaseException) -> AtrepoError:
@@ -181,7 +280,7 @@ def _diagnose_at(
         return located
     if isinstance(exc, AtrepoError):
         return exc
-    return InvalidCBOR(str(exc), offset if offset else None)
+    return InvalidCBOR(str(exc), offset)
 
 
 def _scan(data: bytes, start: int, max_depth: int, *, whole: bool) -> int:
@@ -229,10 +328,10 @@ def _scan(data: bytes, start: int, max_depth: int, *, whole: bool) -> int:
         if key_slot and major != 3:
             raise InvalidCBOR("map key is not a text string", head)
 
-        if major == 0 or major == 1:
+        if major < 2:  # unsigned or negative integer
             if arg > limits.MAX_INT:
                 raise InvalidCBOR("integer outside the signed 64-bit range", head)
-        elif major == 2 or major == 3:
+        elif major < 4:  # byte or text string
             if pos + arg > n:
                 raise InvalidCBOR(f"string of {arg} bytes runs past the end of input", head)
             raw = data[pos : pos + arg]
@@ -251,7 +350,7 @@ def _scan(data: bytes, start: int, max_depth: int, *, whole: bool) -> int:
                 frame[3] = raw
                 frame[2] = False
                 continue  # a key does not consume an entry; its value does
-        elif major == 4 or major == 5:
+        elif major < 6:  # array or map
             if arg > n - pos:
                 raise InvalidCBOR(f"container of {arg} items longer than the input", head)
             _consume(stack)

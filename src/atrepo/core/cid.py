@@ -9,6 +9,7 @@ digest); ``is_blessed``/``is_dag_cbor`` tell callers where stricter rules apply.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Final
 
 from . import limits
@@ -44,6 +45,17 @@ def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
             raise InvalidCID(f"varint too long at byte {start} of CID {raw.hex()}")
 
 
+def _as_bytes(raw: object) -> bytes:
+    """Copy a bytes-like value (bytearray, memoryview, bytes subclass) to ``bytes``.
+
+    A CID must hold immutable, hashable ``bytes``: a bytearray would make it
+    unhashable and let its value change under a dict.
+    """
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return bytes(raw)
+    raise InvalidCID(f"CID must be bytes, not {type(raw).__name__}")
+
+
 def _check_structure(raw: bytes) -> None:
     """Full structural check of a binary CIDv1 (slow path of the constructor)."""
     if not isinstance(raw, bytes):
@@ -70,6 +82,8 @@ class CID:
     raw: bytes
 
     def __init__(self, raw: bytes) -> None:
+        if type(raw) is not bytes:
+            raw = _as_bytes(raw)
         if len(raw) != 36 or (raw[:4] != _PFX_DAG_CBOR and raw[:4] != _PFX_RAW):
             _check_structure(raw)
         self.raw = raw
@@ -105,7 +119,7 @@ class CID:
         prefix = text[0]
         try:
             if prefix == "b":
-                raw = b32decode(text[1:])
+                raw = _from_base32(text)
             elif prefix == "z":
                 raw = b58decode(text[1:])
             else:
@@ -171,10 +185,10 @@ class CID:
         return self.raw
 
     def __str__(self) -> str:
-        return "b" + b32encode(self.raw)
+        return _to_string(self.raw)
 
     def encode(self) -> str:
-        return "b" + b32encode(self.raw)
+        return _to_string(self.raw)
 
     def __repr__(self) -> str:
         return f"CID({self})"
@@ -188,11 +202,48 @@ class CID:
     def __hash__(self) -> int:
         return hash(self.raw)
 
-    def __lt__(self, other: CID) -> bool:
+    # Ordering is by binary form; comparing with anything else is a TypeError.
+    def __lt__(self, other: object) -> bool:
+        if type(other) is not CID:
+            return NotImplemented
         return self.raw < other.raw
+
+    def __le__(self, other: object) -> bool:
+        if type(other) is not CID:
+            return NotImplemented
+        return self.raw <= other.raw
+
+    def __gt__(self, other: object) -> bool:
+        if type(other) is not CID:
+            return NotImplemented
+        return self.raw > other.raw
+
+    def __ge__(self, other: object) -> bool:
+        if type(other) is not CID:
+            return NotImplemented
+        return self.raw >= other.raw
 
     def __reduce__(self) -> tuple[type[CID], tuple[bytes]]:
         return (CID, (self.raw,))
+
+
+def _pure_to_string(raw: bytes) -> str:
+    return "b" + b32encode(raw)
+
+
+def _pure_from_base32(text: str) -> bytes:
+    return b32decode(text[1:])
+
+
+_to_string: Callable[[bytes], str] = _pure_to_string
+_from_base32: Callable[[str], bytes] = _pure_from_base32
+
+
+def install_fast_codec(to_string: Callable[[bytes], str], from_base32: Callable[[str], bytes]) -> None:
+    """Let the C codec (wired in by ``cbor``) do base32 both ways, ~7x faster."""
+    global _to_string, _from_base32
+    _to_string = to_string
+    _from_base32 = from_base32
 
 
 #: The root of an empty MST: the CID of ``{"e": [], "l": null}``.

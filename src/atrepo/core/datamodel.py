@@ -31,7 +31,11 @@ def json_to_value(obj: Any, *, top_level_object: bool = True) -> Any:
     """Convert parsed JSON into a data-model value, validating as it goes."""
     if top_level_object and type(obj) is not dict:
         raise InvalidDataModel(f"top-level value must be an object, not {_kind(obj)}")
-    return _from_json(obj, "$", 1)
+    value = _from_json(obj, "$", 1)
+    if top_level_object and type(value) is not dict:
+        # {"$link": ...} / {"$bytes": ...} are objects in JSON but not in the data model
+        raise InvalidDataModel(f"top-level value must be an object, not {_kind(value)}")
+    return value
 
 
 def parse_json(text: str | bytes, *, max_bytes: int = limits.MAX_RECORD_JSON_BYTES) -> Any:
@@ -42,6 +46,8 @@ def parse_json(text: str | bytes, *, max_bytes: int = limits.MAX_RECORD_JSON_BYT
         obj = json.loads(text)
     except ValueError as exc:
         raise InvalidDataModel(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidDataModel(f"JSON nesting deeper than {limits.MAX_CBOR_DEPTH}") from None
     return json_to_value(obj)
 
 
@@ -85,9 +91,21 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _check_str(text: str, path: str) -> None:
+    """Strings must be Unicode scalar values: a lone surrogate has no UTF-8 form."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidDataModel(f"{path}: string {text!r} is not valid Unicode (lone surrogate)") from None
+
+
 def _from_json(obj: Any, path: str, depth: int) -> Any:
     kind = type(obj)
-    if kind is str or kind is bool or obj is None:
+    if kind is str:
+        _check_str(obj, path)
+        return obj
+    if kind is bool or obj is None:
         return obj
     if kind is int:
         _check_int(obj, path)
@@ -96,19 +114,22 @@ def _from_json(obj: Any, path: str, depth: int) -> Any:
         if obj.is_integer() and abs(obj) <= limits.MAX_SAFE_INT:
             return int(obj)
         raise InvalidDataModel(f"{path}: floats are not allowed in the AT data model ({obj!r})")
+    if kind is dict:
+        # links and bytes are scalars in the data model: they add no depth
+        if "$link" in obj:
+            return _link_from_json(obj, path)
+        if "$bytes" in obj:
+            return _bytes_from_json(obj, path)
     if depth > limits.MAX_CBOR_DEPTH:
         raise InvalidDataModel(f"{path}: nesting deeper than {limits.MAX_CBOR_DEPTH}")
     if kind is list:
         return [_from_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
     if kind is dict:
-        if "$link" in obj:
-            return _link_from_json(obj, path)
-        if "$bytes" in obj:
-            return _bytes_from_json(obj, path)
         out = {}
         for key, item in obj.items():
             if type(key) is not str:
                 raise InvalidDataModel(f"{path}: object key {key!r} is not a string")
+            _check_str(key, path)
             out[key] = _from_json(item, f"{path}.{key}", depth + 1)
         _check_typed_object(out, path)
         return out
@@ -167,7 +188,10 @@ def _check_typed_object(obj: dict[str, Any], path: str) -> None:
 
 def _check(value: Any, path: str, depth: int) -> None:
     kind = type(value)
-    if kind is str or kind is bool or kind is bytes or kind is CID or value is None:
+    if kind is str:
+        _check_str(value, path)
+        return
+    if kind is bool or kind is bytes or kind is CID or value is None:
         return
     if kind is int:
         _check_int(value, path)
@@ -182,6 +206,7 @@ def _check(value: Any, path: str, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise InvalidDataModel(f"{path}: object key {key!r} is not a string")
+            _check_str(key, path)
             _check(item, f"{path}.{key}", depth + 1)
         _check_typed_object(value, path)
         return

@@ -111,3 +111,19 @@ class ResolutionError(AtrepoError):
 
 class UnsupportedDIDMethod(ResolutionError):
     """A syntactically valid DID whose method atproto does not support."""
+
+
+class InvalidWrite(AtrepoError):
+    """A repository write that cannot be applied (bad path, record, or state)."""
+
+
+class InvalidCommitEvent(InvalidEvent):
+    """A ``#commit`` or ``#sync`` message that fails a Sync 1.1 check.
+
+    ``check`` names the failed check (``size``, ``car``, ``commit``, ``repo``,
+    ``rev``, ``future-rev``, ``signature``, ``ops``, ``forward``, ``inversion``).
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        self.check = check
+        super().__init__(f"{check}: {message}")

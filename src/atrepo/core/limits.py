@@ -63,3 +63,19 @@ MAX_COMMIT_BLOCKS_BYTES = 2_000_000
 MAX_SYNC_BLOCKS_BYTES = 10_000
 #: Most record operations in one ``#commit``.
 MAX_COMMIT_OPS = 200
+
+# --- Merkle Search Tree -------------------------------------------------------
+#: Most entries one MST node may hold. Each key independently sits one layer
+#: higher with probability 1/4, so the run of same-layer keys inside one node is
+#: geometric: P(run >= m) = (3/4)**m. An honest repository of 10 million records
+#: has about 2.5 million such runs at layer 0 (fewer above); by the union bound
+#: the chance that any node reaches 256 entries is 2.5e6 * (3/4)**256 ~ 3e-26.
+#: A key-mined node (cheap: pick adjacent layer-0 keys) hits it and is refused.
+MAX_MST_NODE_ENTRIES = 256
+#: Highest MST layer a key may sit at (tree height is this + 1). A key reaches
+#: layer L with probability 4**-L; for 10 million keys P(any >= 33) is
+#: 1e7 * 4**-33 ~ 1.4e-13. Bounds the chains of entry-less nodes a mined key
+#: (4**L hashes of work) could force on every lookup.
+MAX_MST_LAYER = 32
+#: Decoded MST nodes kept by a tree's node cache.
+MST_NODE_CACHE_SIZE = 65_536

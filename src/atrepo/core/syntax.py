@@ -13,9 +13,11 @@ Conventions, the same for every kind:
   simply invalid.
 
 Speed: these run on every firehose event, so the decision is one precompiled
-``re.fullmatch`` plus length checks (the ``is_valid_*`` functions). Only when
-that fails does a slower walk over the value find the rule to report; that walk
-never accepts, and ends in a generic rule when nothing more specific applies.
+``re.fullmatch`` plus length checks (the ``is_valid_*`` functions; datetimes and
+language tags add a few integer checks, and NSIDs already seen skip the regex).
+Only when that fails does a slower walk over the value find the rule to report;
+that walk never accepts, and ends in a generic rule when nothing more specific
+applies.
 Regexes use explicit ASCII classes (``[0-9]``, never ``\\d``/``\\w``, which match
 other scripts' digits and letters) and ``fullmatch`` (``$`` would accept a
 trailing newline).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Final, NoReturn, TypeGuard
 
@@ -46,6 +48,7 @@ from atrepo.core.limits import (
 
 __all__ = [
     "KINDS",
+    "format_datetime",
     "is_valid",
     "is_valid_at_identifier",
     "is_valid_at_uri",
@@ -59,7 +62,6 @@ __all__ = [
     "is_valid_repo_path",
     "is_valid_tid",
     "is_valid_uri",
-    "format_datetime",
     "normalize_at_uri",
     "normalize_handle",
     "normalize_nsid",
@@ -81,10 +83,11 @@ __all__ = [
 
 # --- Regexes (decide validity; lengths are checked separately) ----------------
 
-#: One DNS label: 1-63 chars, alphanumeric at both ends, hyphens inside.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: One DNS label: 1-63 chars, alphanumeric at both ends, hyphens inside. Written
+#: with lookarounds rather than "{0,61}[A-Za-z0-9]" so the run never backtracks.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 #: Same, but must start with a letter (handle TLD, NSID first segment).
-_ALPHA_LABEL = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ALPHA_LABEL = r"[A-Za-z](?:[A-Za-z0-9-]{0,62}(?<!-))?"
 
 _HANDLE_RE: Final = re.compile(rf"(?:{_LABEL}\.)+{_ALPHA_LABEL}")
 _DID_RE: Final = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]*[A-Za-z0-9._-]")
@@ -121,10 +124,33 @@ _LANGUAGE_RE: Final = re.compile(
 _GRANDFATHERED: Final = frozenset(
     tag.lower()
     for tag in (
-        "en-GB-oed i-ami i-bnn i-default i-enochian i-hak i-klingon i-lux i-mingo i-navajo i-pwn "
-        "i-tao i-tay i-tsu sgn-BE-FR sgn-BE-NL sgn-CH-DE art-lojban cel-gaulish no-bok no-nyn "
-        "zh-guoyu zh-hakka zh-min zh-min-nan zh-xiang"
-    ).split()
+        "en-GB-oed",
+        "sgn-BE-FR",
+        "sgn-BE-NL",
+        "sgn-CH-DE",
+        "i-ami",
+        "i-bnn",
+        "i-default",
+        "i-enochian",
+        "i-hak",
+        "i-klingon",
+        "i-lux",
+        "i-mingo",
+        "i-navajo",
+        "i-pwn",
+        "i-tao",
+        "i-tay",
+        "i-tsu",
+        "art-lojban",
+        "cel-gaulish",
+        "no-bok",
+        "no-nyn",
+        "zh-guoyu",
+        "zh-hakka",
+        "zh-min",
+        "zh-min-nan",
+        "zh-xiang",
+    )
 )
 
 # Character sets used only to explain failures.
@@ -290,9 +316,27 @@ def validate_at_identifier(value: object) -> None:
 # --- NSID ---------------------------------------------------------------------
 
 
+#: NSIDs already found valid. A stream uses a handful of collections over and
+#: over, so a set lookup replaces the regex almost always. Bounded, so hostile
+#: input can only stop it growing, never grow memory.
+_KNOWN_NSIDS: Final[set[str]] = set()
+_KNOWN_NSIDS_MAX: Final = 4096
+
+
+def _remember_nsid(value: str) -> None:
+    if len(_KNOWN_NSIDS) < _KNOWN_NSIDS_MAX:
+        _KNOWN_NSIDS.add(value)
+
+
 def is_valid_nsid(value: object) -> TypeGuard[str]:
     """True for a valid NSID (reversed domain authority plus a name)."""
-    return isinstance(value, str) and len(value) <= MAX_NSID_LENGTH and _NSID_RE.fullmatch(value) is not None
+    if type(value) is str and value in _KNOWN_NSIDS:
+        return True
+    if isinstance(value, str) and len(value) <= MAX_NSID_LENGTH and _NSID_RE.fullmatch(value) is not None:
+        if type(value) is str:
+            _remember_nsid(value)
+        return True
+    return False
 
 
 def _why_not_nsid(value: object) -> str:
@@ -403,9 +447,17 @@ def is_valid_repo_path(value: object) -> TypeGuard[str]:
     """True for ``<nsid>/<record-key>``, the MST key of a record."""
     if not isinstance(value, str) or len(value) > MAX_MST_KEY_BYTES:
         return False
+    # A match below is pure ASCII, so its length in characters is its length in bytes.
+    if type(value) is str:
+        collection, _, rkey = value.partition("/")
+        if collection in _KNOWN_NSIDS:
+            return _RKEY_RE.fullmatch(rkey) is not None
     m = _REPO_PATH_RE.fullmatch(value)
-    # A match is pure ASCII, so its length in characters is its length in bytes.
-    return m is not None and m.end(1) <= MAX_NSID_LENGTH
+    if m is None or m.end(1) > MAX_NSID_LENGTH:
+        return False
+    if type(value) is str:
+        _remember_nsid(m.group(1))
+    return True
 
 
 def _why_not_repo_path(value: object) -> str:
@@ -679,7 +731,7 @@ def parse_datetime(value: object) -> datetime:
     if second == 60:
         second, micros = 59, 999_999
     if m[8] is None:
-        tz = timezone.utc
+        tz = UTC
     else:
         delta = timedelta(hours=int(m[9]), minutes=int(m[10]))
         tz = timezone(delta if m[8] == "+" else -delta)
@@ -690,7 +742,7 @@ def format_datetime(value: datetime) -> str:
     """Format an aware datetime the preferred way: UTC, milliseconds, ``Z``."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: its instant is ambiguous")
-    utc = value.astimezone(timezone.utc)
+    utc = value.astimezone(UTC)
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 

@@ -2,10 +2,15 @@
 
 A TID is a 64-bit value written as 13 base32-sortable characters: bits 62..10
 are microseconds since the Unix epoch, bits 9..0 a clock id chosen at random per
-generator, and the top bit is always 0. The alphabet is in ASCII order and the
-width is fixed, so comparing TID strings compares their values; that is why
-repo revisions and record keys use them, and why a generator must never repeat
-itself or go backwards.
+generator, and bit 63 is 0 in every TID a generator makes. The alphabet is in
+ASCII order and the width is fixed, so comparing TID strings compares their
+values; that is why repo revisions and record keys use them, and why a
+generator must never repeat itself or go backwards.
+
+The syntax rule (first character at most ``j``) only keeps the value within 64
+bits, so a syntactically valid TID may still have bit 63 set (first character
+``c``..``j``). Such TIDs decode to more than :data:`MAX_TID_MICROS`
+microseconds; they can be read but never issued, and nothing can follow them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from atrepo.core.errors import LimitExceeded
@@ -27,6 +32,7 @@ __all__ = [
     "MAX_TID_MICROS",
     "TID_LENGTH",
     "TID_MAX",
+    "TID_SYNTAX_MAX",
     "TID_ZERO",
     "TIDClock",
     "now_tid",
@@ -39,17 +45,20 @@ __all__ = [
 _ALPHABET: Final = "234567abcdefghijklmnopqrstuvwxyz"
 #: Maps base32-sortable digits to the digits ``int(text, 32)`` understands.
 _TO_BASE32HEX: Final = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
-_SHIFTS: Final = tuple(range(60, -1, -5))
+#: Every pair of digits, so encoding takes 10 bits per step instead of 5.
+_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
 
 TID_LENGTH: Final = 13
 #: The smallest TID (value 0).
 TID_ZERO: Final = "2222222222222"
-#: The largest TID (top bit clear, every other bit set).
-TID_MAX: Final = "jzzzzzzzzzzzz"
+#: The largest TID a generator may issue (bit 63 clear, every other bit set).
+TID_MAX: Final = "bzzzzzzzzzzzz"
+#: The largest string the TID syntax accepts (bit 63 set too).
+TID_SYNTAX_MAX: Final = "jzzzzzzzzzzzz"
 MAX_TID_MICROS: Final = 2**53 - 1
 MAX_CLOCK_ID: Final = 1023
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -62,14 +71,24 @@ def tid_from_parts(micros: int, clock_id: int) -> str:
         raise ValueError(f"TID timestamp out of range: {micros}")
     if not 0 <= clock_id <= MAX_CLOCK_ID:
         raise ValueError(f"TID clock id out of range: {clock_id}")
-    value = (micros << 10) | clock_id
-    return "".join([_ALPHABET[(value >> shift) & 31] for shift in _SHIFTS])
+    pairs = _PAIRS
+    # 13 digits = 65 bits: one digit for bits 64..60, then six 10-bit pairs.
+    return (
+        _ALPHABET[micros >> 50]
+        + pairs[(micros >> 40) & 1023]
+        + pairs[(micros >> 30) & 1023]
+        + pairs[(micros >> 20) & 1023]
+        + pairs[(micros >> 10) & 1023]
+        + pairs[micros & 1023]
+        + pairs[clock_id]
+    )
 
 
 def tid_to_parts(tid: str) -> tuple[int, int]:
     """Decode a TID into ``(microseconds since the epoch, clock id)``.
 
-    Raises ``InvalidSyntax`` for anything that is not a TID.
+    Raises ``InvalidSyntax`` for anything that is not a TID. The microseconds
+    exceed :data:`MAX_TID_MICROS` only for TIDs with bit 63 set.
     """
     validate_tid(tid)
     value = int(tid.translate(_TO_BASE32HEX), 32)

@@ -1,0 +1,531 @@
+"""Firehose (``com.atproto.sync.subscribeRepos``) frames and messages, sans I/O.
+
+A frame is two concatenated DAG-CBOR items: a header ``{op, t?}`` and a body.
+``op = 1`` is a message whose type ``t`` (``#commit``, ``#sync``...) selects the
+body schema; ``op = -1`` is an error frame. Unknown ops and types are returned
+as ``UnknownFrame`` for the caller to skip, as the spec asks of clients.
+
+Parsing here is structural: presence, types, identifier syntax and size
+limits, each failure an ``InvalidEvent`` naming the message type and field (or
+``LimitExceeded`` naming the limit). Whether a commit's CAR slice, signature and
+operations agree is the business of the Sync 1.1 validator built on these
+types. Extra body fields are ignored, so only well-formed frames without extras
+re-encode to the same bytes.
+
+Recorded streams are files of frames, each prefixed by its length as the same
+unsigned LEB128 varint CAR files use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import cbor, limits
+from .car import MAX_VARINT_BYTES, BufferedInput, Readable, Writable, encode_varint, scan_varint
+from .cid import CID
+from .errors import InvalidCAR, InvalidEvent, InvalidSyntax, LimitExceeded
+from .syntax import (
+    is_valid_datetime,
+    is_valid_did,
+    is_valid_handle,
+    is_valid_repo_path,
+    is_valid_tid,
+    validate_datetime,
+    validate_did,
+    validate_handle,
+    validate_repo_path,
+    validate_tid,
+)
+
+__all__ = [
+    "ACTIONS",
+    "Account",
+    "Commit",
+    "ErrorFrame",
+    "Frame",
+    "Identity",
+    "Info",
+    "Message",
+    "RepoOp",
+    "Sync",
+    "UnknownFrame",
+    "decode_frame",
+    "encode_error_frame",
+    "encode_frame",
+    "iter_stream_frames",
+    "write_stream_frame",
+]
+
+#: The record operations a ``#commit`` may carry.
+ACTIONS = frozenset({"create", "update", "delete"})
+
+OP_MESSAGE = 1
+OP_ERROR = -1
+
+
+# --- message types -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepoOp:
+    """One record mutation: ``cid`` is None exactly for deletes; ``prev`` is absent for creates."""
+
+    action: str
+    path: str
+    cid: CID | None
+    prev: CID | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": self.action, "path": self.path, "cid": self.cid}
+        if self.prev is not None:
+            body["prev"] = self.prev
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``#commit``: a repository transition ``since`` → ``rev`` with its CAR slice."""
+
+    type_name: ClassVar[str] = "#commit"
+
+    seq: int
+    repo: str
+    commit: CID
+    rev: str
+    since: str | None
+    blocks: bytes
+    ops: tuple[RepoOp, ...]
+    time: str
+    prev_data: CID | None = None
+    blobs: tuple[CID, ...] = ()
+    rebase: bool = False
+    too_big: bool = False
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "seq": self.seq,
+            "rebase": self.rebase,
+            "tooBig": self.too_big,
+            "repo": self.repo,
+            "commit": self.commit,
+            "rev": self.rev,
+            "since": self.since,
+            "blocks": self.blocks,
+            "ops": [op.to_body() for op in self.ops],
+            "blobs": list(self.blobs),
+            "time": self.time,
+        }
+        if self.prev_data is not None:
+            body["prevData"] = self.prev_data
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """``#sync``: "this signed commit (alone in ``blocks``) is the repo's current state"."""
+
+    type_name: ClassVar[str] = "#sync"
+
+    seq: int
+    did: str
+    blocks: bytes
+    rev: str
+    time: str
+
+    def to_body(self) -> dict[str, Any]:
+        return {"seq": self.seq, "did": self.did, "blocks": self.blocks, "rev": self.rev, "time": self.time}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """``#identity``: the account's identity may have changed; refresh caches."""
+
+    type_name: ClassVar[str] = "#identity"
+
+    seq: int
+    did: str
+    time: str
+    handle: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"seq": self.seq, "did": self.did, "time": self.time}
+        if self.handle is not None:
+            body["handle"] = self.handle
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """``#account``: hosting status of the account at the emitting service."""
+
+    type_name: ClassVar[str] = "#account"
+
+    seq: int
+    did: str
+    time: str
+    active: bool
+    status: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"seq": self.seq, "did": self.did, "time": self.time, "active": self.active}
+        if self.status is not None:
+            body["status"] = self.status
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """``#info``: an unsequenced notice such as ``OutdatedCursor``."""
+
+    type_name: ClassVar[str] = "#info"
+
+    name: str
+    message: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name}
+        if self.message is not None:
+            body["message"] = self.message
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    """An ``op = -1`` frame; the server closes the connection after it."""
+
+    error: str
+    message: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.message is not None:
+            body["message"] = self.message
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """A frame with an unknown ``op`` or message type: kept only so callers can skip or forward it."""
+
+    op: int
+    t: str | None
+    body: Any
+
+    def to_body(self) -> Any:
+        return self.body
+
+
+Message = Commit | Sync | Identity | Account | Info
+Frame = Commit | Sync | Identity | Account | Info | ErrorFrame | UnknownFrame
+
+
+# --- field checks ----------------------------------------------------------------
+
+
+def _missing(kind: str, key: str) -> InvalidEvent:
+    return InvalidEvent(f"{kind}: required field {key!r} is missing")
+
+
+def _wrong(kind: str, key: str, expected: str, value: Any) -> InvalidEvent:
+    return InvalidEvent(f"{kind}: field {key!r} must be {expected}, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is CID:
+        return "a link"
+    return type(value).__name__
+
+
+def _get(body: dict[str, Any], key: str, kind: str) -> Any:
+    try:
+        return body[key]
+    except KeyError:
+        raise _missing(kind, key) from None
+
+
+def _seq(body: dict[str, Any], kind: str) -> int:
+    value = _get(body, "seq", kind)
+    if type(value) is not int:
+        raise _wrong(kind, "seq", "an integer", value)
+    if not 0 < value <= limits.MAX_SAFE_INT:
+        raise InvalidEvent(f"{kind}: field 'seq' is {value}, outside 1..2^53-1")
+    return value
+
+
+def _str(body: dict[str, Any], key: str, kind: str) -> str:
+    value = _get(body, key, kind)
+    if type(value) is not str:
+        raise _wrong(kind, key, "a string", value)
+    return value
+
+
+def _opt_str(body: dict[str, Any], key: str, kind: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if key in body:
+            raise _wrong(kind, key, "a string when present", value)
+        return None
+    if type(value) is not str:
+        raise _wrong(kind, key, "a string", value)
+    return value
+
+
+def _bool(body: dict[str, Any], key: str, kind: str) -> bool:
+    value = _get(body, key, kind)
+    if type(value) is not bool:
+        raise _wrong(kind, key, "a boolean", value)
+    return value
+
+
+def _link(body: dict[str, Any], key: str, kind: str) -> CID:
+    value = _get(body, key, kind)
+    if type(value) is not CID:
+        raise _wrong(kind, key, "a link", value)
+    return value
+
+
+def _opt_link(body: dict[str, Any], key: str, kind: str) -> CID | None:
+    value = body.get(key)
+    if value is None:
+        if key in body:
+            raise _wrong(kind, key, "a link when present", value)
+        return None
+    if type(value) is not CID:
+        raise _wrong(kind, key, "a link", value)
+    return value
+
+
+def _bytes(body: dict[str, Any], key: str, kind: str, maximum: int, limit: str) -> bytes:
+    value = _get(body, key, kind)
+    if type(value) is not bytes:
+        raise _wrong(kind, key, "bytes", value)
+    if len(value) > maximum:
+        raise LimitExceeded(limit, len(value), maximum, f"{kind}.{key}")
+    return value
+
+
+def _syntax(
+    value: str, key: str, kind: str, check: Callable[[object], bool], explain: Callable[[object], None]
+) -> str:
+    """Run a fast syntax predicate; on failure let the validator say why."""
+    if not check(value):
+        try:
+            explain(value)
+        except InvalidSyntax as exc:
+            raise InvalidEvent(f"{kind}: field {key!r}: {exc}") from None
+        raise InvalidEvent(f"{kind}: field {key!r} is invalid")  # pragma: no cover - validators agree
+    return value
+
+
+def _did(body: dict[str, Any], key: str, kind: str) -> str:
+    return _syntax(_str(body, key, kind), key, kind, is_valid_did, validate_did)
+
+
+def _tid(body: dict[str, Any], key: str, kind: str) -> str:
+    return _syntax(_str(body, key, kind), key, kind, is_valid_tid, validate_tid)
+
+
+def _time(body: dict[str, Any], kind: str) -> str:
+    return _syntax(_str(body, "time", kind), "time", kind, is_valid_datetime, validate_datetime)
+
+
+# --- body parsers ----------------------------------------------------------------
+
+
+def _parse_op(item: Any, index: int) -> RepoOp:
+    kind = f"#commit: ops[{index}]"
+    if type(item) is not dict:
+        raise InvalidEvent(f"{kind} must be a map, not {_kind(item)}")
+    action = _str(item, "action", kind)
+    if action not in ACTIONS:
+        raise InvalidEvent(f"{kind}: field 'action' is {action!r}, not create, update or delete")
+    path = _syntax(_str(item, "path", kind), "path", kind, is_valid_repo_path, validate_repo_path)
+    if "cid" not in item:
+        raise _missing(kind, "cid")
+    cid = item["cid"]
+    if action == "delete":
+        if cid is not None:
+            raise InvalidEvent(f"{kind}: field 'cid' must be null for a delete, not {_kind(cid)}")
+    elif type(cid) is not CID:
+        raise _wrong(kind, "cid", f"a link (action {action!r})", cid)
+    return RepoOp(action, path, cid, _opt_link(item, "prev", kind))
+
+
+def _parse_commit(body: dict[str, Any]) -> Commit:
+    kind = "#commit"
+    seq = _seq(body, kind)
+    rebase = _bool(body, "rebase", kind)
+    too_big = _bool(body, "tooBig", kind)
+    repo = _did(body, "repo", kind)
+    commit = _link(body, "commit", kind)
+    rev = _tid(body, "rev", kind)
+    since = _get(body, "since", kind)
+    if since is not None:
+        if type(since) is not str:
+            raise _wrong(kind, "since", "a string or null", since)
+        _syntax(since, "since", kind, is_valid_tid, validate_tid)
+    blocks = _bytes(body, "blocks", kind, limits.MAX_COMMIT_BLOCKS_BYTES, "MAX_COMMIT_BLOCKS_BYTES")
+    raw_ops = _get(body, "ops", kind)
+    if type(raw_ops) is not list:
+        raise _wrong(kind, "ops", "an array", raw_ops)
+    if len(raw_ops) > limits.MAX_COMMIT_OPS:
+        raise LimitExceeded("MAX_COMMIT_OPS", len(raw_ops), limits.MAX_COMMIT_OPS, "#commit.ops")
+    ops = tuple([_parse_op(item, i) for i, item in enumerate(raw_ops)])
+    raw_blobs = _get(body, "blobs", kind)
+    if type(raw_blobs) is not list:
+        raise _wrong(kind, "blobs", "an array", raw_blobs)
+    for i, blob in enumerate(raw_blobs):
+        if type(blob) is not CID:
+            raise _wrong(kind, f"blobs[{i}]", "a link", blob)
+    prev_data = _opt_link(body, "prevData", kind)
+    time = _time(body, kind)
+    return Commit(
+        seq, repo, commit, rev, since, blocks, ops, time, prev_data, tuple(raw_blobs), rebase, too_big
+    )
+
+
+def _parse_sync(body: dict[str, Any]) -> Sync:
+    kind = "#sync"
+    return Sync(
+        _seq(body, kind),
+        _did(body, "did", kind),
+        _bytes(body, "blocks", kind, limits.MAX_SYNC_BLOCKS_BYTES, "MAX_SYNC_BLOCKS_BYTES"),
+        _tid(body, "rev", kind),
+        _time(body, kind),
+    )
+
+
+def _parse_identity(body: dict[str, Any]) -> Identity:
+    kind = "#identity"
+    seq = _seq(body, kind)
+    did = _did(body, "did", kind)
+    time = _time(body, kind)
+    handle = _opt_str(body, "handle", kind)
+    if handle is not None:
+        _syntax(handle, "handle", kind, is_valid_handle, validate_handle)
+    return Identity(seq, did, time, handle)
+
+
+def _parse_account(body: dict[str, Any]) -> Account:
+    kind = "#account"
+    return Account(
+        _seq(body, kind),
+        _did(body, "did", kind),
+        _time(body, kind),
+        _bool(body, "active", kind),
+        _opt_str(body, "status", kind),
+    )
+
+
+def _parse_info(body: dict[str, Any]) -> Info:
+    return Info(_str(body, "name", "#info"), _opt_str(body, "message", "#info"))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
+    "#commit": _parse_commit,
+    "#sync": _parse_sync,
+    "#identity": _parse_identity,
+    "#account": _parse_account,
+    "#info": _parse_info,
+}
+
+_HEADERS: dict[str, bytes] = {name: cbor.encode({"op": OP_MESSAGE, "t": name}) for name in _PARSERS}
+_ERROR_HEADER = cbor.encode({"op": OP_ERROR})
+
+
+# --- frames ----------------------------------------------------------------------
+
+
+def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Frame:
+    """Decode one frame: exactly two DAG-CBOR items, header then body.
+
+    Bad CBOR raises ``InvalidCBOR`` (fatal for the connection per the spec);
+    a frame over ``max_bytes`` raises ``LimitExceeded``.
+    """
+    if len(data) > max_bytes:
+        raise LimitExceeded("MAX_FRAME_BYTES", len(data), max_bytes, "event-stream frame")
+    header, body = cbor.decode_multi(data, 2, max_bytes=max_bytes)
+    if type(header) is not dict:
+        raise InvalidEvent(f"frame header must be a map, not {_kind(header)}")
+    op = _get(header, "op", "frame header")
+    if type(op) is not int:
+        raise _wrong("frame header", "op", "an integer", op)
+    if op == OP_MESSAGE:
+        t = _get(header, "t", "frame header")
+        if type(t) is not str:
+            raise _wrong("frame header", "t", "a string", t)
+        if not t.startswith("#"):
+            raise InvalidEvent(f"frame header: field 't' is {t!r}, which does not start with '#'")
+        parser = _PARSERS.get(t)
+        if parser is None:
+            return UnknownFrame(op, t, body)
+        if type(body) is not dict:
+            raise InvalidEvent(f"{t}: body must be a map, not {_kind(body)}")
+        return parser(body)
+    if op == OP_ERROR:
+        if type(body) is not dict:
+            raise InvalidEvent(f"error frame: body must be a map, not {_kind(body)}")
+        return ErrorFrame(_str(body, "error", "error frame"), _opt_str(body, "message", "error frame"))
+    t = header.get("t")
+    return UnknownFrame(op, t if type(t) is str else None, body)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode a message (or error/unknown frame) as header ‖ body bytes."""
+    if isinstance(frame, ErrorFrame):
+        return _ERROR_HEADER + cbor.encode(frame.to_body())
+    if isinstance(frame, UnknownFrame):
+        header: dict[str, Any] = {"op": frame.op}
+        if frame.t is not None:
+            header["t"] = frame.t
+        return cbor.encode(header) + cbor.encode(frame.body)
+    return _HEADERS[frame.type_name] + cbor.encode(frame.to_body())
+
+
+def encode_error_frame(error: str, message: str | None = None) -> bytes:
+    """An ``op = -1`` frame, e.g. ``FutureCursor`` or ``ConsumerTooSlow``."""
+    return encode_frame(ErrorFrame(error, message))
+
+
+# --- recorded stream files -------------------------------------------------------
+
+
+def iter_stream_frames(
+    stream: Readable, *, max_frame_bytes: int = limits.MAX_FRAME_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, frame bytes)`` from a file of varint-length-prefixed frames.
+
+    ``offset`` is where the frame's length varint starts. The frames are not
+    decoded here; pass them to ``decode_frame``.
+    """
+    inp = BufferedInput(stream)
+    while True:
+        if not inp.fill(1):
+            return
+        start = inp.offset
+        inp.fill(MAX_VARINT_BYTES + 1)
+        try:
+            size, at = scan_varint(inp.buf, inp.pos, len(inp.buf), inp.base)
+        except InvalidCAR as exc:
+            raise InvalidEvent(f"bad frame length in stream file: {exc}") from None
+        if at < 0:
+            raise InvalidEvent(f"truncated frame length varint at byte {start}")
+        if size > max_frame_bytes:
+            raise LimitExceeded("MAX_FRAME_BYTES", size, max_frame_bytes, f"stream frame at byte {start}")
+        if size == 0:
+            raise InvalidEvent(f"empty frame at byte {start}")
+        inp.pos = at
+        if not inp.fill(size):
+            raise InvalidEvent(f"truncated frame at byte {start}: {inp.available()} of {size} bytes")
+        frame = inp.buf[inp.pos : inp.pos + size]
+        inp.pos += size
+        yield start, frame
+
+
+def write_stream_frame(stream: Writable, frame: bytes) -> None:
+    """Append one frame to a stream file (length varint, then the frame)."""
+    stream.write(encode_varint(len(frame)) + frame)

@@ -1,0 +1,348 @@
+"""MST nodes: the in-memory form, the wire encoding and strict decoding.
+
+Wire form (DAG-CBOR): ``{"e": [{"k": suffix, "p": shared, "t": link|null,
+"v": link}, ...], "l": link|null}``. In memory a node holds full keys, their
+values and ``len(keys) + 1`` subtree slots (slot 0 is ``l``, slot i+1 is entry
+i's ``t``); a slot is ``None``, a ``CID`` (not loaded) or a ``Node`` (built in
+memory). Nodes never change after construction; only their encoding is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Union
+
+from .. import cbor, limits
+from ..cid import CID
+from ..errors import InvalidCBOR, InvalidMST, LimitExceeded
+from .layer import KEY_PATTERN, common_prefix_length, key_layer, key_problem
+
+Sub = Union["Node", CID, None]
+
+_sha256_prefix = b"\x01\x71\x12\x20"
+_sha256 = hashlib.sha256
+#: For layers 0-3, the range of the first SHA-256 byte that gives that layer.
+_LAYER_FIRST_BYTE = ((64, 256), (16, 64), (4, 16), (1, 4))
+
+#: All of a node's keys at once, newline-separated (newline is not a key character).
+_KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
+
+
+class Node:
+    """One MST node. ``layer`` is -1 for an entry-less node (known from context).
+
+    ``_heads``/``_tails`` cache the encoded parts of each entry that do not
+    depend on subtrees (key suffix and prefix length; value link), so a node
+    rebuilt with a new child - every node on an update's path - re-encodes by
+    joining cached pieces with the one changed link.
+    """
+
+    __slots__ = (
+        "_cid",
+        "_data",
+        "_heads",
+        "_parts",
+        "_pending",
+        "_tails",
+        "_wire",
+        "keys",
+        "layer",
+        "subs",
+        "vals",
+    )
+
+    keys: list[bytes]
+    vals: list[CID]
+    subs: list[Sub]
+    layer: int
+    _cid: CID | None
+    _data: bytes | None
+    _heads: list[bytes] | None
+    _tails: list[bytes] | None
+    _parts: list[bytes] | None
+    _pending: int
+
+    def __init__(
+        self,
+        keys: list[bytes],
+        vals: list[CID],
+        subs: list[Sub],
+        layer: int,
+        heads: list[bytes] | None = None,
+        tails: list[bytes] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.vals = vals
+        self.subs = subs
+        self.layer = layer
+        self._cid = None
+        self._data = None
+        self._heads = heads
+        self._tails = tails
+        self._parts = None
+        self._pending = -1
+        self._wire: list[dict[str, Any]] | None = None
+
+    @property
+    def cid(self) -> CID:
+        """CID of this node's encoding (computed once; encodes new children first)."""
+        cid = self._cid
+        if cid is None:
+            cid = self._cid = CID.for_dag_cbor(self.encode())
+        return cid
+
+    def heads(self) -> list[bytes]:
+        heads = self._heads
+        if heads is None:
+            wire = self._wire
+            if wire is not None:
+                heads = self._heads = [_head(e["k"], e["p"]) for e in wire]
+                self._wire = None
+            else:
+                heads = self._heads = entry_heads(self.keys)
+        return heads
+
+    def tails(self) -> list[bytes]:
+        tails = self._tails
+        if tails is None:
+            tails = self._tails = [b"\x61v" + _link(v) for v in self.vals]
+        return tails
+
+    def with_sub(self, index: int, sub: Sub) -> Node:
+        """The same entries with subtree slot ``index`` replaced.
+
+        The new node copies this node's encoded pieces and recomputes only the
+        changed link when it is encoded.
+        """
+        subs = self.subs.copy()
+        subs[index] = sub
+        node = Node(self.keys, self.vals, subs, self.layer, self.heads(), self.tails())
+        if self._pending < 0:
+            parts = self._parts
+            if parts is None:
+                parts = self._parts = self._all_parts()
+            node._parts = parts.copy()
+            node._pending = index
+        return node
+
+    def with_val(self, index: int, val: CID) -> Node:
+        """The same keys and subtrees with value ``index`` replaced."""
+        vals = self.vals.copy()
+        vals[index] = val
+        tails = self.tails().copy()
+        tails[index] = b"\x61v" + _link(val)
+        node = Node(self.keys, vals, self.subs, self.layer, self.heads(), tails)
+        if self._pending < 0 and self._parts is not None:
+            parts = node._parts = self._parts.copy()
+            parts[3 * index + 3] = tails[index]
+        return node
+
+    def _all_parts(self) -> list[bytes]:
+        heads = self.heads()
+        tails = self.tails()
+        subs = self.subs
+        n = len(heads)
+        end = 3 * n + 1
+        parts = [_NULL] * (end + 1)
+        parts[0] = _array_header(n)
+        parts[1:end:3] = heads
+        parts[3:end:3] = tails
+        if subs.count(None) == n + 1:
+            parts[end] = b"\x61l\xf6"
+        else:
+            links = [_NULL if s is None else _link(s if type(s) is CID else s.cid) for s in subs]  # type: ignore[union-attr]
+            parts[2:end:3] = links[1:]
+            parts[end] = b"\x61l" + links[0]
+        return parts
+
+    def encode(self) -> bytes:
+        data = self._data
+        if data is None:
+            parts = self._parts
+            if parts is None:
+                parts = self._parts = self._all_parts()
+            elif self._pending >= 0:
+                index = self._pending
+                sub = self.subs[index]
+                link = _NULL if sub is None else _link(sub if type(sub) is CID else sub.cid)  # type: ignore[union-attr]
+                if index:
+                    parts[3 * index - 1] = link
+                else:
+                    parts[-1] = b"\x61l" + link
+                self._pending = -1
+            data = self._data = b"".join(parts)
+        return data
+
+    def __repr__(self) -> str:
+        return f"Node(layer={self.layer}, keys={len(self.keys)})"
+
+
+_NULL = b"\xf6"
+_SMALL = [bytes((i,)) for i in range(24)]
+_BHDR = [bytes((0x40 | i,)) for i in range(24)]
+
+
+def _uint(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes((major | value,))
+    if value < 0x100:
+        return bytes((major | 24, value))
+    if value < 0x10000:
+        return bytes((major | 25,)) + value.to_bytes(2, "big")
+    return bytes((major | 26,)) + value.to_bytes(4, "big")
+
+
+def _array_header(n: int) -> bytes:
+    return b"\xa2\x61e" + _uint(0x80, n)
+
+
+def _link(cid: CID | None) -> bytes:
+    if cid is None:
+        return b"\xf6"
+    raw = cid.raw
+    if len(raw) == 36:
+        return b"\xd8\x2a\x58\x25\x00" + raw
+    return b"\xd8\x2a" + _uint(0x40, len(raw) + 1) + b"\x00" + raw
+
+
+def _head(suffix: bytes, p: int) -> bytes:
+    ls = len(suffix)
+    return b"\xa4\x61k%b%b\x61p%b\x61t" % (
+        _BHDR[ls] if ls < 24 else _uint(0x40, ls),
+        suffix,
+        _SMALL[p] if p < 24 else _uint(0, p),
+    )
+
+
+def entry_heads(keys: list[bytes]) -> list[bytes]:
+    """Encoded ``{k, p, t:`` prefix of each entry (prefix-compressed against the previous key)."""
+    out = []
+    prev = b""
+    for key in keys:
+        p = common_prefix_length(prev, key) if prev else 0
+        suffix = key[p:]
+        ls = len(suffix)
+        out.append(
+            b"\xa4\x61k%b%b\x61p%b\x61t"
+            % (_BHDR[ls] if ls < 24 else _uint(0x40, ls), suffix, _SMALL[p] if p < 24 else _uint(0, p))
+        )
+        prev = key
+    return out
+
+
+def encode_node(keys: list[bytes], vals: list[CID], sub_cids: list[CID | None]) -> bytes:
+    """Canonical DAG-CBOR of a node, assembled directly (same bytes as the codec).
+
+    The shape is fixed, so writing the bytes is several times faster than
+    building dicts for the general encoder; tests compare both.
+    """
+    return Node(keys, vals, list(sub_cids), -1).encode()
+
+
+class _Where:
+    """Formats "node <cid>" only when an error message needs it."""
+
+    __slots__ = ("cid",)
+
+    def __init__(self, cid: CID | None) -> None:
+        self.cid = cid
+
+    def __str__(self) -> str:
+        return f"node {self.cid}" if self.cid is not None else "node"
+
+
+def decode_node(data: bytes, cid: CID | None = None) -> Node:
+    """Decode and validate everything a node can show about itself.
+
+    Checks: exact field sets and types, canonical prefix compression, strictly
+    increasing keys, key syntax, one layer for all keys, no children below
+    layer 0, node links are blessed dag-cbor, the entry limit. Context rules
+    (expected layer, bounds from the parent, empty-node placement) are checked
+    by the tree when it descends.
+    """
+    where = _Where(cid)
+    try:
+        raw: Any = cbor.decode_node(data)
+    except (InvalidCBOR, LimitExceeded) as exc:
+        raise InvalidMST(f"{where}: not valid DAG-CBOR: {exc}") from None
+    if type(raw) is not dict or len(raw) != 2 or "e" not in raw or "l" not in raw:
+        raise InvalidMST(f"{where}: must be a map with exactly the fields e and l")
+    entries = raw["e"]
+    left = raw["l"]
+    if type(entries) is not list:
+        raise InvalidMST(f"{where}: field e must be an array")
+    if len(entries) > limits.MAX_MST_NODE_ENTRIES:
+        raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(entries), limits.MAX_MST_NODE_ENTRIES, str(where))
+    if left is not None and (type(left) is not CID or left.raw[:4] != _sha256_prefix or len(left.raw) != 36):
+        raise InvalidMST(f"{where}: l must be null or a dag-cbor sha256 link")
+    keys: list[bytes] = []
+    vals: list[CID] = []
+    subs: list[Sub] = [left]
+    prev = b""
+    pfx = _sha256_prefix
+    for index, entry in enumerate(entries):
+        try:
+            if len(entry) != 4:
+                raise KeyError
+            suffix = entry["k"]
+            p = entry["p"]
+            right = entry["t"]
+            val = entry["v"]
+        except (KeyError, TypeError):
+            raise InvalidMST(f"{where}: entry {index} must be a map with exactly k, p, t, v") from None
+        if type(suffix) is not bytes or type(p) is not int or type(val) is not CID:
+            raise InvalidMST(f"{where}: entry {index} has a field of the wrong type")
+        if right is not None and (type(right) is not CID or right.raw[:4] != pfx or len(right.raw) != 36):
+            raise InvalidMST(f"{where}: entry {index} t must be null or a dag-cbor sha256 link")
+        if index:
+            if p > len(prev) or p < 0:
+                raise InvalidMST(f"{where}: entry {index} prefix length {p} outside 0..{len(prev)}")
+            if p < len(prev) and suffix[:1] == prev[p : p + 1]:
+                raise InvalidMST(f"{where}: entry {index} prefix compression is not the shortest")
+            key = prev[:p] + suffix
+            if key <= prev:
+                raise InvalidMST(
+                    f"{where}: keys out of order: {key.decode('latin-1')!r} after {prev.decode('latin-1')!r}"
+                )
+        elif p:
+            raise InvalidMST(f"{where}: first entry has prefix length {p}, must be 0")
+        else:
+            key = suffix
+        keys.append(key)
+        vals.append(val)
+        subs.append(right)
+        prev = key
+    layer = -1
+    if keys:
+        if _KEYS_FULLMATCH(b"\n".join(keys)) is None or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
+            for key in keys:
+                problem = key_problem(key)
+                if problem is not None:
+                    raise InvalidMST(f"{where}: key {key.decode('latin-1')!r}: {problem}")
+        firsts = bytes([_sha256(k).digest()[0] for k in keys])
+        low = min(firsts)
+        if low >= 64:
+            layer = 0
+        else:
+            layer = key_layer(keys[0])
+            if layer < 4:
+                lo_b, hi_b = _LAYER_FIRST_BYTE[layer]
+                same = low >= lo_b and max(firsts) < hi_b
+            else:
+                same = all(key_layer(k) == layer for k in keys)
+            if not same:
+                key = next(k for k in keys if key_layer(k) != layer)
+                raise InvalidMST(
+                    f"{where}: key {key.decode('latin-1')!r} has layer {key_layer(key)} "
+                    f"but the node's first key has {layer}"
+                )
+        if layer == 0 and subs.count(None) != len(subs):
+            raise InvalidMST(f"{where}: layer-0 node has a subtree link")
+        if layer > limits.MAX_MST_LAYER:
+            raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, str(where))
+    node = Node(keys, vals, subs, layer)
+    node._data = data
+    node._cid = cid
+    node._wire = entries
+    return node

@@ -1,0 +1,611 @@
+"""The persistent Merkle Search Tree.
+
+An ``MST`` is an immutable value: updates return a new tree that shares every
+unchanged node with the old one. Nodes are read lazily through a ``NodeLoader``
+(a block source plus a cache of decoded, validated nodes); a block that is not
+there raises ``MissingBlock``, so partial trees (proofs, commit diffs) work
+until they touch what they lack. New nodes are plain in-memory ``Node``
+objects; their CIDs are computed only when asked for, bottom-up, once.
+"""
+
+from __future__ import annotations
+
+import builtins
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+from .. import limits
+from ..blocks import BlockMap, BlockSource
+from ..cid import CID, EMPTY_MST_ROOT
+from ..errors import InvalidMST, LimitExceeded, MissingBlock
+from .layer import KEY_RE, key_layer, key_problem
+from .node import _BHDR, _SMALL, Node, Sub, _link, _uint, decode_node, encode_node
+
+Op = tuple[Literal["set", "delete"], str, CID | None]
+
+_EMPTY_NODE_BYTES = encode_node([], [], [None])
+_KEY_FULLMATCH = KEY_RE.fullmatch
+#: Returned by the delete recursion when the key was not there.
+_UNCHANGED = object()
+
+
+class NodeLoader:
+    """Decodes nodes from a block source, validated and cached by CID."""
+
+    __slots__ = ("_cache", "_max", "source")
+
+    def __init__(self, source: BlockSource | None, cache_size: int = limits.MST_NODE_CACHE_SIZE) -> None:
+        self.source: BlockSource = source if source is not None else BlockMap()
+        self._cache: OrderedDict[CID, Node] = OrderedDict()
+        self._max = cache_size
+
+    def load(self, cid: CID) -> Node:
+        node = self._cache.get(cid)
+        if node is not None:
+            return node
+        data = self.source.get(cid)
+        if data is None:
+            raise MissingBlock(cid, "MST node")
+        if not cid.matches(data):
+            raise InvalidMST(f"node {cid}: block does not hash to its CID")
+        node = decode_node(data, cid)
+        cache = self._cache
+        cache[cid] = node
+        if len(cache) > self._max:
+            cache.popitem(last=False)
+        return node
+
+
+def _key(key: str | bytes) -> bytes:
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    problem = key_problem(raw)
+    if problem is not None:
+        raise InvalidMST(f"key {raw.decode('utf-8', 'replace')!r}: {problem}")
+    return raw
+
+
+def _make(keys: list[bytes], vals: list[CID], subs: list[Sub], layer: int) -> Node | None:
+    """A node, or None when it would hold nothing at all."""
+    if not keys:
+        if subs[0] is None:
+            return None
+        return Node(keys, vals, subs, -1 if layer < 0 else layer)
+    return Node(keys, vals, subs, layer)
+
+
+class MST:
+    """An immutable MST value over a ``NodeLoader``.
+
+    ``root`` is None for the empty tree; ``layer`` is the root's layer (-1 when
+    empty). Keys are repo paths (``collection/rkey``) given as ``str`` or
+    ``bytes``; values are record CIDs.
+    """
+
+    __slots__ = ("_root", "layer", "loader")
+
+    def __init__(self, loader: NodeLoader, root: Node | None, layer: int) -> None:
+        self.loader = loader
+        self._root = root
+        self.layer = layer
+
+    # --- construction ------------------------------------------------------
+    @classmethod
+    def empty(cls, source: BlockSource | None = None) -> MST:
+        return cls(NodeLoader(source), None, -1)
+
+    @classmethod
+    def load(cls, source: BlockSource | NodeLoader, root: CID) -> MST:
+        """Open the tree rooted at ``root`` (read lazily from ``source``)."""
+        loader = source if isinstance(source, NodeLoader) else NodeLoader(source)
+        if root == EMPTY_MST_ROOT:
+            return cls(loader, None, -1)
+        if not root.is_dag_cbor:
+            raise InvalidMST(f"root {root} is not a dag-cbor sha256 link")
+        node = loader.load(root)
+        if not node.keys:
+            if node.subs[0] is None:
+                raise InvalidMST(f"root {root}: entry-less root of a non-empty tree")  # pragma: no cover
+            raise InvalidMST(f"root {root}: entry-less node at the top of the tree (must be trimmed)")
+        return cls(loader, node, node.layer)
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str | bytes, CID]], source: BlockSource | None = None) -> MST:
+        """Build from (key, CID) pairs sorted by key, in one linear pass.
+
+        Keys of a layer-0 node are neighbours in the sorted input, so prefix
+        compression reuses the shared prefix of adjacent input keys; a node
+        higher up takes the minimum over the keys between its entries.
+        """
+        keys: list[bytes] = []
+        vals: list[CID] = []
+        for key, val in items:
+            keys.append(key.encode() if isinstance(key, str) else key)
+            vals.append(val)
+        loader = NodeLoader(source)
+        n = len(keys)
+        if not n:
+            return cls(loader, None, -1)
+        fullmatch = _KEY_FULLMATCH
+        max_key = limits.MAX_MST_KEY_BYTES
+        for raw in keys:
+            if fullmatch(raw) is None or len(raw) > max_key:
+                _key(raw)
+        shared = [0] * n
+        prev = keys[0]
+        for i in range(1, n):
+            raw = keys[i]
+            if raw <= prev:
+                raise InvalidMST(f"build input not strictly sorted at {raw.decode()!r}")
+            m = min(len(prev), len(raw))
+            x = int.from_bytes(prev[:m], "big") ^ int.from_bytes(raw[:m], "big")
+            shared[i] = m - (x.bit_length() + 7) // 8
+            prev = raw
+        layers = list(map(key_layer, keys))
+        top = max(layers)
+        if top > limits.MAX_MST_LAYER:
+            raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
+        max_entries = limits.MAX_MST_NODE_ENTRIES
+        # per layer: indices of the keys collected so far, and subtree slots
+        idx: list[list[int]] = [[] for _ in range(top + 1)]
+        subs: list[list[Sub]] = [[None] for _ in range(top + 1)]
+
+        def close(layer: int) -> Node | None:
+            members = idx[layer]
+            slots = subs[layer]
+            idx[layer] = []
+            subs[layer] = [None]
+            if not members:
+                return None if slots[0] is None else Node([], [], slots, layer)
+            if len(members) > max_entries:
+                raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(members), max_entries, "MST build")
+            heads = []
+            last = -1
+            for j in members:
+                if last < 0:
+                    p = 0
+                elif j == last + 1:
+                    p = shared[j]
+                else:
+                    p = min(shared[last + 1 : j + 1])
+                suffix = keys[j][p:]
+                ls = len(suffix)
+                heads.append(
+                    b"\xa4\x61k%b%b\x61p%b\x61t"
+                    % (
+                        _BHDR[ls] if ls < 24 else _uint(0x40, ls),
+                        suffix,
+                        _SMALL[p] if p < 24 else _uint(0, p),
+                    )
+                )
+                last = j
+            return Node(
+                [keys[j] for j in members],
+                [vals[j] for j in members],
+                slots,
+                layer,
+                heads,
+                [b"\x61v" + _link(vals[j]) for j in members],
+            )
+
+        for i in range(n):
+            height = layers[i]
+            for layer in range(height):
+                if idx[layer] or subs[layer][0] is not None:
+                    subs[layer + 1][-1] = close(layer)
+            idx[height].append(i)
+            subs[height].append(None)
+        for layer in range(top):
+            subs[layer + 1][-1] = close(layer)
+        root = close(top)
+        return cls(loader, root, top)
+
+    # --- identity ------------------------------------------------------------
+    @property
+    def root_cid(self) -> CID:
+        """CID of the root node (the commit's ``data``)."""
+        return EMPTY_MST_ROOT if self._root is None else self._root.cid
+
+    @property
+    def root(self) -> Node | None:
+        return self._root
+
+    def is_empty(self) -> bool:
+        return self._root is None
+
+    def __repr__(self) -> str:
+        return f"MST(root={self.root_cid}, layer={self.layer})"
+
+    # --- reading -------------------------------------------------------------
+    def _resolve(self, sub: Sub, layer: int, lo: bytes | None, hi: bytes | None) -> Node | None:
+        """Follow a subtree slot, checking the node fits where it was found."""
+        if sub is None:
+            return None
+        if type(sub) is Node:
+            return sub
+        node = self.loader.load(sub)  # type: ignore[arg-type]
+        keys = node.keys
+        if keys:
+            if node.layer != layer:
+                raise InvalidMST(f"node {sub}: keys at layer {node.layer} where layer {layer} belongs")
+            if (lo is not None and keys[0] <= lo) or (hi is not None and keys[-1] >= hi):
+                raise InvalidMST(f"node {sub}: keys outside the range its parent gives")
+        elif layer <= 0:
+            raise InvalidMST(f"node {sub}: entry-less node at layer 0")
+        elif node.subs[0] is None:
+            raise InvalidMST(f"node {sub}: entry-less node without a subtree")
+        return node
+
+    def get(self, key: str | bytes) -> CID | None:
+        """The CID stored at ``key``, or None."""
+        raw = key.encode() if isinstance(key, str) else key
+        sub: Sub = self._root
+        layer = self.layer
+        lo: bytes | None = None
+        hi: bytes | None = None
+        while sub is not None:
+            node = self._resolve(sub, layer, lo, hi)
+            assert node is not None
+            keys = node.keys
+            i = bisect_left(keys, raw)
+            if i < len(keys) and keys[i] == raw:
+                return node.vals[i]
+            if i:
+                lo = keys[i - 1]
+            if i < len(keys):
+                hi = keys[i]
+            sub = node.subs[i]
+            layer -= 1
+        return None
+
+    def __contains__(self, key: str | bytes) -> bool:
+        return self.get(key) is not None
+
+    def walk(self, *, reverse: bool = False) -> Iterator[tuple[str, CID]]:
+        """Every (key, CID) in key order (or reverse), validating what it reads."""
+        for raw, val in self._walk_raw(reverse=reverse):
+            yield raw.decode(), val
+
+    def _walk_raw(self, *, reverse: bool = False) -> Iterator[tuple[bytes, CID]]:
+        if self._root is None:
+            return
+        # stack items: (node, layer, lo, hi, index)
+        yield from self._walk_node(self._root, self.layer, None, None, reverse)
+
+    def _walk_node(
+        self, node: Node, layer: int, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, CID]]:
+        keys, vals, subs = node.keys, node.vals, node.subs
+        n = len(keys)
+        order = range(n, -1, -1) if reverse else range(n + 1)
+        for i in order:
+            sub = subs[i]
+            if sub is not None:
+                child = self._resolve(sub, layer - 1, keys[i - 1] if i else lo, keys[i] if i < n else hi)
+                assert child is not None
+                yield from self._walk_node(
+                    child, layer - 1, keys[i - 1] if i else lo, keys[i] if i < n else hi, reverse
+                )
+            if reverse:
+                if i:
+                    yield keys[i - 1], vals[i - 1]
+            elif i < n:
+                yield keys[i], vals[i]
+
+    def list(
+        self,
+        collection: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        reverse: bool = False,
+    ) -> builtins.list[tuple[str, CID]]:
+        """Records of one collection after ``cursor`` (an rkey), at most ``limit``."""
+        prefix = collection.encode() + b"/"
+        start = prefix + cursor.encode() if cursor is not None else None
+        out: builtins.list[tuple[str, CID]] = []
+        if reverse:
+            upper = start if start is not None else prefix[:-1] + b"0"  # '0' sorts right after '/'
+            it = self.range_raw(None, upper, reverse=True)
+        else:
+            lower = start if start is not None else prefix
+            it = self.range_raw(lower, None, reverse=False)
+        for raw, val in it:
+            if not raw.startswith(prefix):
+                break
+            if start is not None and raw == start:
+                continue
+            out.append((raw.decode(), val))
+            if len(out) >= limit:
+                break
+        return out
+
+    def range_raw(
+        self, lower: bytes | None, upper: bytes | None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, CID]]:
+        """Entries with lower <= key (forward) or key < upper (reverse), pruning subtrees."""
+        if self._root is None:
+            return
+        yield from self._range_node(self._root, self.layer, None, None, lower, upper, reverse)
+
+    def _range_node(
+        self,
+        node: Node,
+        layer: int,
+        lo: bytes | None,
+        hi: bytes | None,
+        lower: bytes | None,
+        upper: bytes | None,
+        reverse: bool,
+    ) -> Iterator[tuple[bytes, CID]]:
+        keys, vals, subs = node.keys, node.vals, node.subs
+        n = len(keys)
+        if reverse:
+            end = bisect_left(keys, upper) if upper is not None else n
+            for i in range(end, -1, -1):
+                sub = subs[i]
+                if sub is not None:
+                    clo = keys[i - 1] if i else lo
+                    chi = keys[i] if i < n else hi
+                    child = self._resolve(sub, layer - 1, clo, chi)
+                    assert child is not None
+                    yield from self._range_node(child, layer - 1, clo, chi, lower, upper, reverse)
+                if i:
+                    yield keys[i - 1], vals[i - 1]
+        else:
+            begin = bisect_left(keys, lower) if lower is not None else 0
+            for i in range(begin, n + 1):
+                sub = subs[i]
+                if sub is not None:
+                    clo = keys[i - 1] if i else lo
+                    chi = keys[i] if i < n else hi
+                    child = self._resolve(sub, layer - 1, clo, chi)
+                    assert child is not None
+                    yield from self._range_node(child, layer - 1, clo, chi, lower, upper, reverse)
+                if i < n:
+                    yield keys[i], vals[i]
+
+    # --- writing -------------------------------------------------------------
+    def set(self, key: str | bytes, value: CID) -> MST:
+        """Insert or update ``key``."""
+        raw = _key(key)
+        height = key_layer(raw)
+        if height > limits.MAX_MST_LAYER:
+            raise LimitExceeded("MAX_MST_LAYER", height, limits.MAX_MST_LAYER, raw.decode())
+        root, layer = self._root, self.layer
+        if root is None:
+            return MST(self.loader, Node([raw], [value], [None, None], height), height)
+        if height > layer:
+            left, right = self._split(root, layer, raw, None, None)
+            for wrap in range(layer + 1, height):
+                left = _make([], [], [left], wrap)
+                right = _make([], [], [right], wrap)
+            return MST(self.loader, Node([raw], [value], [left, right], height), height)
+        new = self._insert(root, layer, raw, value, height, None, None)
+        if new is root:
+            return self
+        return MST(self.loader, new, layer)
+
+    def _insert(
+        self, sub: Sub, layer: int, key: bytes, val: CID, height: int, lo: bytes | None, hi: bytes | None
+    ) -> Node:
+        node = self._resolve(sub, layer, lo, hi)
+        if node is None:
+            if height == layer:
+                return Node([key], [val], [None, None], layer)
+            child = self._insert(None, layer - 1, key, val, height, lo, hi)
+            return Node([], [], [child], layer)
+        keys = node.keys
+        i = bisect_left(keys, key)
+        clo = keys[i - 1] if i else lo
+        chi = keys[i] if i < len(keys) else hi
+        if height == layer:
+            if i < len(keys) and keys[i] == key:
+                if node.vals[i] == val:
+                    return node
+                return node.with_val(i, val)
+            if len(keys) >= limits.MAX_MST_NODE_ENTRIES:
+                raise LimitExceeded(
+                    "MAX_MST_NODE_ENTRIES", len(keys) + 1, limits.MAX_MST_NODE_ENTRIES, key.decode()
+                )
+            left, right = self._split(node.subs[i], layer - 1, key, clo, chi)
+            return Node(
+                [*keys[:i], key, *keys[i:]],
+                [*node.vals[:i], val, *node.vals[i:]],
+                [*node.subs[:i], left, right, *node.subs[i + 1 :]],
+                layer,
+            )
+        child = self._insert(node.subs[i], layer - 1, key, val, height, clo, chi)
+        if child is node.subs[i]:
+            return node
+        return node.with_sub(i, child)
+
+    def _split(
+        self, sub: Sub, layer: int, key: bytes, lo: bytes | None, hi: bytes | None
+    ) -> tuple[Node | None, Node | None]:
+        """Cut a subtree into the parts below and above ``key`` (not in it)."""
+        node = self._resolve(sub, layer, lo, hi)
+        if node is None:
+            return None, None
+        keys = node.keys
+        i = bisect_left(keys, key)
+        clo = keys[i - 1] if i else lo
+        chi = keys[i] if i < len(keys) else hi
+        cl, cr = self._split(node.subs[i], layer - 1, key, clo, chi)
+        left = _make(keys[:i], node.vals[:i], [*node.subs[:i], cl], layer)
+        right = _make(keys[i:], node.vals[i:], [cr, *node.subs[i + 1 :]], layer)
+        return left, right
+
+    def delete(self, key: str | bytes) -> MST:
+        """Remove ``key``; a tree without it is returned unchanged."""
+        raw = key.encode() if isinstance(key, str) else key
+        if self._root is None:
+            return self
+        height = key_layer(raw)
+        if height > self.layer:
+            return self
+        new = self._delete(self._root, self.layer, raw, height, None, None)
+        if new is _UNCHANGED:
+            return self
+        layer = self.layer
+        root: Node | None = new  # type: ignore[assignment]
+        while root is not None and not root.keys:
+            root = self._resolve(root.subs[0], layer - 1, None, None)
+            layer -= 1
+        if root is None:
+            return MST(self.loader, None, -1)
+        return MST(self.loader, root, layer)
+
+    def _delete(
+        self, sub: Sub, layer: int, key: bytes, height: int, lo: bytes | None, hi: bytes | None
+    ) -> Node | None | object:
+        node = self._resolve(sub, layer, lo, hi)
+        if node is None:
+            return _UNCHANGED
+        keys = node.keys
+        i = bisect_left(keys, key)
+        clo = keys[i - 1] if i else lo
+        if height == layer:
+            if i >= len(keys) or keys[i] != key:
+                return _UNCHANGED
+            chi = keys[i + 1] if i + 1 < len(keys) else hi
+            merged = self._merge(node.subs[i], node.subs[i + 1], layer - 1, clo, key, chi)
+            return _make(
+                [*keys[:i], *keys[i + 1 :]],
+                [*node.vals[:i], *node.vals[i + 1 :]],
+                [*node.subs[:i], merged, *node.subs[i + 2 :]],
+                layer,
+            )
+        chi = keys[i] if i < len(keys) else hi
+        child = self._delete(node.subs[i], layer - 1, key, height, clo, chi)
+        if child is _UNCHANGED:
+            return _UNCHANGED
+        if keys:
+            return node.with_sub(i, child)  # type: ignore[arg-type]
+        return _make(keys, node.vals, [child], layer)  # type: ignore[list-item]
+
+    def _merge(
+        self, a: Sub, b: Sub, layer: int, lo: bytes | None, mid: bytes, hi: bytes | None
+    ) -> Node | None:
+        """Join two adjacent subtrees of one layer (left keys < mid < right keys)."""
+        if a is None:
+            return self._resolve(b, layer, mid, hi) if type(b) is CID else b  # type: ignore[return-value]
+        if b is None:
+            return self._resolve(a, layer, lo, mid) if type(a) is CID else a  # type: ignore[return-value]
+        na = self._resolve(a, layer, lo, mid)
+        nb = self._resolve(b, layer, mid, hi)
+        assert na is not None and nb is not None
+        alo = na.keys[-1] if na.keys else lo
+        bhi = nb.keys[0] if nb.keys else hi
+        inner = self._merge(na.subs[-1], nb.subs[0], layer - 1, alo, mid, bhi)
+        keys = na.keys + nb.keys
+        if len(keys) > limits.MAX_MST_NODE_ENTRIES:
+            raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(keys), limits.MAX_MST_NODE_ENTRIES, mid.decode())
+        return _make(keys, na.vals + nb.vals, [*na.subs[:-1], inner, *nb.subs[1:]], layer)
+
+    def apply(self, ops: Iterable[Op]) -> MST:
+        """Apply ("set", key, cid) / ("delete", key, None) operations in order."""
+        tree = self
+        for action, key, value in ops:
+            if action == "set":
+                assert value is not None
+                tree = tree.set(key, value)
+            else:
+                tree = tree.delete(key)
+        return tree
+
+    # --- blocks --------------------------------------------------------------
+    def new_blocks(self) -> BlockMap:
+        """Encodings of every node built in memory (not loaded from the source)."""
+        out = BlockMap()
+        root = self._root
+        if root is None:
+            out.put(EMPTY_MST_ROOT, _EMPTY_NODE_BYTES)
+            return out
+        root.cid  # noqa: B018 - encodes the new nodes bottom-up
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if node._data is not None and node._cid is not None:
+                out.put(node._cid, node._data)
+            for sub in node.subs:
+                if type(sub) is Node:
+                    stack.append(sub)
+        return out
+
+    def node_cids(self) -> Iterator[CID]:
+        """Every node CID of the tree, in pre-order (loads what it walks)."""
+        for cid, _node, _layer in self.nodes():
+            yield cid
+
+    def nodes(self) -> Iterator[tuple[CID, Node, int]]:
+        """(CID, node, layer) for every node in pre-order."""
+        if self._root is None:
+            return
+        stack: list[tuple[Node, int, bytes | None, bytes | None]] = [(self._root, self.layer, None, None)]
+        while stack:
+            node, layer, lo, hi = stack.pop()
+            yield node.cid, node, layer
+            keys = node.keys
+            n = len(keys)
+            for i in range(n, -1, -1):
+                sub = node.subs[i]
+                if sub is not None:
+                    clo = keys[i - 1] if i else lo
+                    chi = keys[i] if i < n else hi
+                    child = self._resolve(sub, layer - 1, clo, chi)
+                    assert child is not None
+                    stack.append((child, layer - 1, clo, chi))
+
+    def path(self, key: str | bytes) -> builtins.list[Node]:
+        """Nodes on the lookup path of ``key`` from the root (where it is or would be)."""
+        raw = key.encode() if isinstance(key, str) else key
+        out: builtins.list[Node] = []
+        sub: Sub = self._root
+        layer = self.layer
+        lo: bytes | None = None
+        hi: bytes | None = None
+        while sub is not None:
+            node = self._resolve(sub, layer, lo, hi)
+            assert node is not None
+            out.append(node)
+            keys = node.keys
+            i = bisect_left(keys, raw)
+            if i < len(keys) and keys[i] == raw:
+                break
+            if i:
+                lo = keys[i - 1]
+            if i < len(keys):
+                hi = keys[i]
+            sub = node.subs[i]
+            layer -= 1
+        return out
+
+    def neighbor(self, key: str | bytes, *, below: bool) -> bytes | None:
+        """The nearest key strictly below (or above) ``key``, or None."""
+        raw = key.encode() if isinstance(key, str) else key
+        best: bytes | None = None
+        sub: Sub = self._root
+        layer = self.layer
+        lo: bytes | None = None
+        hi: bytes | None = None
+        while sub is not None:
+            node = self._resolve(sub, layer, lo, hi)
+            assert node is not None
+            keys = node.keys
+            if below:
+                i = bisect_left(keys, raw)
+                if i:
+                    best = keys[i - 1]
+            else:
+                i = bisect_right(keys, raw)
+                if i < len(keys):
+                    best = keys[i]
+            if i:
+                lo = keys[i - 1]
+            if i < len(keys):
+                hi = keys[i]
+            sub = node.subs[i]
+            layer -= 1
+        return best

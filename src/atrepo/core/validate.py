@@ -1,0 +1,254 @@
+"""Sync 1.1 validation of ``#commit`` and ``#sync`` messages.
+
+``validate_commit`` runs every self-contained check of the inductive firehose
+(sizes, CAR and commit, message/commit agreement, future revs, signature, op
+well-formedness, forward check in the new tree, inversion back to
+``prevData``) and returns the verified result or raises ``InvalidCommitEvent``
+whose ``check`` names the failed check. ``check_chain`` then compares a
+verified commit with the stored ``(rev, data)`` of its repository.
+"""
+
+from __future__ import annotations
+
+import enum
+import time as _time
+from dataclasses import dataclass
+
+from . import limits
+from .blocks import BlockMap
+from .car import read_car
+from .cid import CID
+from .commit import SignedCommit, decode_commit
+from .errors import AtrepoError, InvalidCommitEvent, InvalidSignature, MissingBlock
+from .events import Commit, RepoOp, Sync
+from .keys import PublicKey
+from .mst.tree import MST
+from .tid import tid_to_parts
+
+#: How far in the future a commit's rev may be (the Go relay allows 5 minutes).
+MAX_FUTURE_REV_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCommit:
+    """A ``#commit`` that passed every self-contained check."""
+
+    did: str
+    rev: str
+    since: str | None
+    commit: SignedCommit
+    prev_data: CID | None
+    ops: tuple[RepoOp, ...]
+    blocks: BlockMap
+    inverted: bool
+
+    @property
+    def commit_cid(self) -> CID:
+        return self.commit.cid
+
+    @property
+    def data(self) -> CID:
+        return self.commit.data
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSync:
+    """A ``#sync`` that passed every self-contained check."""
+
+    did: str
+    rev: str
+    commit: SignedCommit
+
+    @property
+    def commit_cid(self) -> CID:
+        return self.commit.cid
+
+    @property
+    def data(self) -> CID:
+        return self.commit.data
+
+
+@dataclass(frozen=True, slots=True)
+class RepoState:
+    """What a consumer keeps per repository: the last verified rev and data."""
+
+    rev: str
+    data: CID
+    commit: CID | None = None
+
+
+class Chain(enum.Enum):
+    """How a verified event relates to the stored state."""
+
+    FIRST = "first"  # nothing stored yet
+    NEXT = "next"  # follows the stored state exactly
+    DUPLICATE = "duplicate"  # rev not after the stored rev: ignore
+    OUT_OF_SYNC = "out-of-sync"  # valid, but the chain broke: resync
+    SAME = "same"  # a #sync that restates the stored state
+
+
+def _fail(check: str, message: str) -> InvalidCommitEvent:
+    return InvalidCommitEvent(check, message)
+
+
+def _commit_from_car(
+    blocks_bytes: bytes, root_expected: CID | None, max_bytes: int
+) -> tuple[SignedCommit, BlockMap]:
+    if not blocks_bytes:
+        raise _fail("car", "blocks is empty")
+    if len(blocks_bytes) > max_bytes:
+        raise _fail("size", f"blocks is {len(blocks_bytes)} bytes, more than {max_bytes}")
+    try:
+        roots, blocks = read_car(blocks_bytes, max_bytes=max_bytes)
+    except AtrepoError as exc:
+        raise _fail("car", str(exc)) from None
+    if not roots:
+        raise _fail("car", "CAR has no root")
+    root = roots[0]
+    if root_expected is not None and root != root_expected:
+        raise _fail("car", f"CAR root {root} is not the message's commit {root_expected}")
+    raw = blocks.get(root)
+    if raw is None:
+        raise _fail("car", f"commit block {root} is not in the CAR")
+    try:
+        commit = decode_commit(raw, root)
+    except AtrepoError as exc:
+        raise _fail("commit", str(exc)) from None
+    return commit, blocks
+
+
+def _check_rev_time(rev: str, now: float | None, max_future: float) -> None:
+    micros, _ = tid_to_parts(rev)
+    current = _time.time() if now is None else now
+    if micros / 1_000_000 > current + max_future:
+        raise _fail("future-rev", f"rev {rev} is more than {int(max_future)} s in the future")
+
+
+def _check_signature(commit: SignedCommit, key: PublicKey | None) -> None:
+    if key is None:
+        return
+    try:
+        commit.verify(key)
+    except InvalidSignature as exc:
+        raise _fail("signature", str(exc)) from None
+
+
+def validate_commit(
+    event: Commit,
+    key: PublicKey | None,
+    *,
+    now: float | None = None,
+    max_future_seconds: float = MAX_FUTURE_REV_SECONDS,
+    require_record_blocks: bool = True,
+) -> VerifiedCommit:
+    """Run the self-contained Sync 1.1 checks on a ``#commit`` (``key`` None skips the signature)."""
+    if event.too_big or event.rebase:
+        raise _fail("flags", "tooBig and rebase are deprecated and must be false")
+    if len(event.ops) > limits.MAX_COMMIT_OPS:
+        raise _fail("size", f"{len(event.ops)} ops, more than {limits.MAX_COMMIT_OPS}")
+    commit, blocks = _commit_from_car(event.blocks, event.commit, limits.MAX_COMMIT_BLOCKS_BYTES)
+    if event.repo != commit.did:
+        raise _fail("repo", f"message repo {event.repo} is not the commit's did {commit.did}")
+    if event.rev != commit.rev:
+        raise _fail("rev", f"message rev {event.rev} is not the commit's rev {commit.rev}")
+    if event.since is not None and event.since >= event.rev:
+        raise _fail("rev", f"since {event.since} is not before rev {event.rev}")
+    _check_rev_time(commit.rev, now, max_future_seconds)
+    _check_signature(commit, key)
+    ops = event.ops
+    seen: set[str] = set()
+    for op in ops:
+        if op.path in seen:
+            raise _fail("ops", f"path {op.path} appears twice")
+        seen.add(op.path)
+        if op.action == "create":
+            if op.cid is None or op.prev is not None:
+                raise _fail("ops", f"create of {op.path} must have cid and no prev")
+        elif op.action == "update":
+            if op.cid is None or op.prev is None:
+                raise _fail("ops", f"update of {op.path} must have cid and prev")
+        elif op.action == "delete":
+            if op.cid is not None or op.prev is None:
+                raise _fail("ops", f"delete of {op.path} must have prev and a null cid")
+        else:
+            raise _fail("ops", f"unknown action {op.action!r} for {op.path}")
+    try:
+        tree = MST.load(blocks, commit.data)
+    except AtrepoError as exc:
+        raise _fail("forward", f"cannot open the new tree: {exc}") from None
+    try:
+        for op in ops:
+            found = tree.get(op.path)
+            if found != op.cid:
+                raise _fail("forward", f"{op.action} {op.path}: the new tree holds {found}, op says {op.cid}")
+            if require_record_blocks and op.cid is not None and op.cid not in blocks:
+                raise _fail("forward", f"{op.action} {op.path}: record block {op.cid} is not in the CAR")
+    except MissingBlock as exc:
+        raise _fail("forward", f"proof is incomplete: {exc}") from None
+    except InvalidCommitEvent:
+        raise
+    except AtrepoError as exc:
+        raise _fail("forward", str(exc)) from None
+    inverted = False
+    if event.prev_data is not None:
+        try:
+            for op in ops:
+                if op.action == "create":
+                    tree = tree.delete(op.path)
+                else:
+                    assert op.prev is not None
+                    tree = tree.set(op.path, op.prev)
+            root = tree.root_cid
+        except MissingBlock as exc:
+            raise _fail("inversion", f"blocks do not cover the inverse ops: {exc}") from None
+        except AtrepoError as exc:
+            raise _fail("inversion", str(exc)) from None
+        if root != event.prev_data:
+            raise _fail("inversion", f"inverted tree has root {root}, prevData is {event.prev_data}")
+        inverted = True
+    return VerifiedCommit(commit.did, commit.rev, event.since, commit, event.prev_data, ops, blocks, inverted)
+
+
+def validate_sync(
+    event: Sync,
+    key: PublicKey | None,
+    *,
+    now: float | None = None,
+    max_future_seconds: float = MAX_FUTURE_REV_SECONDS,
+) -> VerifiedSync:
+    """Run the self-contained checks on a ``#sync`` message."""
+    commit, _ = _commit_from_car(event.blocks, None, limits.MAX_SYNC_BLOCKS_BYTES)
+    if event.did != commit.did:
+        raise _fail("repo", f"message did {event.did} is not the commit's did {commit.did}")
+    if event.rev != commit.rev:
+        raise _fail("rev", f"message rev {event.rev} is not the commit's rev {commit.rev}")
+    _check_rev_time(commit.rev, now, max_future_seconds)
+    _check_signature(commit, key)
+    return VerifiedSync(commit.did, commit.rev, commit)
+
+
+def check_chain(state: RepoState | None, verified: VerifiedCommit) -> Chain:
+    """Place a verified commit against the stored state of its repository."""
+    if state is None:
+        return Chain.FIRST
+    if verified.rev <= state.rev:
+        return Chain.DUPLICATE
+    if verified.prev_data != state.data or verified.since != state.rev:
+        return Chain.OUT_OF_SYNC
+    return Chain.NEXT
+
+
+def check_sync_chain(state: RepoState | None, verified: VerifiedSync) -> Chain:
+    """Place a verified ``#sync`` against the stored state."""
+    if state is None:
+        return Chain.FIRST
+    if verified.rev < state.rev or (verified.rev == state.rev and verified.data == state.data):
+        return Chain.DUPLICATE if verified.rev < state.rev else Chain.SAME
+    if verified.rev == state.rev:
+        return Chain.OUT_OF_SYNC
+    return Chain.OUT_OF_SYNC if verified.data != state.data else Chain.NEXT
+
+
+def state_after(verified: VerifiedCommit | VerifiedSync) -> RepoState:
+    """The repository state a consumer stores after accepting ``verified``."""
+    return RepoState(verified.rev, verified.data, verified.commit_cid)
