@@ -11,6 +11,7 @@ from ..core.errors import AtrepoError
 from . import car as car_cmd
 from . import demo as demo_cmd
 from . import firehose as firehose_cmd
+from . import identity as identity_cmd
 from . import keys as keys_cmd
 
 app = typer.Typer(
@@ -23,6 +24,9 @@ app = typer.Typer(
 app.add_typer(keys_cmd.app, name="key")
 app.add_typer(car_cmd.app, name="car")
 app.add_typer(firehose_cmd.app, name="firehose")
+app.add_typer(identity_cmd.did_app, name="did")
+app.add_typer(identity_cmd.handle_app, name="handle")
+app.add_typer(identity_cmd.plc_app, name="plc")
 app.command("demo")(demo_cmd.demo)
 
 

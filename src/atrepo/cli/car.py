@@ -62,12 +62,12 @@ def verify(
     """Check a repository is complete and valid (and signed by --key); exit 1 if not."""
     summary = RepoSummary()
     error: AtrepoError | None = None
-    with open_input(file) as stream, progress("verifying", None) as bar:
-        try:
+    try:
+        with open_input(file) as stream, progress("verifying", None) as bar:
             for _ in verify_repo_car(stream, key=_key(key), did=did, summary=summary):
                 bar.advance()
-        except AtrepoError as exc:
-            error = exc
+    except AtrepoError as exc:
+        error = exc
     if as_json:
         emit_json(_summary_obj(summary, error))
     elif error is None:

@@ -9,6 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from ..core.errors import AtrepoError
+
+
+class InputFileError(AtrepoError):
+    """An input file that cannot be opened (missing, unreadable, a directory...)."""
+
+
+def _open(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputFileError(f"cannot open {path}: {exc.strerror or exc}") from None
+
 
 @contextmanager
 def open_input(path: str) -> Iterator[BinaryIO]:
@@ -19,5 +32,15 @@ def open_input(path: str) -> Iterator[BinaryIO]:
             spool.seek(0)
             yield spool
         return
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
+        yield fh
+
+
+@contextmanager
+def open_stream(path: str) -> Iterator[BinaryIO]:
+    """A binary stream for ``path`` read front to back; ``-`` is stdin as it arrives."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with _open(path) as fh:
         yield fh

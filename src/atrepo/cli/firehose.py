@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,7 @@ from ..core.validate import (
     validate_commit,
     validate_sync,
 )
+from .files import open_stream
 from .output import emit_json, error_obj, progress
 
 app = typer.Typer(help="Recorded firehose streams (length-prefixed frames).", no_args_is_help=True)
@@ -43,7 +44,10 @@ class _Keys:
         self.single = parse_did_key(key) if key else None
         self.table: dict[str, str] | None = None
         if keys_file is not None:
-            loaded = json.loads(keys_file.read_text())
+            try:
+                loaded = json.loads(keys_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise typer.BadParameter(f"cannot read {keys_file}: {exc}", param_hint="--keys") from None
             if not isinstance(loaded, dict):
                 raise typer.BadParameter("--keys must be a JSON object mapping DID to did:key")
             self.table = {str(k): str(v) for k, v in loaded.items()}
@@ -68,22 +72,22 @@ def _check_frame(frame_bytes: bytes, keys: _Keys, states: dict[str, RepoState]) 
         if isinstance(frame, Commit):
             row.update(seq=frame.seq, type="#commit", repo=frame.repo, rev=frame.rev)
             verified = validate_commit(frame, keys.for_did(frame.repo))
-            chain = check_chain(states.get(frame.repo), verified)
-            row["chain"] = chain.value
+            state = states.get(frame.repo)
+            chain = check_chain(state, verified)
+            if chain is not Chain.DUPLICATE:
+                # Like a relay, record the new state even after a break, so one
+                # missing commit fails one frame rather than every later one.
+                states[frame.repo] = state_after(verified)
             if chain is Chain.OUT_OF_SYNC:
-                state = states[frame.repo]
+                assert state is not None
                 raise OutOfSync(
                     f"commit since={frame.since} prevData={frame.prev_data} does not follow "
                     f"rev {state.rev} data {state.data}"
                 )
-            if chain is not Chain.DUPLICATE:
-                states[frame.repo] = state_after(verified)
         elif isinstance(frame, Sync):
             row.update(seq=frame.seq, type="#sync", repo=frame.did, rev=frame.rev)
             synced = validate_sync(frame, keys.for_did(frame.did))
-            chain = check_sync_chain(states.get(frame.did), synced)
-            row["chain"] = chain.value
-            if chain is not Chain.DUPLICATE:
+            if check_sync_chain(states.get(frame.did), synced) is not Chain.DUPLICATE:
                 states[frame.did] = state_after(synced)
         elif isinstance(frame, Identity | Account):
             row.update(seq=frame.seq, type=frame.type_name, repo=frame.did)
@@ -96,6 +100,11 @@ def _check_frame(frame_bytes: bytes, keys: _Keys, states: dict[str, RepoState]) 
     except AtrepoError as exc:
         row["ok"] = False
         row["error"] = error_obj(exc)
+        if row["repo"] is not None and row["type"] in ("#commit", "#sync") and not isinstance(exc, OutOfSync):
+            # The invalid event is dropped; the repo's place in its chain is
+            # unknown until its next valid event (sync.md §7), which then starts
+            # afresh instead of failing as a break too.
+            states.pop(row["repo"], None)
     return row
 
 
@@ -110,36 +119,32 @@ def verify(
     source = _Keys(key, keys)
     states: dict[str, RepoState] = {}
     counts = {"frames": 0, "ok": 0, "failed": 0, "commits": 0, "syncs": 0}
-    stream: BinaryIO = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    repos: set[str] = set()
     stream_error: AtrepoError | None = None
-    try:
-        with progress("verifying frames", None) as bar:
-            try:
-                for _offset, frame_bytes in iter_stream_frames(stream):
-                    row = _check_frame(frame_bytes, source, states)
-                    bar.advance()
-                    counts["frames"] += 1
-                    counts["ok" if row["ok"] else "failed"] += 1
-                    if row["type"] == "#commit":
-                        counts["commits"] += 1
-                    elif row["type"] == "#sync":
-                        counts["syncs"] += 1
-                    if as_json:
-                        emit_json(row)
-                    elif not row["ok"]:
-                        err = row["error"]
-                        print(
-                            f"seq {row['seq']} {row['type']} {row['repo']}: {err['name']}: {err['message']}"
-                        )
-            except AtrepoError as exc:
-                stream_error = exc
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+    with open_stream(file) as stream, progress("verifying frames", None) as bar:
+        try:
+            for _offset, frame_bytes in iter_stream_frames(stream):
+                row = _check_frame(frame_bytes, source, states)
+                bar.advance()
+                counts["frames"] += 1
+                counts["ok" if row["ok"] else "failed"] += 1
+                if row["type"] == "#commit":
+                    counts["commits"] += 1
+                elif row["type"] == "#sync":
+                    counts["syncs"] += 1
+                if row["type"] in ("#commit", "#sync") and row["repo"] is not None:
+                    repos.add(row["repo"])
+                if as_json:
+                    emit_json(row)
+                elif not row["ok"]:
+                    err = row["error"]
+                    print(f"seq {row['seq']} {row['type']} {row['repo']}: {err['name']}: {err['message']}")
+        except AtrepoError as exc:
+            stream_error = exc
     summary = {
         "summary": True,
         **counts,
-        "repos": len(states),
+        "repos": len(repos),
         "signatures": "checked" if source.checking else "skipped",
         "error": error_obj(stream_error),
     }
@@ -148,7 +153,7 @@ def verify(
     else:
         print(
             f"{counts['frames']} frames: {counts['ok']} ok, {counts['failed']} failed "
-            f"({counts['commits']} commits, {counts['syncs']} syncs, {len(states)} repos; "
+            f"({counts['commits']} commits, {counts['syncs']} syncs, {len(repos)} repos; "
             f"signatures {summary['signatures']})"
         )
         if stream_error is not None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..core.keys import PrivateKey
+from .files import InputFileError
 from .output import emit_json
 
 app = typer.Typer(help="Generate and inspect P-256 / secp256k1 signing keys.", no_args_is_help=True)
@@ -16,7 +17,11 @@ app = typer.Typer(help="Generate and inspect P-256 / secp256k1 signing keys.", n
 
 def load_private_key(path: Path) -> PrivateKey:
     """Read a key file: the private key's multibase text (``atrepo key generate --out``)."""
-    return PrivateKey.from_multibase(path.read_text().strip())
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read key file {path}: {exc}") from None
+    return PrivateKey.from_multibase(text.strip())
 
 
 @app.command("generate")
@@ -31,9 +36,13 @@ def generate(
     key = PrivateKey.generate(curve)  # type: ignore[arg-type]
     private = key.to_multibase()
     if out is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(private + "\n")
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+                fh.write(private + "\n")
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot write {out}: {exc}", param_hint="--out") from None
     if as_json:
         obj = {"curve": curve, "did_key": key.public_key.did_key(), "multikey": key.public_key.multikey()}
         if out is None:

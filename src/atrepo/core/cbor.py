@@ -138,7 +138,7 @@ def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> 
     (in that mode it does not check CID structure); items with links, and maps
     whose keys clash with ``$link``/``$bytes``, take the general path.
     """
-    _check_input(data, max_bytes)
+    data = _check_input(data, max_bytes)
     if b"\xd8\x2a" in data:
         from .datamodel import value_to_json
 

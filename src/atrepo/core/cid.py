@@ -119,6 +119,10 @@ class CID:
         prefix = text[0]
         try:
             if prefix == "b":
+                # the C codec's base32 is case-insensitive; only lower case is canonical
+                # (``lower() !=`` is a few times faster than ``islower()`` here)
+                if text.lower() != text:
+                    raise InvalidCID(f"CID string {text!r} is not lower-case base32")
                 raw = _from_base32(text)
             elif prefix == "z":
                 raw = b58decode(text[1:])

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from . import cbor, limits
 from .blocks import BlockMap, BlockSource, LayeredSource
-from .car import write_car
+from .car import encode_car_header, varint_size, write_car
 from .cid import CID
 from .commit import SignedCommit, decode_commit, sign_commit
 from .datamodel import validate_record
@@ -50,7 +50,14 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """Everything one commit produced."""
+    """Everything one commit produced.
+
+    ``removed`` holds the blocks this commit stopped referencing: the old
+    commit, replaced MST nodes and the record blocks dropped from the changed
+    paths. Identical records share one block, so a record CID in ``removed``
+    may still be referenced from a path this commit did not touch; a store
+    must count references to record blocks before deleting them.
+    """
 
     repo: Repo
     commit: SignedCommit
@@ -134,6 +141,7 @@ class Repo:
         event_blocks.put(commit.cid, commit.raw)
         event_blocks.update(records)
         event_blocks.update(tree.new_blocks())
+        _check_event_size(commit, event_blocks)
         repo = cls(_grow(base, blocks), commit, tree)
         return CommitResult(repo, commit, None, None, ops, blocks, event_blocks, frozenset(removed))
 
@@ -272,11 +280,7 @@ class Repo:
         event_blocks.put(commit.cid, commit.raw)
         event_blocks.update(records)
         covering_blocks(tree, [op.path for op in ops], event_blocks)
-        size = event_blocks.byte_size()
-        if size > limits.MAX_COMMIT_BLOCKS_BYTES:
-            raise LimitExceeded(
-                "MAX_COMMIT_BLOCKS_BYTES", size, limits.MAX_COMMIT_BLOCKS_BYTES, "commit event"
-            )
+        _check_event_size(commit, event_blocks)
         removed.update(diff.removed_nodes)
         removed.add(self.commit.cid)
         repo = Repo(_grow(self.source, blocks), commit, tree)
@@ -285,6 +289,16 @@ class Repo:
     def resign(self, key: PrivateKey, *, rev: str | None = None) -> CommitResult:
         """A new commit over the same data (after a signing-key rotation)."""
         return self.apply_writes((), key, rev=rev)
+
+
+def _check_event_size(commit: SignedCommit, event_blocks: BlockMap) -> None:
+    """Refuse a commit whose ``#commit`` CAR slice (header, sections and all) would be too big."""
+    size = len(encode_car_header([commit.cid]))
+    for cid, data in event_blocks.items():
+        section = len(cid.raw) + len(data)
+        size += varint_size(section) + section
+    if size > limits.MAX_COMMIT_BLOCKS_BYTES:
+        raise LimitExceeded("MAX_COMMIT_BLOCKS_BYTES", size, limits.MAX_COMMIT_BLOCKS_BYTES, "Max event size")
 
 
 def _grow(source: BlockSource, blocks: BlockMap) -> BlockSource:
@@ -339,6 +353,7 @@ def _apply(
             raise InvalidWrite(f"write {index}: unknown action {write.action!r}")
         tree = tree.set(path, cid)
     del source
+    removed.difference_update(records.cids())  # a value moved or copied within the batch
     return tree, tuple(ops), records, removed
 
 

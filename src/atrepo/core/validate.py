@@ -239,14 +239,18 @@ def check_chain(state: RepoState | None, verified: VerifiedCommit) -> Chain:
 
 
 def check_sync_chain(state: RepoState | None, verified: VerifiedSync) -> Chain:
-    """Place a verified ``#sync`` against the stored state."""
+    """Place a verified ``#sync`` against the stored state (sync.md §7).
+
+    ``SAME``: it restates the stored rev and data (no-op). ``DUPLICATE``: any
+    other rev not after the stored one (ignore; the stored state stays).
+    ``NEXT``: a later rev over the same data (a re-signed commit; store it, no
+    resync). ``OUT_OF_SYNC``: a later rev over other data (store it, resync).
+    """
     if state is None:
         return Chain.FIRST
-    if verified.rev < state.rev or (verified.rev == state.rev and verified.data == state.data):
-        return Chain.DUPLICATE if verified.rev < state.rev else Chain.SAME
-    if verified.rev == state.rev:
-        return Chain.OUT_OF_SYNC
-    return Chain.OUT_OF_SYNC if verified.data != state.data else Chain.NEXT
+    if verified.rev <= state.rev:
+        return Chain.SAME if verified.rev == state.rev and verified.data == state.data else Chain.DUPLICATE
+    return Chain.NEXT if verified.data == state.data else Chain.OUT_OF_SYNC
 
 
 def state_after(verified: VerifiedCommit | VerifiedSync) -> RepoState:

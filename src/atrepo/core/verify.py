@@ -65,11 +65,12 @@ class _StreamSource:
 class _IndexSource:
     """Reads blocks by offset from a seekable stream, using a CAR index."""
 
-    __slots__ = ("_index", "_stream", "referenced")
+    __slots__ = ("_base", "_index", "_stream", "referenced")
 
-    def __init__(self, stream: Readable, index: dict[CID, tuple[int, int]]) -> None:
+    def __init__(self, stream: Readable, index: dict[CID, tuple[int, int]], base: int = 0) -> None:
         self._stream = stream
         self._index = index
+        self._base = base  # index offsets count from where the CAR starts in the stream
         self.referenced: set[CID] = set()
 
     def get(self, cid: CID) -> bytes | None:
@@ -77,7 +78,7 @@ class _IndexSource:
         if where is None:
             return None
         self.referenced.add(cid)
-        return read_block_at(self._stream, where[0], where[1])  # type: ignore[arg-type]
+        return read_block_at(self._stream, self._base + where[0], where[1])  # type: ignore[arg-type]
 
     def has(self, cid: CID) -> bool:
         if cid in self._index:
@@ -146,10 +147,18 @@ def _verify(
                 info.records += 1
                 info.last_key = name
                 yield name, val, data
-            info.nodes = source.consumed - info.records - 1
-            rest = sum(1 for _ in blocks)
+            # An empty tree's root node is never read (its CID is well known);
+            # when the file carries it, it is a node, not an unreferenced block.
+            empty_root = 1 if tree.root is None else 0
+            rest = 0
+            for cid, _data, _offset in blocks:
+                if empty_root == 1 and cid == commit.data:
+                    empty_root = 2
+                else:
+                    rest += 1
+            info.nodes = source.consumed - info.records - 1 + (empty_root == 2)
             info.unreferenced = rest
-            info.blocks = source.consumed + rest
+            info.blocks = source.consumed + rest + (empty_root == 2)
             return
         except _OutOfOrder:
             pass
@@ -159,13 +168,15 @@ def _verify(
         info.streamed = False
         stream.seek(start)  # type: ignore[attr-defined]
         roots, index = index_car(stream)
-        indexed = _IndexSource(stream, index)
+        indexed = _IndexSource(stream, index, start)
         raw_commit = indexed.get(roots[0])
         if raw_commit is None:
             raise MissingBlock(roots[0], "commit")
         commit = info.commit or _check_commit(raw_commit, roots[0], key, did)
         info.commit = commit
         tree = MST.load(NodeLoader(indexed, cache_size=0), commit.data)
+        if tree.root is None:
+            indexed.has(commit.data)  # the empty root node counts as referenced when present
         info.height = tree.layer + 1
         resume = info.last_key
         info.records = 0

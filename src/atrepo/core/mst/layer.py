@@ -51,9 +51,11 @@ def key_problem(key: bytes) -> str | None:
         return "empty key"
     if len(key) > limits.MAX_MST_KEY_BYTES:
         return f"key is {len(key)} bytes, more than {limits.MAX_MST_KEY_BYTES}"
-    if KEY_RE.fullmatch(key) is None:
-        return "key is not collection/rkey of allowed characters"
-    collection, rkey = key.split(b"/")
-    if collection in (b".", b"..") or rkey in (b".", b".."):
+    parts = key.split(b"/")
+    if len(parts) != 2:
+        return "key must be collection/rkey with exactly one '/'"
+    if not parts[0] or not parts[1]:
+        return "key has an empty segment"
+    if any(part in (b".", b"..") for part in parts):
         return "'.' and '..' are not valid path segments"
-    return None
+    return "key has characters outside A-Z a-z 0-9 . - _ ~ :"

@@ -22,8 +22,6 @@ Sub = Union["Node", CID, None]
 
 _sha256_prefix = b"\x01\x71\x12\x20"
 _sha256 = hashlib.sha256
-#: For layers 0-3, the range of the first SHA-256 byte that gives that layer.
-_LAYER_FIRST_BYTE = ((64, 256), (16, 64), (4, 16), (1, 4))
 
 #: All of a node's keys at once, newline-separated (newline is not a key character).
 _KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
@@ -320,22 +318,24 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 problem = key_problem(key)
                 if problem is not None:
                     raise InvalidMST(f"{where}: key {key.decode('latin-1')!r}: {problem}")
-        firsts = bytes([_sha256(k).digest()[0] for k in keys])
-        low = min(firsts)
-        if low >= 64:
-            layer = 0
-        else:
+        if len(keys) == 1:
             layer = key_layer(keys[0])
-            if layer < 4:
-                lo_b, hi_b = _LAYER_FIRST_BYTE[layer]
-                same = low >= lo_b and max(firsts) < hi_b
-            else:
+        else:
+            tops = [int.from_bytes(_sha256(k).digest()[:8], "big") for k in keys]
+            low = min(tops)
+            high = max(tops)
+            if not low:
+                layer = key_layer(keys[0])
                 same = all(key_layer(k) == layer for k in keys)
+            else:
+                layer = (64 - high.bit_length()) >> 1
+                same = (64 - low.bit_length()) >> 1 == layer
             if not same:
-                key = next(k for k in keys if key_layer(k) != layer)
+                first = key_layer(keys[0])
+                key = next(k for k in keys if key_layer(k) != first)
                 raise InvalidMST(
                     f"{where}: key {key.decode('latin-1')!r} has layer {key_layer(key)} "
-                    f"but the node's first key has {layer}"
+                    f"but the node's first key has {first}"
                 )
         if layer == 0 and subs.count(None) != len(subs):
             raise InvalidMST(f"{where}: layer-0 node has a subtree link")

@@ -1,0 +1,25 @@
+# `make bench`: set up .venv-bench (atrepo editable + pinned peers) and run the benchmarks.
+# Pass options with BENCH_ARGS, e.g. `make bench BENCH_ARGS="--only cbor --json"`.
+PYTHON ?= python3
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+.PHONY: bench bench-setup
+
+# Our pinned deps (constraints.txt) are applied to the peers too; if that ever
+# stops resolving, fall back to letting pip choose and say so.
+$(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt
+	@test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install -q --upgrade pip
+	$(BENCH_BIN)/python -m pip install -q -c constraints.txt -e . -r bench/requirements.txt || { \
+	  echo "bench: peers conflict with constraints.txt; installing without it" >&2; \
+	  $(BENCH_BIN)/python -m pip install -q -e . -r bench/requirements.txt; }
+	$(BENCH_BIN)/python -m pip check || echo "bench: warning: pip check found conflicts (see above)" >&2
+	@touch $@
+
+bench-setup: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench $(BENCH_ARGS)

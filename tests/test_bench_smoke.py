@@ -1,0 +1,76 @@
+"""Smoke test of the benchmark harness: a quick run of atrepo's own cases.
+
+Peers are bench-only dependencies, so only atrepo is selected; the harness must
+produce a positive figure for every case. No timing thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_quick_run_measures_every_case_for_atrepo() -> None:
+    proc = _run("--quick", "--json", "--impl", "atrepo", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["machine"]["cpu_count"]
+    groups = set(payload["config"]["groups"])
+    assert {"cbor", "sig"} <= groups
+    results = payload["results"]
+    assert {r["impl"] for r in results} == {"atrepo"}
+    cases = {(r["group"], r["case"]) for r in results}
+    assert {g for g, _ in cases} == groups
+    for r in results:
+        assert r["status"] == "ok", r
+        assert r["ops_per_s"] > 0, r
+        assert len(r["samples_ops_per_s"]) == payload["config"]["reps"]
+        assert all(s > 0 for s in r["samples_ops_per_s"]), r
+        assert r["ratio_atrepo_over_this"] == 1.0
+
+
+def test_missing_and_unsupported_peers_are_reported_not_fatal() -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.harness import QUICK, Case, Contender, Group, call_repeat, run_case
+
+    case = Case(
+        "len",
+        "len of a short bytes value",
+        (
+            Contender("atrepo", "atrepo", lambda: call_repeat(len, b"abc")),
+            Contender("ghost", "ghost", lambda: call_repeat(len, b"abc"), needs=("no_such_module_xyz",)),
+            Contender("none", "none", unsupported="has no len"),
+            Contender("broken", "broken", lambda: call_repeat(len, None)),
+        ),
+    )
+    group = Group("t", "test", 0, lambda: [case])
+    by_impl = {r.impl: r for r in run_case(group, case, QUICK)}
+    assert by_impl["atrepo"].median > 0
+    assert by_impl["atrepo"].ratio == 1.0
+    assert by_impl["ghost"].status == "not installed"
+    assert "no_such_module_xyz" in by_impl["ghost"].note
+    assert by_impl["none"].status == "unsupported"
+    assert by_impl["broken"].status == "error"
+    assert not by_impl["broken"].samples
+
+
+def test_unknown_group_is_an_error() -> None:
+    proc = _run("--only", "nosuchgroup")
+    assert proc.returncode == 2
+    assert "unknown group" in proc.stderr
