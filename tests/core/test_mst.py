@@ -334,7 +334,6 @@ def test_list_collections() -> None:
     assert tree.list("com.missing", reverse=True) == []
 
 
-@pytest.mark.xfail(strict=True, reason="MST.list(limit=0) returns one record; it should return none")
 def test_list_limit_zero() -> None:
     tree = MST.build([("com.example/a", _cid(1))])
     assert tree.list("com.example", limit=0) == []
@@ -406,11 +405,6 @@ def test_diff_actions() -> None:
     assert from_empty.new_nodes == _node_cids(a)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new_blocks() re-emits old nodes: a loaded root (no-op, or trimmed after delete) and "
-    "nodes _split rebuilds unchanged at the edge of a split; see the MST test report",
-)
 def test_new_blocks_of_loaded_tree_are_only_new_nodes() -> None:
     keys = sorted(EXAMPLE_KEYS)
     built = MST.build([(k, _cid(1)) for k in keys])

@@ -257,6 +257,8 @@ def test_covering_blocks_invert_any_order(
     keys = [key for _a, key, _v in ops]
     blocks = covering_blocks(new, keys)
     assert set(blocks.cids()) <= _node_cids(new) | {EMPTY_MST_ROOT}
+    # A #commit ships covering proofs; they already hold every node the commit created.
+    assert diff_trees(old, new).new_nodes - {EMPTY_MST_ROOT} <= set(blocks.cids())
     inverse = _inverse(items, ops)
     for _ in range(3):
         partial = MST.load(BlockMap(blocks.items()), new.root_cid)
@@ -265,13 +267,6 @@ def test_covering_blocks_invert_any_order(
         order = list(inverse)
         rnd.shuffle(order)
         assert partial.apply(order).root_cid == old.root_cid, order
-
-
-NEW_BLOCKS_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="new_blocks() re-emits old nodes: a loaded root (no-op, or trimmed after delete) and "
-    "nodes _split rebuilds unchanged at the edge of a split; see the MST test report",
-)
 
 
 @FAST
@@ -286,7 +281,6 @@ def test_new_blocks_cover_new_nodes(items: dict[str, CID], data: st.DataObject) 
     assert _node_cids(after) - _node_cids(loaded) <= fresh <= _node_cids(after)
 
 
-@NEW_BLOCKS_XFAIL
 @FAST
 @example(items={"A1/076595": VALUES[0], "B0/601692": VALUES[0]}, key="A1/076595", value=None)
 @example(items={"A0/374913": VALUES[0]}, key="B1/986427", value=VALUES[1])

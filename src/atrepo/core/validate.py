@@ -23,6 +23,7 @@ from .errors import AtrepoError, InvalidCommitEvent, InvalidSignature, MissingBl
 from .events import Commit, RepoOp, Sync
 from .keys import PublicKey
 from .mst.tree import MST
+from .syntax import is_valid_repo_path
 from .tid import tid_to_parts
 
 #: How far in the future a commit's rev may be (the Go relay allows 5 minutes).
@@ -161,6 +162,8 @@ def validate_commit(
         if op.path in seen:
             raise _fail("ops", f"path {op.path} appears twice")
         seen.add(op.path)
+        if not is_valid_repo_path(op.path):
+            raise _fail("ops", f"path {op.path!r} is not a valid repo path")
         if op.action == "create":
             if op.cid is None or op.prev is not None:
                 raise _fail("ops", f"create of {op.path} must have cid and no prev")

@@ -40,6 +40,7 @@ class Node:
         "_cid",
         "_data",
         "_heads",
+        "_loaded",
         "_parts",
         "_pending",
         "_tails",
@@ -80,6 +81,7 @@ class Node:
         self._tails = tails
         self._parts = None
         self._pending = -1
+        self._loaded = False
         self._wire: list[dict[str, Any]] | None = None
 
     @property
@@ -345,4 +347,5 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
     node._data = data
     node._cid = cid
     node._wire = entries
+    node._loaded = True
     return node

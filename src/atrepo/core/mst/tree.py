@@ -302,6 +302,8 @@ class MST:
         reverse: bool = False,
     ) -> builtins.list[tuple[str, CID]]:
         """Records of one collection after ``cursor`` (an rkey), at most ``limit``."""
+        if limit <= 0:
+            return []
         prefix = collection.encode() + b"/"
         start = prefix + cursor.encode() if cursor is not None else None
         out: builtins.list[tuple[str, CID]] = []
@@ -403,7 +405,7 @@ class MST:
         if height == layer:
             if i < len(keys) and keys[i] == key:
                 if node.vals[i] == val:
-                    return node
+                    return sub  # type: ignore[return-value]
                 return node.with_val(i, val)
             if len(keys) >= limits.MAX_MST_NODE_ENTRIES:
                 raise LimitExceeded(
@@ -418,7 +420,7 @@ class MST:
             )
         child = self._insert(node.subs[i], layer - 1, key, val, height, clo, chi)
         if child is node.subs[i]:
-            return node
+            return sub  # type: ignore[return-value]
         return node.with_sub(i, child)
 
     def _split(
@@ -433,6 +435,10 @@ class MST:
         clo = keys[i - 1] if i else lo
         chi = keys[i] if i < len(keys) else hi
         cl, cr = self._split(node.subs[i], layer - 1, key, clo, chi)
+        if cl is None and not i:
+            return None, sub  # type: ignore[return-value]
+        if cr is None and i == len(keys):
+            return sub, None  # type: ignore[return-value]
         left = _make(keys[:i], node.vals[:i], [*node.subs[:i], cl], layer)
         right = _make(keys[i:], node.vals[i:], [cr, *node.subs[i + 1 :]], layer)
         return left, right
@@ -490,9 +496,11 @@ class MST:
     ) -> Node | None:
         """Join two adjacent subtrees of one layer (left keys < mid < right keys)."""
         if a is None:
-            return self._resolve(b, layer, mid, hi) if type(b) is CID else b  # type: ignore[return-value]
+            self._resolve(b, layer, mid, hi)
+            return b  # type: ignore[return-value]
         if b is None:
-            return self._resolve(a, layer, lo, mid) if type(a) is CID else a  # type: ignore[return-value]
+            self._resolve(a, layer, lo, mid)
+            return a  # type: ignore[return-value]
         na = self._resolve(a, layer, lo, mid)
         nb = self._resolve(b, layer, mid, hi)
         assert na is not None and nb is not None
@@ -527,6 +535,8 @@ class MST:
         stack = [root]
         while stack:
             node = stack.pop()
+            if node._loaded:  # decoded from the source, not new
+                continue
             if node._data is not None and node._cid is not None:
                 out.put(node._cid, node._data)
             for sub in node.subs:
