@@ -31,7 +31,7 @@ def test_quick_run_measures_every_case_for_atrepo() -> None:
     payload = json.loads(proc.stdout)
     assert payload["machine"]["cpu_count"]
     groups = set(payload["config"]["groups"])
-    assert {"cbor", "sig"} <= groups
+    assert {"cbor", "sig", "mst", "car", "sync"} <= groups
     results = payload["results"]
     assert {r["impl"] for r in results} == {"atrepo"}
     cases = {(r["group"], r["case"]) for r in results}
@@ -42,6 +42,23 @@ def test_quick_run_measures_every_case_for_atrepo() -> None:
         assert len(r["samples_ops_per_s"]) == payload["config"]["reps"]
         assert all(s > 0 for s in r["samples_ops_per_s"]), r
         assert r["ratio_atrepo_over_this"] == 1.0
+    # The repository cases carry the issue's targets, evaluated (not hard-coded),
+    # and the CAR case a peak RSS measured in a fresh process.
+    targeted = [r for r in results if r["group"] in {"mst", "car", "sync"}]
+    assert len(targeted) == 4
+    for r in targeted:
+        assert r["target"].startswith(">= "), r
+        assert r["target_met"] == (r["ops_per_s"] >= _target_rate(r["target"])) or r["group"] == "car", r
+    (car,) = [r for r in targeted if r["group"] == "car"]
+    assert car["metrics"]["baseline_rss_bytes"] > 0
+    assert car["metrics"]["peak_rss_bytes"] >= car["metrics"]["baseline_rss_bytes"]
+
+
+def _target_rate(text: str) -> float:
+    """The rate of a target such as '>= 300k keys/s'."""
+    figure = text.split()[1]
+    scale = {"k": 1e3, "M": 1e6}.get(figure[-1], 1.0)
+    return float(figure.rstrip("kM")) * scale
 
 
 def test_missing_and_unsupported_peers_are_reported_not_fatal() -> None:

@@ -176,6 +176,17 @@ def test_malformed_commit_block() -> None:
     fails(event_of(result, blocks=blocks, commit=fake_cid), "commit", "only 3 is supported")
 
 
+def resigned(result: CommitResult, *, did: str = DID, rev: str | None = None) -> Commit:
+    """The event with its commit block re-signed (validly) over other fields; the message is unchanged."""
+    commit = sign_commit(did, result.commit.data, rev or result.rev, KEY)
+    blocks = car_with(result, drop={result.commit.cid}, add=[(commit.cid, commit.raw)], roots=[commit.cid])
+    return event_of(result, blocks=blocks, commit=commit.cid)
+
+
+def test_resigned_commit_is_otherwise_valid() -> None:
+    validate_commit(resigned(two_ops()), PUB)
+
+
 # --- message against commit ------------------------------------------------------------------
 
 
@@ -183,6 +194,18 @@ def test_repo_mismatch() -> None:
     fails(
         event_of(two_ops(), repo=OTHER_DID), "repo", f"message repo {OTHER_DID} is not the commit's did {DID}"
     )
+
+
+def test_repo_mismatch_with_a_validly_signed_commit() -> None:
+    fails(
+        resigned(two_ops(), did=OTHER_DID), "repo", f"message repo {DID} is not the commit's did {OTHER_DID}"
+    )
+
+
+def test_rev_mismatch_with_a_validly_signed_commit() -> None:
+    result = two_ops()
+    later = tid_from_parts(tid_to_parts(result.rev)[0] + 5, 0)
+    fails(resigned(result, rev=later), "rev", f"message rev {result.rev} is not the commit's rev {later}")
 
 
 def test_rev_mismatch() -> None:
@@ -266,6 +289,12 @@ def test_ops_update_without_prev() -> None:
 def test_ops_delete_with_cid() -> None:
     result = mixed()
     fails(event_of(result, ops=replace_op(result, 1, cid=result.ops[0].cid)), "ops", "delete of .* null cid")
+
+
+@pytest.mark.parametrize("path", ["nope", "a/b/c", f"{POST}/..", f"{POST}/a b"])
+def test_ops_invalid_path(path: str) -> None:
+    result = mixed()
+    fails(event_of(result, ops=replace_op(result, 1, path=path)), "ops", "is not a valid repo path")
 
 
 def test_ops_unknown_action() -> None:
