@@ -46,6 +46,32 @@ def _atrepo_root(quick: bool, count: int) -> bytes:
     return MST.build([(k, CID(c)) for k, c in fx.items()[:count]]).root_cid.raw
 
 
+def multiformats_cids(raws: list[bytes]) -> list[Any]:
+    """arroba's CID objects (``multiformats.CID``) for binary CIDs, made quickly (setup only).
+
+    ``CID.decode`` type-checks its arguments at run time (about 1 ms a CID), which
+    would spend minutes preparing 100k inputs; every CID here is a CIDv1
+    sha-256, so the first is decoded normally and the rest are made from its
+    parts by the constructor ``CID.decode`` itself ends in. Spot-checked.
+    """
+    from multiformats import CID
+
+    if not raws:
+        return []
+    first = CID.decode(raws[0])
+    make = CID._new_instance  # the same instances decode() returns
+    by_codec = {raws[0][:2]: first.codec}
+    out = []
+    for raw in raws:
+        codec = by_codec.get(raw[:2])
+        if codec is None:
+            codec = by_codec[raw[:2]] = CID.decode(raw).codec
+        out.append(make(CID, first.base, 1, codec, first.hashfun, raw[2:]))
+    for i in range(0, len(raws), max(1, len(raws) // 16)):
+        expect(out[i] == CID.decode(raws[i]) and bytes(out[i]) == raws[i], "fast CID differs from decode")
+    return out
+
+
 def _check(got: bytes, want: bytes, what: str) -> None:
     expect(got == want, f"{what}: root {got.hex()[:16]}... differs from atrepo's {want.hex()[:16]}...")
 
@@ -89,9 +115,9 @@ def _build_atmst(quick: bool, count: int) -> Runner:
 def _build_arroba(quick: bool, count: int) -> Runner:
     from arroba.mst import MST
     from arroba.storage import MemoryStorage
-    from multiformats import CID
 
-    items = [(k, CID.decode(c)) for k, c in _fixture(quick).items()[:count]]
+    chosen = _fixture(quick).items()[:count]
+    items = list(zip([k for k, _ in chosen], multiformats_cids([c for _, c in chosen]), strict=True))
     want = _atrepo_root(quick, count)
 
     def run(n: int) -> None:
@@ -154,8 +180,8 @@ def _inserts_arroba(quick: bool) -> Runner:
 
     fx = _fixture(quick)
     storage = MemoryStorage()
-    for raw, data in fx.node_blocks():
-        cid = CID.decode(raw)
+    nodes = fx.node_blocks()
+    for cid, (_, data) in zip(multiformats_cids([c for c, _ in nodes]), nodes, strict=True):
         storage.blocks[cid] = Block(cid=cid, encoded=data)
     base = MST.load(storage=storage, cid=CID.decode(fx.data))
     news = [(k, CID.decode(c)) for k, c in fx.new_items()]

@@ -101,17 +101,20 @@ class Target:
             text += f", peak RSS <= {_mib(self.max_peak_rss_bytes)}"
         return text
 
-    def met(self, res: Result) -> bool | None:
-        """Whether ``res`` reaches the target (None when a needed figure is missing)."""
+    def verdict(self, res: Result) -> tuple[bool | None, str]:
+        """Whether ``res`` reaches the target (None when a needed figure is missing), and why not."""
         if not res.samples:
-            return None
-        ok = res.median >= self.rate
+            return None, "not measured"
+        misses = []
+        if res.median < self.rate:
+            misses.append(f"{_si(res.median)} {self.unit}")
         if self.max_peak_rss_bytes is not None:
             peak = res.metrics.get("peak_rss_bytes")
             if peak is None:
-                return None
-            ok = ok and peak <= self.max_peak_rss_bytes
-        return ok
+                return None, "peak RSS not measured"
+            if peak > self.max_peak_rss_bytes:
+                misses.append(f"peak RSS {_mib(peak)}")
+        return not misses, ", ".join(misses)
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ class Result:
     ratio: float | None = None
     target: str = ""
     target_met: bool | None = None
+    target_miss: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -353,7 +357,7 @@ def run_case(group: Group, case: Case, cfg: Config) -> list[Result]:
         for res in results:
             if res.impl == OURS:
                 res.target = case.target.describe()
-                res.target_met = case.target.met(res)
+                res.target_met, res.target_miss = case.target.verdict(res)
     return results
 
 
@@ -504,7 +508,7 @@ def _target_cell(res: Result) -> str:
     if not res.target:
         return ""
     verdict = {True: "met", False: "MISSED", None: "unknown"}[res.target_met]
-    return f"{res.target}: {verdict}"
+    return f"{res.target}: {verdict}" + (f" ({res.target_miss})" if res.target_miss else "")
 
 
 def _memory_cell(res: Result) -> str:

@@ -273,6 +273,9 @@ def _parse_sections(
         if byte < 0x80:
             size = byte
             pos += 1
+        elif pos + 1 < end and 0 < buf[pos + 1] < 0x80:
+            size = (byte & 0x7F) | (buf[pos + 1] << 7)
+            pos += 2
         else:
             size, pos = scan_varint(buf, pos, end, base)
             if pos < 0:
@@ -297,7 +300,7 @@ def _parse_sections(
             if verify and sha(data).digest() != buf[pos + 4 : data_at]:
                 cid = CID(buf[pos:data_at])
                 raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
-            append((CID(buf[pos:data_at]), data, base + start))
+            append((CID._trusted(buf[pos:data_at]), data, base + start))
         else:
             cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
             data = buf[data_at:stop]

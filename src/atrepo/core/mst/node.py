@@ -43,6 +43,7 @@ class Node:
         "_loaded",
         "_parts",
         "_pending",
+        "_splice",
         "_tails",
         "_wire",
         "keys",
@@ -81,6 +82,7 @@ class Node:
         self._tails = tails
         self._parts = None
         self._pending = -1
+        self._splice: tuple[bytes, int, int, int] | None = None
         self._loaded = False
         self._wire: list[dict[str, Any]] | None = None
 
@@ -112,13 +114,35 @@ class Node:
     def with_sub(self, index: int, sub: Sub) -> Node:
         """The same entries with subtree slot ``index`` replaced.
 
-        The new node copies this node's encoded pieces and recomputes only the
-        changed link when it is encoded.
+        A node that has its bytes is re-encoded by splicing the new link over
+        the old one (node maps are counted by entries, not bytes, so the link
+        may change length); otherwise the new node copies this node's encoded
+        pieces and recomputes only the changed link.
         """
         subs = self.subs.copy()
         subs[index] = sub
+        data = self._data
+        if data is not None and self._loaded:
+            old = self.subs[index]
+            old_link = _NULL if old is None else _link(old if type(old) is CID else old.cid)  # type: ignore[union-attr]
+            if index == 0:
+                start = len(data) - len(old_link)
+            elif old is not None:
+                needle = b"\x61t" + old_link
+                start = data.find(needle)
+                if start < 0 or data.find(needle, start + 1) >= 0:
+                    start = -1
+                else:
+                    start += 2
+            else:
+                start = -1
+            if start >= 0:
+                node = Node(self.keys, self.vals, subs, self.layer, self._heads, self._tails)
+                node._wire = self._wire
+                node._splice = (data, start, start + len(old_link), index)
+                return node
         node = Node(self.keys, self.vals, subs, self.layer, self.heads(), self.tails())
-        if self._pending < 0:
+        if self._pending < 0 and self._splice is None:
             parts = self._parts
             if parts is None:
                 parts = self._parts = self._all_parts()
@@ -159,6 +183,14 @@ class Node:
     def encode(self) -> bytes:
         data = self._data
         if data is None:
+            splice = self._splice
+            if splice is not None:
+                base, start, end, index = splice
+                sub = self.subs[index]
+                link = _NULL if sub is None else _link(sub if type(sub) is CID else sub.cid)  # type: ignore[union-attr]
+                self._splice = None
+                data = self._data = b"".join((base[:start], link, base[end:]))
+                return data
             parts = self._parts
             if parts is None:
                 parts = self._parts = self._all_parts()
@@ -261,21 +293,22 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
     (expected layer, bounds from the parent, empty-node placement) are checked
     by the tree when it descends.
     """
-    where = _Where(cid)
     try:
         raw: Any = cbor.decode_node(data)
     except (InvalidCBOR, LimitExceeded) as exc:
-        raise InvalidMST(f"{where}: not valid DAG-CBOR: {exc}") from None
+        raise InvalidMST(f"{_Where(cid)}: not valid DAG-CBOR: {exc}") from None
     if type(raw) is not dict or len(raw) != 2 or "e" not in raw or "l" not in raw:
-        raise InvalidMST(f"{where}: must be a map with exactly the fields e and l")
+        raise InvalidMST(f"{_Where(cid)}: must be a map with exactly the fields e and l")
     entries = raw["e"]
     left = raw["l"]
     if type(entries) is not list:
-        raise InvalidMST(f"{where}: field e must be an array")
+        raise InvalidMST(f"{_Where(cid)}: field e must be an array")
     if len(entries) > limits.MAX_MST_NODE_ENTRIES:
-        raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(entries), limits.MAX_MST_NODE_ENTRIES, str(where))
+        raise LimitExceeded(
+            "MAX_MST_NODE_ENTRIES", len(entries), limits.MAX_MST_NODE_ENTRIES, str(_Where(cid))
+        )
     if left is not None and (type(left) is not CID or left.raw[:4] != _sha256_prefix or len(left.raw) != 36):
-        raise InvalidMST(f"{where}: l must be null or a dag-cbor sha256 link")
+        raise InvalidMST(f"{_Where(cid)}: l must be null or a dag-cbor sha256 link")
     keys: list[bytes] = []
     vals: list[CID] = []
     subs: list[Sub] = [left]
@@ -290,23 +323,24 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
             right = entry["t"]
             val = entry["v"]
         except (KeyError, TypeError):
-            raise InvalidMST(f"{where}: entry {index} must be a map with exactly k, p, t, v") from None
+            raise InvalidMST(f"{_Where(cid)}: entry {index} must be a map with exactly k, p, t, v") from None
         if type(suffix) is not bytes or type(p) is not int or type(val) is not CID:
-            raise InvalidMST(f"{where}: entry {index} has a field of the wrong type")
+            raise InvalidMST(f"{_Where(cid)}: entry {index} has a field of the wrong type")
         if right is not None and (type(right) is not CID or right.raw[:4] != pfx or len(right.raw) != 36):
-            raise InvalidMST(f"{where}: entry {index} t must be null or a dag-cbor sha256 link")
+            raise InvalidMST(f"{_Where(cid)}: entry {index} t must be null or a dag-cbor sha256 link")
         if index:
             if p > len(prev) or p < 0:
-                raise InvalidMST(f"{where}: entry {index} prefix length {p} outside 0..{len(prev)}")
+                raise InvalidMST(f"{_Where(cid)}: entry {index} prefix length {p} outside 0..{len(prev)}")
             if p < len(prev) and suffix[:1] == prev[p : p + 1]:
-                raise InvalidMST(f"{where}: entry {index} prefix compression is not the shortest")
+                raise InvalidMST(f"{_Where(cid)}: entry {index} prefix compression is not the shortest")
             key = prev[:p] + suffix
             if key <= prev:
                 raise InvalidMST(
-                    f"{where}: keys out of order: {key.decode('latin-1')!r} after {prev.decode('latin-1')!r}"
+                    f"{_Where(cid)}: keys out of order: {key.decode('latin-1')!r} "
+                    f"after {prev.decode('latin-1')!r}"
                 )
         elif p:
-            raise InvalidMST(f"{where}: first entry has prefix length {p}, must be 0")
+            raise InvalidMST(f"{_Where(cid)}: first entry has prefix length {p}, must be 0")
         else:
             key = suffix
         keys.append(key)
@@ -319,11 +353,14 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
             for key in keys:
                 problem = key_problem(key)
                 if problem is not None:
-                    raise InvalidMST(f"{where}: key {key.decode('latin-1')!r}: {problem}")
+                    raise InvalidMST(f"{_Where(cid)}: key {key.decode('latin-1')!r}: {problem}")
         if len(keys) == 1:
             layer = key_layer(keys[0])
         else:
-            tops = [int.from_bytes(_sha256(k).digest()[:8], "big") for k in keys]
+            digests = [_sha256(k).digest() for k in keys]
+            if min([d[0] for d in digests]) >= 64:
+                return _finish(data, cid, entries, keys, vals, subs, 0)
+            tops = [int.from_bytes(d[:8], "big") for d in digests]
             low = min(tops)
             high = max(tops)
             if not low:
@@ -336,13 +373,25 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 first = key_layer(keys[0])
                 key = next(k for k in keys if key_layer(k) != first)
                 raise InvalidMST(
-                    f"{where}: key {key.decode('latin-1')!r} has layer {key_layer(key)} "
+                    f"{_Where(cid)}: key {key.decode('latin-1')!r} has layer {key_layer(key)} "
                     f"but the node's first key has {first}"
                 )
-        if layer == 0 and subs.count(None) != len(subs):
-            raise InvalidMST(f"{where}: layer-0 node has a subtree link")
         if layer > limits.MAX_MST_LAYER:
-            raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, str(where))
+            raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, str(_Where(cid)))
+    return _finish(data, cid, entries, keys, vals, subs, layer)
+
+
+def _finish(
+    data: bytes,
+    cid: CID | None,
+    entries: list[Any],
+    keys: list[bytes],
+    vals: list[CID],
+    subs: list[Sub],
+    layer: int,
+) -> Node:
+    if layer == 0 and subs.count(None) != len(subs):
+        raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
     node = Node(keys, vals, subs, layer)
     node._data = data
     node._cid = cid

@@ -32,14 +32,25 @@ _UNCHANGED = object()
 
 
 class NodeLoader:
-    """Decodes nodes from a block source, validated and cached by CID."""
+    """Decodes nodes from a block source, validated and cached by CID.
 
-    __slots__ = ("_cache", "_max", "source")
+    ``check_hashes=False`` is for sources that already checked every block
+    against its CID (a CAR reader does); by default each block is re-hashed.
+    """
 
-    def __init__(self, source: BlockSource | None, cache_size: int = limits.MST_NODE_CACHE_SIZE) -> None:
+    __slots__ = ("_cache", "_check", "_max", "source")
+
+    def __init__(
+        self,
+        source: BlockSource | None,
+        cache_size: int = limits.MST_NODE_CACHE_SIZE,
+        *,
+        check_hashes: bool = True,
+    ) -> None:
         self.source: BlockSource = source if source is not None else BlockMap()
         self._cache: OrderedDict[CID, Node] = OrderedDict()
         self._max = cache_size
+        self._check = check_hashes
 
     def load(self, cid: CID) -> Node:
         node = self._cache.get(cid)
@@ -48,13 +59,14 @@ class NodeLoader:
         data = self.source.get(cid)
         if data is None:
             raise MissingBlock(cid, "MST node")
-        if not cid.matches(data):
+        if self._check and not cid.matches(data):
             raise InvalidMST(f"node {cid}: block does not hash to its CID")
         node = decode_node(data, cid)
-        cache = self._cache
-        cache[cid] = node
-        if len(cache) > self._max:
-            cache.popitem(last=False)
+        if self._max:
+            cache = self._cache
+            cache[cid] = node
+            if len(cache) > self._max:
+                cache.popitem(last=False)
         return node
 
 
@@ -268,30 +280,39 @@ class MST:
             yield raw.decode(), val
 
     def _walk_raw(self, *, reverse: bool = False) -> Iterator[tuple[bytes, CID]]:
-        if self._root is None:
+        """In-order (key, CID) with an explicit stack: no generator per tree level."""
+        root = self._root
+        if root is None:
             return
-        # stack items: (node, layer, lo, hi, index)
-        yield from self._walk_node(self._root, self.layer, None, None, reverse)
-
-    def _walk_node(
-        self, node: Node, layer: int, lo: bytes | None, hi: bytes | None, reverse: bool
-    ) -> Iterator[tuple[bytes, CID]]:
-        keys, vals, subs = node.keys, node.vals, node.subs
-        n = len(keys)
-        order = range(n, -1, -1) if reverse else range(n + 1)
-        for i in order:
-            sub = subs[i]
-            if sub is not None:
-                child = self._resolve(sub, layer - 1, keys[i - 1] if i else lo, keys[i] if i < n else hi)
-                assert child is not None
-                yield from self._walk_node(
-                    child, layer - 1, keys[i - 1] if i else lo, keys[i] if i < n else hi, reverse
-                )
+        resolve = self._resolve
+        # Entries are (key, val) pairs or (sub, layer, lo, hi) subtrees still to open.
+        stack: builtins.list[tuple] = [(root, self.layer, None, None)]  # type: ignore[type-arg]
+        pop = stack.pop
+        push = stack.append
+        while stack:
+            item = pop()
+            if len(item) == 2:
+                yield item
+                continue
+            sub, layer, lo, hi = item
+            node = sub if type(sub) is Node else resolve(sub, layer, lo, hi)
+            keys, vals, subs = node.keys, node.vals, node.subs  # type: ignore[union-attr]
+            n = len(keys)
+            below = layer - 1
             if reverse:
-                if i:
-                    yield keys[i - 1], vals[i - 1]
-            elif i < n:
-                yield keys[i], vals[i]
+                for i in range(n + 1):
+                    child = subs[i]
+                    if child is not None:
+                        push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
+                    if i < n:
+                        push((keys[i], vals[i]))
+            else:
+                for i in range(n, -1, -1):
+                    if i < n:
+                        push((keys[i], vals[i]))
+                    child = subs[i]
+                    if child is not None:
+                        push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
 
     def list(
         self,
