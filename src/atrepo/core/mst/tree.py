@@ -11,6 +11,10 @@ objects; their CIDs are computed only when asked for, bottom-up, once.
 from __future__ import annotations
 
 import builtins
+import hashlib
+import itertools
+import operator
+import re
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -20,13 +24,18 @@ from .. import limits
 from ..blocks import BlockMap, BlockSource
 from ..cid import CID, EMPTY_MST_ROOT
 from ..errors import InvalidMST, LimitExceeded, MissingBlock
-from .layer import KEY_RE, key_layer, key_problem
-from .node import _BHDR, _SMALL, Node, Sub, _link, _uint, decode_node, encode_node
+from ..memory import collector_paused
+from .layer import KEY_PATTERN, key_layer, key_problem
+from .node import Node, Sub, _head, _link, decode_node, encode_node
 
 Op = tuple[Literal["set", "delete"], str, CID | None]
 
 _EMPTY_NODE_BYTES = encode_node([], [], [None])
-_KEY_FULLMATCH = KEY_RE.fullmatch
+_KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
+_sha256 = hashlib.sha256
+_TAIL36 = b"\x61v\xd8\x2a\x58\x25\x00"
+#: Layer of a key from the first byte of its SHA-256 (-1: zero byte, count further).
+_LAYER_OF_FIRST_BYTE = [-1] + [3 if b < 4 else 2 if b < 16 else 1 if b < 64 else 0 for b in range(1, 256)]
 #: Returned by the delete recursion when the key was not there.
 _UNCHANGED = object()
 
@@ -130,38 +139,43 @@ class MST:
         compression reuses the shared prefix of adjacent input keys; a node
         higher up takes the minimum over the keys between its entries.
         """
-        keys: list[bytes] = []
-        vals: list[CID] = []
-        for key, val in items:
-            keys.append(key.encode() if isinstance(key, str) else key)
-            vals.append(val)
+        pairs = items if isinstance(items, builtins.list) else builtins.list(items)
         loader = NodeLoader(source)
-        n = len(keys)
+        n = len(pairs)
         if not n:
             return cls(loader, None, -1)
-        fullmatch = _KEY_FULLMATCH
-        max_key = limits.MAX_MST_KEY_BYTES
-        for raw in keys:
-            if fullmatch(raw) is None or len(raw) > max_key:
+        names, values = zip(*pairs, strict=True)
+        try:
+            keys: builtins.list[bytes] = builtins.list(map(str.encode, names))
+        except TypeError:
+            keys = [k.encode() if isinstance(k, str) else k for k in names]
+        vals: builtins.list[CID] = builtins.list(values)
+        if _KEYS_FULLMATCH(b"\n".join(keys)) is None or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
+            for raw in keys:
                 _key(raw)
-        shared = [0] * n
-        prev = keys[0]
-        for i in range(1, n):
-            raw = keys[i]
-            if raw <= prev:
-                raise InvalidMST(f"build input not strictly sorted at {raw.decode()!r}")
-            m = min(len(prev), len(raw))
-            x = int.from_bytes(prev[:m], "big") ^ int.from_bytes(raw[:m], "big")
-            shared[i] = m - (x.bit_length() + 7) // 8
-            prev = raw
-        layers = list(map(key_layer, keys))
+        if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+            bad = next(b for a, b in itertools.pairwise(keys) if not a < b)
+            raise InvalidMST(f"build input not strictly sorted at {bad.decode()!r}")
+        shared = [0]
+        shared += [
+            (m := min(len(a), len(b)))
+            - ((int.from_bytes(a[:m], "big") ^ int.from_bytes(b[:m], "big")).bit_length() + 7) // 8
+            for a, b in zip(keys, itertools.islice(keys, 1, None), strict=False)
+        ]
+        sha = _sha256
+        layers = [_LAYER_OF_FIRST_BYTE[sha(k).digest()[0]] for k in keys]
+        if -1 in layers:
+            layers = [lay if lay >= 0 else key_layer(k) for lay, k in zip(layers, keys, strict=True)]
         top = max(layers)
         if top > limits.MAX_MST_LAYER:
             raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
         max_entries = limits.MAX_MST_NODE_ENTRIES
+        # encoded entry pieces for every key, as if compressed against its neighbour
+        heads_adj = [_head(k[p:], p) for k, p in zip(keys, shared, strict=True)]
+        tails = [_TAIL36 + v.raw if len(v.raw) == 36 else b"\x61v" + _link(v) for v in vals]
         # per layer: indices of the keys collected so far, and subtree slots
-        idx: list[list[int]] = [[] for _ in range(top + 1)]
-        subs: list[list[Sub]] = [[None] for _ in range(top + 1)]
+        idx: builtins.list[builtins.list[int]] = [[] for _ in range(top + 1)]
+        subs: builtins.list[builtins.list[Sub]] = [[None] for _ in range(top + 1)]
 
         def close(layer: int) -> Node | None:
             members = idx[layer]
@@ -170,8 +184,15 @@ class MST:
             subs[layer] = [None]
             if not members:
                 return None if slots[0] is None else Node([], [], slots, layer)
-            if len(members) > max_entries:
-                raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(members), max_entries, "MST build")
+            count = len(members)
+            if count > max_entries:
+                raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
+            first = members[0]
+            if members[-1] - first + 1 == count:  # neighbours in the input (always at layer 0)
+                end = first + count
+                heads = [_head(keys[first], 0)]
+                heads += heads_adj[first + 1 : end]
+                return Node(keys[first:end], vals[first:end], slots, layer, heads, tails[first:end])
             heads = []
             last = -1
             for j in members:
@@ -181,16 +202,7 @@ class MST:
                     p = shared[j]
                 else:
                     p = min(shared[last + 1 : j + 1])
-                suffix = keys[j][p:]
-                ls = len(suffix)
-                heads.append(
-                    b"\xa4\x61k%b%b\x61p%b\x61t"
-                    % (
-                        _BHDR[ls] if ls < 24 else _uint(0x40, ls),
-                        suffix,
-                        _SMALL[p] if p < 24 else _uint(0, p),
-                    )
-                )
+                heads.append(_head(keys[j][p:], p))
                 last = j
             return Node(
                 [keys[j] for j in members],
@@ -198,19 +210,20 @@ class MST:
                 slots,
                 layer,
                 heads,
-                [b"\x61v" + _link(vals[j]) for j in members],
+                [tails[j] for j in members],
             )
 
-        for i in range(n):
-            height = layers[i]
-            for layer in range(height):
-                if idx[layer] or subs[layer][0] is not None:
-                    subs[layer + 1][-1] = close(layer)
-            idx[height].append(i)
-            subs[height].append(None)
-        for layer in range(top):
-            subs[layer + 1][-1] = close(layer)
-        root = close(top)
+        with collector_paused():
+            for i in range(n):
+                height = layers[i]
+                for layer in range(height):
+                    if idx[layer] or subs[layer][0] is not None:
+                        subs[layer + 1][-1] = close(layer)
+                idx[height].append(i)
+                subs[height].append(None)
+            for layer in range(top):
+                subs[layer + 1][-1] = close(layer)
+            root = close(top)
         return cls(loader, root, top)
 
     # --- identity ------------------------------------------------------------
