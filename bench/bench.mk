@@ -23,3 +23,4 @@ bench-setup: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench $(BENCH_ARGS)
+	@test -n "$(BENCH_ARGS)" || $(BENCH_BIN)/python -m bench.bench_identity

@@ -22,7 +22,7 @@ from .commit import SignedCommit, decode_commit
 from .errors import AtrepoError, InvalidCommitEvent, InvalidSignature, MissingBlock
 from .events import Commit, RepoOp, Sync
 from .keys import PublicKey
-from .mst.tree import MST
+from .mst.tree import MST, NodeLoader
 from .syntax import is_valid_repo_path
 from .tid import tid_to_parts
 
@@ -30,8 +30,23 @@ from .tid import tid_to_parts
 MAX_FUTURE_REV_SECONDS = 300
 
 
+class _CommitFields:
+    """``commit_cid`` and ``data`` of a verified message's signed commit."""
+
+    __slots__ = ()
+    commit: SignedCommit
+
+    @property
+    def commit_cid(self) -> CID:
+        return self.commit.cid
+
+    @property
+    def data(self) -> CID:
+        return self.commit.data
+
+
 @dataclass(frozen=True, slots=True)
-class VerifiedCommit:
+class VerifiedCommit(_CommitFields):
     """A ``#commit`` that passed every self-contained check."""
 
     did: str
@@ -43,30 +58,14 @@ class VerifiedCommit:
     blocks: BlockMap
     inverted: bool
 
-    @property
-    def commit_cid(self) -> CID:
-        return self.commit.cid
-
-    @property
-    def data(self) -> CID:
-        return self.commit.data
-
 
 @dataclass(frozen=True, slots=True)
-class VerifiedSync:
+class VerifiedSync(_CommitFields):
     """A ``#sync`` that passed every self-contained check."""
 
     did: str
     rev: str
     commit: SignedCommit
-
-    @property
-    def commit_cid(self) -> CID:
-        return self.commit.cid
-
-    @property
-    def data(self) -> CID:
-        return self.commit.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +175,7 @@ def validate_commit(
         else:
             raise _fail("ops", f"unknown action {op.action!r} for {op.path}")
     try:
-        tree = MST.load(blocks, commit.data)
+        tree = MST.load(NodeLoader(blocks, check_hashes=False), commit.data)  # read_car checked them
     except AtrepoError as exc:
         raise _fail("forward", f"cannot open the new tree: {exc}") from None
     try:
