@@ -213,17 +213,37 @@ class MST:
                 [tails[j] for j in members],
             )
 
+        def leaf(start: int, end: int) -> Node | None:
+            """The layer-0 node of keys[start:end] (all layer 0, neighbours in the input)."""
+            count = end - start
+            if not count:
+                return None
+            if count > max_entries:
+                raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
+            heads = [_head(keys[start], 0)]
+            heads += heads_adj[start + 1 : end]
+            return Node(keys[start:end], vals[start:end], [None] * (count + 1), 0, heads, tails[start:end])
+
         with collector_paused():
-            for i in range(n):
-                height = layers[i]
-                for layer in range(height):
-                    if idx[layer] or subs[layer][0] is not None:
-                        subs[layer + 1][-1] = close(layer)
-                idx[height].append(i)
-                subs[height].append(None)
-            for layer in range(top):
-                subs[layer + 1][-1] = close(layer)
-            root = close(top)
+            if not top:
+                root = leaf(0, n)
+            else:
+                # Only keys above layer 0 drive the loop; each run of layer-0 keys
+                # between them is one leaf, cut straight from the input.
+                run = 0
+                for i in [i for i, height in enumerate(layers) if height]:
+                    height = layers[i]
+                    subs[1][-1] = leaf(run, i)
+                    for layer in range(1, height):
+                        if idx[layer] or subs[layer][0] is not None:
+                            subs[layer + 1][-1] = close(layer)
+                    idx[height].append(i)
+                    subs[height].append(None)
+                    run = i + 1
+                subs[1][-1] = leaf(run, n)
+                for layer in range(1, top):
+                    subs[layer + 1][-1] = close(layer)
+                root = close(top)
         return cls(loader, root, top)
 
     # --- identity ------------------------------------------------------------
