@@ -269,11 +269,8 @@ class Repo:
         if new_rev <= self.rev:
             raise InvalidWrite(f"rev {new_rev} is not after the current rev {self.rev}")
         commit = sign_commit(self.did, tree.root_cid, new_rev, key)
-        blocks = tree.new_blocks()
         diff = diff_trees(self.tree, tree)
-        for cid in list(blocks.cids()):
-            if cid not in diff.new_nodes:
-                blocks.discard(cid)
+        blocks = diff.new_blocks
         blocks.update(records)
         blocks.put(commit.cid, commit.raw)
         event_blocks = BlockMap()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..blocks import BlockMap
 from ..cid import CID, EMPTY_MST_ROOT
-from .node import Sub
+from .node import Node, Sub
 from .tree import MST
 
 _SUB = 0
@@ -42,6 +43,7 @@ class TreeDiff:
     records: list[RecordChange] = field(default_factory=list)
     new_nodes: set[CID] = field(default_factory=set)
     removed_nodes: set[CID] = field(default_factory=set)
+    new_blocks: BlockMap = field(default_factory=BlockMap)
 
     @property
     def creates(self) -> list[RecordChange]:
@@ -63,7 +65,7 @@ class _Cursor:
 
     def __init__(self, tree: MST) -> None:
         self.tree = tree
-        self.opened: set[CID] = set()
+        self.opened: dict[CID, Node] = {}
         # tokens: (_SUB, sub, layer, lo, hi, cid) or (_LEAF, key, val)
         self.stack: list[tuple] = []  # type: ignore[type-arg]
         root = tree.root
@@ -74,7 +76,7 @@ class _Cursor:
         _, sub, layer, lo, hi, cid = self.stack.pop()
         node = self.tree._resolve(sub, layer, lo, hi)
         assert node is not None
-        self.opened.add(cid)
+        self.opened[cid] = node
         keys, vals, subs = node.keys, node.vals, node.subs
         n = len(keys)
         push = self.stack.append
@@ -140,10 +142,13 @@ def diff_trees(old: MST, new: MST) -> TreeDiff:
                 sb.pop()
                 if ta[2] != tb[2]:
                     records.append(RecordChange(ka.decode(), ta[2], tb[2]))
-    out.new_nodes = b.opened - a.opened
-    out.removed_nodes = a.opened - b.opened
+    out.new_nodes = b.opened.keys() - a.opened.keys()
+    out.removed_nodes = a.opened.keys() - b.opened.keys()
+    for cid in out.new_nodes:
+        out.new_blocks.put(cid, b.opened[cid].encode())
     if new.root is None and old.root is not None:
         out.new_nodes.add(EMPTY_MST_ROOT)
+        out.new_blocks.put(EMPTY_MST_ROOT, new.new_blocks().require(EMPTY_MST_ROOT))
     if old.root is None and new.root is not None:
         out.removed_nodes.add(EMPTY_MST_ROOT)
     return out
