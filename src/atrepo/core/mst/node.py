@@ -357,11 +357,10 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
         if len(keys) == 1:
             layer = key_layer(keys[0])
         else:
-            digests = [_sha256(k).digest() for k in keys]
-            if min([d[0] for d in digests]) >= 64:
-                return _finish(data, cid, entries, keys, vals, subs, 0)
-            tops = [int.from_bytes(d[:8], "big") for d in digests]
+            tops = [int.from_bytes(_sha256(k).digest()[:8], "big") for k in keys]
             low = min(tops)
+            if low >> 62:  # fewer than two leading zero bits everywhere: layer 0
+                return _finish(data, cid, entries, keys, vals, subs, 0)
             high = max(tops)
             if not low:
                 layer = key_layer(keys[0])
