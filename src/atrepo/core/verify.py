@@ -57,7 +57,7 @@ class _StreamSource:
         if item is None:
             raise _OutOfOrder
         self.consumed += 1
-        if item[0] != cid:
+        if item[0].raw != cid.raw:
             raise _OutOfOrder
         return item[1]
 
@@ -139,14 +139,20 @@ def _verify(
             info.commit = commit
             tree = MST.load(NodeLoader(source, cache_size=0, check_hashes=False), commit.data)
             info.height = tree.layer + 1
-            for raw, val in tree._walk_raw():
-                data = source.get(val)
-                if data is None:  # pragma: no cover - _StreamSource raises instead
-                    raise MissingBlock(val)
-                name = raw.decode()
-                info.records += 1
+            get = source.get
+            count = 0
+            name = None
+            try:
+                for raw, val in tree._walk_raw():
+                    data = get(val)
+                    if data is None:  # pragma: no cover - _StreamSource raises instead
+                        raise MissingBlock(val)
+                    name = raw.decode()
+                    count += 1
+                    yield name, val, data
+            finally:  # the summary stays right however the walk ends
+                info.records = count
                 info.last_key = name
-                yield name, val, data
             # An empty tree's root node is never read (its CID is well known);
             # when the file carries it, it is a node, not an unreferenced block.
             empty_root = 1 if tree.root is None else 0
