@@ -26,7 +26,7 @@ from ..cid import CID, EMPTY_MST_ROOT
 from ..errors import InvalidMST, LimitExceeded, MissingBlock
 from ..memory import collector_paused
 from .layer import KEY_PATTERN, key_layer, key_problem
-from .node import Node, Sub, _head, _link, decode_node, encode_node
+from .node import _BHDR, _SMALL, Node, Sub, _array_header, _head, _link, decode_node, encode_node
 
 Op = tuple[Literal["set", "delete"], str, CID | None]
 
@@ -171,8 +171,14 @@ class MST:
             raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
         max_entries = limits.MAX_MST_NODE_ENTRIES
         # encoded entry pieces for every key, as if compressed against its neighbour
-        heads_adj = [_head(k[p:], p) for k, p in zip(keys, shared, strict=True)]
         tails = [_TAIL36 + v.raw if len(v.raw) == 36 else b"\x61v" + _link(v) for v in vals]
+        # each key's whole entry as a leaf entry (no subtree), compressed against its neighbour
+        leaf_entries = [
+            b"\xa4\x61k%b%b\x61p%b\x61t\xf6%b" % (_BHDR[len(s)], s, _SMALL[p], t)
+            if len(s := k[p:]) < 24 and p < 24
+            else _head(s, p) + b"\xf6" + t
+            for k, p, t in zip(keys, shared, tails, strict=True)
+        ]
         # per layer: indices of the keys collected so far, and subtree slots
         idx: builtins.list[builtins.list[int]] = [[] for _ in range(top + 1)]
         subs: builtins.list[builtins.list[Sub]] = [[None] for _ in range(top + 1)]
@@ -187,12 +193,6 @@ class MST:
             count = len(members)
             if count > max_entries:
                 raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
-            first = members[0]
-            if members[-1] - first + 1 == count:  # neighbours in the input (always at layer 0)
-                end = first + count
-                heads = [_head(keys[first], 0)]
-                heads += heads_adj[first + 1 : end]
-                return Node(keys[first:end], vals[first:end], slots, layer, heads, tails[first:end])
             heads = []
             last = -1
             for j in members:
@@ -220,9 +220,12 @@ class MST:
                 return None
             if count > max_entries:
                 raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
-            heads = [_head(keys[start], 0)]
-            heads += heads_adj[start + 1 : end]
-            return Node(keys[start:end], vals[start:end], [None] * (count + 1), 0, heads, tails[start:end])
+            parts = [_array_header(count), _head(keys[start], 0) + b"\xf6" + tails[start]]
+            parts += leaf_entries[start + 1 : end]
+            parts.append(b"\x61l\xf6")
+            node = Node(keys[start:end], vals[start:end], [None] * (count + 1), 0)
+            node._data = b"".join(parts)  # encoded now: a leaf has no children to wait for
+            return node
 
         with collector_paused():
             if not top:
