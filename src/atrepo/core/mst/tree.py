@@ -170,7 +170,7 @@ class MST:
         if top > limits.MAX_MST_LAYER:
             raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
         max_entries = limits.MAX_MST_NODE_ENTRIES
-        # encoded entry pieces for every key, as if compressed against its neighbour
+        # each value's encoded "v" piece
         tails = [_TAIL36 + v.raw if len(v.raw) == 36 else b"\x61v" + _link(v) for v in vals]
         # each key's whole entry as a leaf entry (no subtree), compressed against its neighbour
         leaf_entries = [
@@ -287,7 +287,10 @@ class MST:
 
     def get(self, key: str | bytes) -> CID | None:
         """The CID stored at ``key``, or None."""
-        raw = key.encode() if isinstance(key, str) else key
+        return self._find(key.encode() if isinstance(key, str) else key, None)
+
+    def _find(self, raw: bytes, trail: builtins.list[Node] | None) -> CID | None:
+        """Descend to ``raw``; collect the nodes passed into ``trail`` when given."""
         sub: Sub = self._root
         layer = self.layer
         lo: bytes | None = None
@@ -295,6 +298,8 @@ class MST:
         while sub is not None:
             node = self._resolve(sub, layer, lo, hi)
             assert node is not None
+            if trail is not None:
+                trail.append(node)
             keys = node.keys
             i = bisect_left(keys, raw)
             if i < len(keys) and keys[i] == raw:
@@ -627,26 +632,8 @@ class MST:
 
     def path(self, key: str | bytes) -> builtins.list[Node]:
         """Nodes on the lookup path of ``key`` from the root (where it is or would be)."""
-        raw = key.encode() if isinstance(key, str) else key
         out: builtins.list[Node] = []
-        sub: Sub = self._root
-        layer = self.layer
-        lo: bytes | None = None
-        hi: bytes | None = None
-        while sub is not None:
-            node = self._resolve(sub, layer, lo, hi)
-            assert node is not None
-            out.append(node)
-            keys = node.keys
-            i = bisect_left(keys, raw)
-            if i < len(keys) and keys[i] == raw:
-                break
-            if i:
-                lo = keys[i - 1]
-            if i < len(keys):
-                hi = keys[i]
-            sub = node.subs[i]
-            layer -= 1
+        self._find(key.encode() if isinstance(key, str) else key, out)
         return out
 
     def neighbor(self, key: str | bytes, *, below: bool) -> bytes | None:
