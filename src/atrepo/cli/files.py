@@ -9,11 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from ..core.errors import AtrepoError
-
-
-class InputFileError(AtrepoError):
-    """An input file that cannot be opened (missing, unreadable, a directory...)."""
+from ..core.errors import InputFileError
 
 
 def _open(path: str) -> BinaryIO:

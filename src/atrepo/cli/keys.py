@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..core.errors import InputFileError
 from ..core.keys import PrivateKey
-from .files import InputFileError
 from .output import emit_json
 
 app = typer.Typer(help="Generate and inspect P-256 / secp256k1 signing keys.", no_args_is_help=True)

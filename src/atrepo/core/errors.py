@@ -113,6 +113,10 @@ class UnsupportedDIDMethod(ResolutionError):
     """A syntactically valid DID whose method atproto does not support."""
 
 
+class InputFileError(AtrepoError):
+    """An input file that cannot be opened (missing, unreadable, a directory...)."""
+
+
 class InvalidWrite(AtrepoError):
     """A repository write that cannot be applied (bad path, record, or state)."""
 

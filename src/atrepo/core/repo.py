@@ -374,8 +374,3 @@ def _encode_record(write: Write, index: int) -> bytes:
     if len(data) > limits.MAX_RECORD_BYTES:
         raise LimitExceeded("MAX_RECORD_BYTES", len(data), limits.MAX_RECORD_BYTES, write.path)
     return data
-
-
-def records_in(repo: Repo, paths: Iterable[str]) -> dict[str, CID | None]:
-    """Current CIDs of several paths (None where absent)."""
-    return {path: repo.tree.get(path) for path in paths}
