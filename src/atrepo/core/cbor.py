@@ -94,20 +94,8 @@ def decode(
     max_depth: int = limits.MAX_CBOR_DEPTH,
 ) -> Any:
     """Decode exactly one strict DAG-CBOR item in the AT data model."""
-    data = _check_input(data, max_bytes)
-    if len(data) > limits.CBOR_PRESCAN_BYTES:
-        _scan(data, 0, max_depth, whole=True)
-    try:
-        value, length = _decode(data, CID, False)
-    except (ValueError, AtrepoError, TypeError) as exc:
-        raise _diagnose(data, max_depth, exc) from None
-    if length != len(data):
-        raise InvalidCBOR("trailing bytes after the top-level item", length)
-    if _needs_walk(data, max_depth):
-        try:
-            _check_values(value, max_depth)
-        except InvalidDataModel as exc:
-            raise _diagnose(data, max_depth, exc) from None
+    data, value = _decode_whole(data, max_bytes, max_depth)
+    _check_model(data, value, max_depth)
     return value
 
 
@@ -119,16 +107,30 @@ def decode_node(data: bytes, *, max_bytes: int = limits.MAX_CBOR_BYTES) -> Any:
     their shape bounds the depth. Size, canonical form and CIDs are still
     checked.
     """
+    return _decode_whole(data, max_bytes, limits.MAX_CBOR_DEPTH)[1]
+
+
+def _decode_whole(data: bytes, max_bytes: int, max_depth: int) -> tuple[bytes, Any]:
+    """Size checks, the depth pre-scan of large inputs, and one C decode with no trailing bytes."""
     data = _check_input(data, max_bytes)
     if len(data) > limits.CBOR_PRESCAN_BYTES:
-        _scan(data, 0, limits.MAX_CBOR_DEPTH, whole=True)
+        _scan(data, 0, max_depth, whole=True)
     try:
         value, length = _decode(data, CID, False)
     except (ValueError, AtrepoError, TypeError) as exc:
-        raise _diagnose(data, limits.MAX_CBOR_DEPTH, exc) from None
+        raise _diagnose(data, max_depth, exc) from None
     if length != len(data):
         raise InvalidCBOR("trailing bytes after the top-level item", length)
-    return value
+    return data, value
+
+
+def _check_model(data: bytes, value: Any, max_depth: int) -> None:
+    """Walk the decoded value when its bytes could hide a float, a big integer or deep nesting."""
+    if _needs_walk(data, max_depth):
+        try:
+            _check_values(value, max_depth)
+        except InvalidDataModel as exc:
+            raise _diagnose(data, max_depth, exc) from None
 
 
 def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> Any:
@@ -153,11 +155,7 @@ def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> 
         return value_to_json(decode(data, max_bytes=max_bytes))
     if length != len(data):
         raise InvalidCBOR("trailing bytes after the top-level item", length)
-    if _needs_walk(data, limits.MAX_CBOR_DEPTH):
-        try:
-            _check_values(value, limits.MAX_CBOR_DEPTH)
-        except InvalidDataModel as exc:
-            raise _diagnose(data, limits.MAX_CBOR_DEPTH, exc) from None
+    _check_model(data, value, limits.MAX_CBOR_DEPTH)
     return value
 
 
