@@ -77,6 +77,20 @@ class RepoFixture:
         """The full repository CAR: commit, root node, then pre-order with records."""
         return self.directory / "repo.car"
 
+    def ordered_car_path(self, order: str) -> Path:
+        """The same repository CAR with its blocks in ``order`` (see :data:`CAR_ORDERS`).
+
+        Derived from ``repo.car`` on first use and cached beside it.
+        """
+        if order == "preorder":
+            return self.car_path
+        if order not in CAR_ORDERS:
+            raise ValueError(f"unknown block order {order!r} (one of {', '.join(CAR_ORDERS)})")
+        path = self.directory / f"repo-{order}.car"
+        if not path.exists():
+            _write_reordered(self, order, path)
+        return path
+
     def car(self) -> bytes:
         return _read(self.car_path)
 
@@ -107,6 +121,15 @@ class RepoFixture:
 
         with open(self.directory / "events.frames", "rb") as fh:
             return [bytes(frame) for _, frame in iter_stream_frames(fh)]
+
+
+#: Block orders a fixture CAR can be written in. ``preorder`` is the streamable
+#: order (``repo.car``). ``bfs`` is the order of the reference implementation's
+#: export (``MST.writeToCarStream`` in @atproto/repo): the commit, the tree nodes
+#: level by level from the root, then the records in the order that walk met
+#: them. ``shuffled`` is the commit first and every other block in a seeded
+#: random order (any order a store iterating by CID might produce).
+CAR_ORDERS = ("preorder", "bfs", "shuffled")
 
 
 def sizes(quick: bool) -> tuple[int, int]:
@@ -222,6 +245,65 @@ class _Maker:
 def _write_items(directory: Path, stem: str, items: list[tuple[str, bytes]]) -> None:
     (directory / f"{stem}keys.txt").write_bytes("\n".join(k for k, _ in items).encode())
     (directory / f"{stem}cids.bin").write_bytes(b"".join(c for _, c in items))
+
+
+def _reference_order(fx: RepoFixture) -> list[tuple[bytes, bytes]]:
+    """Every block of ``repo.car`` as (CID bytes, data) in the reference export order."""
+    from atrepo.core.blocks import BlockMap
+    from atrepo.core.car import CarReader
+    from atrepo.core.cid import CID
+    from atrepo.core.mst import MST
+
+    with open(fx.car_path, "rb") as fh:
+        blocks = BlockMap((cid, data) for cid, data, _ in CarReader(fh))
+    commit = CID(fx.commit)
+    out = [(fx.commit, blocks.require(commit))]
+    tree = MST.load(blocks, CID(fx.data))
+    leaves: list[CID] = []
+    level = [] if tree.root is None else [(tree.root, tree.layer, None, None)]
+    while level:
+        below = []
+        for node, layer, lo, hi in level:
+            out.append((node.cid.raw, blocks.require(node.cid)))
+            keys = node.keys
+            n = len(keys)
+            for i in range(n + 1):
+                sub = node.subs[i]
+                if sub is not None:
+                    clo = keys[i - 1] if i else lo
+                    chi = keys[i] if i < n else hi
+                    below.append((tree._resolve(sub, layer - 1, clo, chi), layer - 1, clo, chi))
+            leaves.extend(node.vals)
+        level = below
+    seen: set[CID] = set()
+    for cid in leaves:
+        if cid not in seen:
+            seen.add(cid)
+            out.append((cid.raw, blocks.require(cid)))
+    return out
+
+
+def _write_reordered(fx: RepoFixture, order: str, path: Path) -> None:
+    from atrepo.core.car import CarWriter
+    from atrepo.core.cid import CID
+    from atrepo.core.memory import collector_paused
+
+    with collector_paused():
+        blocks = _reference_order(fx)
+        if order == "shuffled":
+            rest = blocks[1:]
+            random.Random(f"atrepo-bench-shuffle-{fx.records}").shuffle(rest)
+            blocks = blocks[:1] + rest
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer = CarWriter(fh, [CID(fx.commit)])
+                for raw, data in blocks:
+                    writer.write_block(CID(raw), data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
 def _build(directory: Path, records: int, events: int) -> None:

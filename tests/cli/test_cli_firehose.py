@@ -11,11 +11,18 @@ from typing import Any
 
 import pytest
 
-from atrepo.core.car import encode_varint
 from atrepo.core.cid import CID
-from atrepo.core.events import Account, Commit, Identity, Sync, encode_frame, write_stream_frame
+from atrepo.core.events import (
+    AccountEvent,
+    CommitEvent,
+    IdentityEvent,
+    SyncEvent,
+    encode_frame,
+    write_stream_frame,
+)
 from atrepo.core.keys import PrivateKey
 from atrepo.core.repo import CommitResult, Repo, Write
+from atrepo.core.varint import encode_varint
 
 ATREPO = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "atrepo")
 TIME = "2024-05-01T12:34:56.789Z"
@@ -61,7 +68,7 @@ def stream_file(path: Path, frames: list[Any]) -> Path:
     return path
 
 
-def events(results: list[CommitResult], first_seq: int = 1) -> list[Commit]:
+def events(results: list[CommitResult], first_seq: int = 1) -> list[CommitEvent]:
     return [r.to_event(first_seq + i, TIME) for i, r in enumerate(results)]
 
 
@@ -84,8 +91,8 @@ def test_valid_stream_with_key(alice: tuple[PrivateKey, list[CommitResult]], tmp
     key, results = alice
     commits = events(results)
     frames: list[Any] = [
-        Identity(1, ALICE, TIME, "alice.test"),
-        Account(2, ALICE, TIME, True),
+        IdentityEvent(1, ALICE, TIME, "alice.test"),
+        AccountEvent(2, ALICE, TIME, True),
         *[dataclasses.replace(c, seq=c.seq + 2) for c in commits],
         results[-1].to_sync_event(20, TIME),  # restates the current state
         dataclasses.replace(commits[3], seq=21),  # a replay: ignored as a duplicate
@@ -142,8 +149,8 @@ def test_wrong_key(alice: tuple[PrivateKey, list[CommitResult]], tmp_path: Path)
     assert (summary["ok"], summary["failed"]) == (0, 3)
 
 
-def interleave(a: list[Commit], b: list[Commit]) -> list[Commit]:
-    out: list[Commit] = []
+def interleave(a: list[CommitEvent], b: list[CommitEvent]) -> list[CommitEvent]:
+    out: list[CommitEvent] = []
     for i in range(max(len(a), len(b))):
         out += a[i : i + 1] + b[i : i + 1]
     return [dataclasses.replace(e, seq=n + 1) for n, e in enumerate(out)]
@@ -245,7 +252,7 @@ def test_sync_declares_new_state(alice: tuple[PrivateKey, list[CommitResult]], t
 def test_bad_sync_frame(alice: tuple[PrivateKey, list[CommitResult]], tmp_path: Path) -> None:
     key, results = alice
     sync = results[1].to_sync_event(9, TIME)
-    frames: list[Any] = [results[0].to_event(1, TIME), Sync(9, ALICE, sync.blocks, results[0].rev, TIME)]
+    frames: list[Any] = [results[0].to_event(1, TIME), SyncEvent(9, ALICE, sync.blocks, results[0].rev, TIME)]
     path = stream_file(tmp_path / "badsync.stream", frames)
     proc = run("firehose", "verify", str(path), "--key", key.public_key.did_key(), "--json")
     assert proc.returncode == 1

@@ -15,17 +15,15 @@ from atrepo.core import cbor, limits
 from atrepo.core.car import (
     CarReader,
     CarWriter,
-    decode_varint,
     encode_car_header,
-    encode_varint,
     index_car,
     read_block_at,
     read_car,
-    varint_size,
     write_car,
 )
 from atrepo.core.cid import CID
 from atrepo.core.errors import AtrepoError, InvalidCAR, LimitExceeded
+from atrepo.core.varint import decode_varint, encode_varint, varint_size
 
 Block = tuple[CID, bytes]
 

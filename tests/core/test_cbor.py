@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from atrepo.core import cbor, limits
+from atrepo.core import cbor, datamodel, limits
 from atrepo.core.cid import CID
 from atrepo.core.datamodel import value_to_json
 from atrepo.core.errors import AtrepoError, InvalidCBOR, InvalidDataModel, LimitExceeded
@@ -630,37 +630,37 @@ def test_decode_to_json_forms() -> None:
         "m": {"x": {}},
     }
     data = cbor.encode(value)
-    assert cbor.decode_to_json(data) == expected
-    assert cbor.decode_to_json(memoryview(data)) == expected
+    assert datamodel.decode_to_json(data) == expected
+    assert datamodel.decode_to_json(memoryview(data)) == expected
     without_links = cbor.encode({"b": b"\xff", "k": [2**40]})
-    assert cbor.decode_to_json(without_links) == {"b": {"$bytes": "/w"}, "k": [2**40]}
-    assert cbor.decode_to_json(bytearray(without_links)) == {"b": {"$bytes": "/w"}, "k": [2**40]}
+    assert datamodel.decode_to_json(without_links) == {"b": {"$bytes": "/w"}, "k": [2**40]}
+    assert datamodel.decode_to_json(bytearray(without_links)) == {"b": {"$bytes": "/w"}, "k": [2**40]}
 
 
 def test_decode_to_json_reserved_keys_take_the_general_path() -> None:
     value = {"$bytes": "not bytes", "$link": 1}
-    assert cbor.decode_to_json(cbor.encode(value)) == value
+    assert datamodel.decode_to_json(cbor.encode(value)) == value
 
 
 @pytest.mark.parametrize(("hexed", "offset"), [(c[1], c[2]) for c in LOCATED], ids=[c[0] for c in LOCATED])
 def test_decode_to_json_rejects_like_decode(hexed: str, offset: int) -> None:
     with pytest.raises(InvalidCBOR) as info:
-        cbor.decode_to_json(h(hexed))
+        datamodel.decode_to_json(h(hexed))
     assert info.value.offset == offset
 
 
 def test_decode_to_json_limits() -> None:
     deep = b"\x81" * (limits.MAX_CBOR_DEPTH + 1) + b"\x00"
     with pytest.raises(InvalidCBOR) as info:
-        cbor.decode_to_json(deep)
+        datamodel.decode_to_json(deep)
     assert info.value.offset == limits.MAX_CBOR_DEPTH
     with pytest.raises(InvalidCBOR) as info:
-        cbor.decode_to_json(b"\x81" * 200_000 + b"\x00")
+        datamodel.decode_to_json(b"\x81" * 200_000 + b"\x00")
     assert info.value.offset == limits.MAX_CBOR_DEPTH
     record = cbor.encode({"t": "x" * limits.MAX_RECORD_BYTES})
     with pytest.raises(LimitExceeded):
-        cbor.decode_to_json(record)
-    assert cbor.decode_to_json(record, max_bytes=len(record)) == {"t": "x" * limits.MAX_RECORD_BYTES}
+        datamodel.decode_to_json(record)
+    assert datamodel.decode_to_json(record, max_bytes=len(record)) == {"t": "x" * limits.MAX_RECORD_BYTES}
 
 
 # --- the pure-Python scanner ------------------------------------------------------
@@ -724,7 +724,7 @@ def _check_consistent(data: bytes) -> None:
     with contextlib.suppress(AtrepoError):
         cbor.decode_node(data)
     try:
-        as_json = cbor.decode_to_json(data)
+        as_json = datamodel.decode_to_json(data)
     except AtrepoError:
         assert not ok
     else:
@@ -740,7 +740,7 @@ def test_property_cbor_round_trip(value: Any) -> None:
     assert decoded == value
     assert cbor.encode(decoded) == data
     assert _scan_accepts(data)
-    assert cbor.decode_to_json(data) == value_to_json(value)
+    assert datamodel.decode_to_json(data) == value_to_json(value)
 
 
 @_FAST

@@ -11,18 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atrepo.core import cbor, limits
-from atrepo.core.car import encode_varint, write_car
+from atrepo.core.car import write_car
 from atrepo.core.cid import CID
 from atrepo.core.errors import AtrepoError, InvalidCBOR, InvalidEvent, LimitExceeded
 from atrepo.core.events import (
-    Account,
-    Commit,
+    AccountEvent,
+    CommitEvent,
     ErrorFrame,
     Frame,
-    Identity,
-    Info,
+    IdentityEvent,
+    InfoEvent,
     RepoOp,
-    Sync,
+    SyncEvent,
     UnknownFrame,
     decode_frame,
     encode_error_frame,
@@ -30,6 +30,7 @@ from atrepo.core.events import (
     iter_stream_frames,
     write_stream_frame,
 )
+from atrepo.core.varint import encode_varint
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 REV = "3kgnjdpmjtc2b"
@@ -116,7 +117,7 @@ def test_foreign_frames_round_trip_byte_exact(t: str) -> None:
 
 def test_commit_fields() -> None:
     msg = decode_frame(frame("#commit", BODIES["#commit"]))
-    assert isinstance(msg, Commit)
+    assert isinstance(msg, CommitEvent)
     assert (msg.seq, msg.repo, msg.commit, msg.rev, msg.since) == (42, DID, COMMIT_CID, REV, SINCE)
     assert msg.blocks == BLOCKS
     assert msg.prev_data == PREV_DATA
@@ -131,8 +132,8 @@ def test_commit_fields() -> None:
 
 
 MESSAGES: list[Frame] = [
-    Commit(1, DID, COMMIT_CID, REV, None, BLOCKS, (), TIME),
-    Commit(
+    CommitEvent(1, DID, COMMIT_CID, REV, None, BLOCKS, (), TIME),
+    CommitEvent(
         2,
         DID,
         COMMIT_CID,
@@ -146,13 +147,13 @@ MESSAGES: list[Frame] = [
         rebase=True,
         too_big=True,
     ),
-    Sync(3, DID, BLOCKS, REV, TIME),
-    Identity(4, DID, TIME),
-    Identity(5, DID, TIME, "handle.invalid"),
-    Account(6, DID, TIME, True),
-    Account(7, DID, TIME, False, "deactivated"),
-    Info("OutdatedCursor"),
-    Info("OutdatedCursor", "too old"),
+    SyncEvent(3, DID, BLOCKS, REV, TIME),
+    IdentityEvent(4, DID, TIME),
+    IdentityEvent(5, DID, TIME, "handle.invalid"),
+    AccountEvent(6, DID, TIME, True),
+    AccountEvent(7, DID, TIME, False, "deactivated"),
+    InfoEvent("OutdatedCursor"),
+    InfoEvent("OutdatedCursor", "too old"),
     ErrorFrame("FutureCursor"),
     ErrorFrame("ConsumerTooSlow", "bye"),
     UnknownFrame(1, "#handle", {"seq": 1, "handle": "x.test"}),
@@ -170,7 +171,7 @@ def test_built_messages_round_trip(msg: Frame) -> None:
 def test_first_commit_since_null_and_no_prev_data() -> None:
     body = commit_body(since=None, prevData=DROP)
     msg = decode_frame(frame("#commit", body))
-    assert isinstance(msg, Commit)
+    assert isinstance(msg, CommitEvent)
     assert msg.since is None and msg.prev_data is None
     data = frame("#commit", body)
     assert encode_frame(msg) == data
@@ -188,7 +189,7 @@ def test_extra_fields_ignored() -> None:
 
 def test_empty_commit_allowed() -> None:
     msg = decode_frame(frame("#commit", commit_body(ops=[])))
-    assert isinstance(msg, Commit) and msg.ops == ()
+    assert isinstance(msg, CommitEvent) and msg.ops == ()
 
 
 # --- error frames and unknown frames ------------------------------------------------
@@ -392,11 +393,11 @@ def test_seq_range(seq: int) -> None:
     for t in ("#commit", "#sync", "#identity", "#account"):
         with pytest.raises(InvalidEvent, match=r"'seq' is .* outside"):
             decode_frame(frame(t, {**BODIES[t], "seq": seq}))
-    assert isinstance(decode_frame(frame("#sync", {**BODIES["#sync"], "seq": 2**53 - 1})), Sync)
+    assert isinstance(decode_frame(frame("#sync", {**BODIES["#sync"], "seq": 2**53 - 1})), SyncEvent)
 
 
 def test_since_must_be_present_even_if_null() -> None:
-    assert isinstance(decode_frame(frame("#commit", commit_body(since=None))), Commit)
+    assert isinstance(decode_frame(frame("#commit", commit_body(since=None))), CommitEvent)
     with pytest.raises(InvalidEvent, match="required field 'since' is missing"):
         decode_frame(frame("#commit", commit_body(since=DROP)))
 
@@ -439,11 +440,11 @@ def test_ops_limit() -> None:
 
 def test_blocks_limits() -> None:
     at_limit = commit_body(blocks=b"\x00" * limits.MAX_COMMIT_BLOCKS_BYTES)
-    assert isinstance(decode_frame(frame("#commit", at_limit)), Commit)
+    assert isinstance(decode_frame(frame("#commit", at_limit)), CommitEvent)
     with pytest.raises(LimitExceeded, match="MAX_COMMIT_BLOCKS_BYTES"):
         decode_frame(frame("#commit", commit_body(blocks=b"\x00" * (limits.MAX_COMMIT_BLOCKS_BYTES + 1))))
     sync = BODIES["#sync"]
-    assert isinstance(decode_frame(frame("#sync", {**sync, "blocks": b"\x00" * 10_000})), Sync)
+    assert isinstance(decode_frame(frame("#sync", {**sync, "blocks": b"\x00" * 10_000})), SyncEvent)
     with pytest.raises(LimitExceeded, match=r"MAX_SYNC_BLOCKS_BYTES.*#sync\.blocks"):
         decode_frame(frame("#sync", {**sync, "blocks": b"\x00" * 10_001}))
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import re
+import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +18,13 @@ from hypothesis import strategies as st
 
 from atrepo.core import cbor, limits
 from atrepo.core.blocks import BlockMap
+from atrepo.core.car import write_car
 from atrepo.core.cid import CID, EMPTY_MST_ROOT
+from atrepo.core.commit import sign_commit
 from atrepo.core.errors import AtrepoError, InvalidMST, LimitExceeded, MissingBlock
+from atrepo.core.keys import PrivateKey
 from atrepo.core.mst import MST, common_prefix_length, decode_node, encode_node, key_layer
+from atrepo.core.verify import verify_repo_car
 
 _EXAMPLES = [
     line
@@ -256,6 +264,102 @@ _DOTS = "'\\.' and '\\.\\.' are not valid path segments"
 def test_key_syntax(key: bytes, rule: str) -> None:
     message_key = key[:40].decode("latin-1") if key else None
     _expect(_node(_entries([key])), rule, key=message_key.encode("latin-1") if message_key else None)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [b"com.example/a\ncom.example/b"],
+        [b"com.example/a", b"com.example/b\ncom.example/c"],
+        [b"com.example/a\n"],
+        [b"\ncom.example/a"],
+        [b"com.example/.\ncom.example/a"],
+    ],
+    ids=["split", "second", "trailing", "leading", "dot-segment"],
+)
+def test_key_with_newline_is_one_bad_key(keys: list[bytes]) -> None:
+    """A key holding a newline is refused, not read as two valid keys.
+
+    Regression: all keys were matched at once joined by newlines, so
+    ``com.example/a\ncom.example/b`` passed as two keys and reached output.
+    """
+    bad = next(k for k in keys if b"\n" in k)
+    _expect(_node(_entries(keys)), "characters outside|exactly one '/'|empty segment", key=bad)
+    with pytest.raises(InvalidMST, match=r"\\n"):
+        MST.build([(k.decode(), VAL) for k in keys])
+
+
+def _signed_car(keys: list[bytes]) -> tuple[bytes, PrivateKey]:
+    """A signed one-node repository CAR whose node holds ``keys`` as written (unchecked)."""
+    signer = PrivateKey.generate("k256")
+    record = cbor.encode({"$type": "com.example.thing"})
+    rec_cid = CID.for_dag_cbor(record)
+    node = encode_node(keys, [rec_cid] * len(keys), [None] * (len(keys) + 1))
+    node_cid = CID.for_dag_cbor(node)
+    commit = sign_commit("did:plc:ewvi7nxzyoun6zhxrhs64oiz", node_cid, "3kabcdefghij2", signer)
+    blocks = [(commit.cid, commit.raw), (node_cid, node), (rec_cid, record)]
+    return write_car([commit.cid], blocks), signer
+
+
+def test_signed_repo_with_newline_key_is_refused() -> None:
+    """The reported symptom: a signed CAR verified and ``car ls`` printed a forged line."""
+    data, signer = _signed_car([b"com.example/a\ncom.example/forged"])
+    with pytest.raises(InvalidMST, match=r"exactly one '/'"):
+        list(verify_repo_car(io.BytesIO(data), key=signer.public_key))
+    # Through the console script: every command that prints keys fails before printing one.
+    atrepo = str(Path(sys.executable).parent / "atrepo")
+    key = ["--key", signer.public_key.did_key()]
+    for args in (["verify", "-", *key], ["ls", "-", *key], ["export", "-", *key], ["diff", "-", "-"]):
+        proc = subprocess.run(
+            [atrepo, "car", *args],
+            input=data,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 1, proc
+        assert proc.stdout == b"", proc.stdout
+        assert b"InvalidMST" in proc.stderr and b"\\n" in proc.stderr, proc.stderr
+
+
+def test_long_shared_prefix_is_refused_before_keys_are_built() -> None:
+    """A long first key reused as every entry's prefix must not build 256 long keys.
+
+    Regression: a ~2 MB node made the decoder build 256 keys of up to 2 MB
+    (about 1 GB) before the key limit was checked, and the error quoted the
+    whole key.
+    """
+    first = b"com.example/" + b"x" * 2_000_000
+    entries = [{"k": first, "p": 0, "t": None, "v": VAL}]
+    entries += [{"k": bytes([c]), "p": len(first), "t": None, "v": VAL} for c in range(1, 256)]
+    data = cbor.encode(_node(entries))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidMST, match="2000012 bytes, more than 1024") as info:
+            decode_node(data, CID.for_dag_cbor(data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(data), peak  # the decoded node, not 256 copies of its first key
+    assert len(str(info.value)) < 400
+    # A prefix within the limit but a suffix that takes the key over it.
+    ok = b"com.example/" + b"x" * 1000
+    entries = [{"k": ok, "p": 0, "t": None, "v": VAL}, {"k": b"y" * 100, "p": 1000, "t": None, "v": VAL}]
+    _expect(_node(entries), "entry 1 key .*1100 bytes, more than 1024")
+
+
+@pytest.mark.parametrize(
+    "key", [b"com.example/" + b"x" * 2_000_000, b"com.example/" + b"\xff" * 5_000], ids=["long", "bad"]
+)
+def test_error_messages_quote_keys_briefly(key: bytes) -> None:
+    """Messages show at most about 100 bytes of a hostile key, with its length."""
+    data = cbor.encode(_node([{"k": key, "p": 0, "t": None, "v": VAL}]))
+    with pytest.raises(InvalidMST) as info:
+        decode_node(data)
+    assert len(str(info.value)) < 300 and f"{len(key)} bytes" in str(info.value)
+    with pytest.raises(InvalidMST) as info:
+        MST.build([(key, VAL)])
+    assert len(str(info.value)) < 300 and f"{len(key)} bytes" in str(info.value)
 
 
 def test_key_length_limit_is_inclusive() -> None:

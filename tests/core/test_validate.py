@@ -16,7 +16,7 @@ from atrepo.core.car import read_car, write_car
 from atrepo.core.cid import CID
 from atrepo.core.commit import sign_commit
 from atrepo.core.errors import InvalidCommitEvent, InvalidEvent
-from atrepo.core.events import Commit, RepoOp, Sync, decode_frame, encode_frame
+from atrepo.core.events import CommitEvent, RepoOp, SyncEvent, decode_frame, encode_frame
 from atrepo.core.keys import PrivateKey
 from atrepo.core.mst import key_layer
 from atrepo.core.mst.proof import covering_blocks
@@ -64,7 +64,7 @@ def two_ops() -> CommitResult:
     )
 
 
-def event_of(result: CommitResult, **changes: Any) -> Commit:
+def event_of(result: CommitResult, **changes: Any) -> CommitEvent:
     return dataclasses.replace(result.to_event(1, TIME), **changes)
 
 
@@ -80,10 +80,10 @@ def car_with(
     return write_car([result.commit.cid] if roots is None else roots, [*blocks, *add])
 
 
-def fails(event: Commit, check: str, match: str | None = None, **kwargs: Any) -> InvalidCommitEvent:
+def fails(event: CommitEvent, check: str, match: str | None = None, **kwargs: Any) -> InvalidCommitEvent:
     with pytest.raises(InvalidCommitEvent, match=match) as info:
         validate_commit(event, kwargs.pop("key", PUB), **kwargs)
-    assert info.value.check == check, str(info.value)
+    assert info.value.rule == check, str(info.value)
     assert str(info.value).startswith(f"{check}: ")
     return info.value
 
@@ -176,7 +176,7 @@ def test_malformed_commit_block() -> None:
     fails(event_of(result, blocks=blocks, commit=fake_cid), "commit", "only 3 is supported")
 
 
-def resigned(result: CommitResult, *, did: str = DID, rev: str | None = None) -> Commit:
+def resigned(result: CommitResult, *, did: str = DID, rev: str | None = None) -> CommitEvent:
     """The event with its commit block re-signed (validly) over other fields; the message is unchanged."""
     commit = sign_commit(did, result.commit.data, rev or result.rev, KEY)
     blocks = car_with(result, drop={result.commit.cid}, add=[(commit.cid, commit.raw)], roots=[commit.cid])
@@ -434,14 +434,14 @@ def test_chain_out_of_sync() -> None:
 # --- #sync ------------------------------------------------------------------------------------------
 
 
-def sync_of(result: CommitResult, **changes: Any) -> Sync:
+def sync_of(result: CommitResult, **changes: Any) -> SyncEvent:
     return dataclasses.replace(result.to_sync_event(5, TIME), **changes)
 
 
-def sync_fails(event: Sync, check: str, match: str | None = None, **kwargs: Any) -> None:
+def sync_fails(event: SyncEvent, check: str, match: str | None = None, **kwargs: Any) -> None:
     with pytest.raises(InvalidCommitEvent, match=match) as info:
         validate_sync(event, kwargs.pop("key", PUB), **kwargs)
-    assert info.value.check == check, str(info.value)
+    assert info.value.rule == check, str(info.value)
 
 
 def test_sync_valid() -> None:
@@ -497,7 +497,7 @@ def test_sync_chain() -> None:
     assert check_sync_chain(state, validate_sync(sync_of(resigned), PUB)) is Chain.NEXT
     # same rev, other data: rev <= stored rev, so it is ignored (sync.md §7)
     forked = sign_commit(DID, results[2].repo.data, results[1].rev, KEY)
-    event = Sync(9, DID, write_car([forked.cid], [(forked.cid, forked.raw)]), forked.rev, TIME)
+    event = SyncEvent(9, DID, write_car([forked.cid], [(forked.cid, forked.raw)]), forked.rev, TIME)
     assert check_sync_chain(state, validate_sync(event, PUB)) is Chain.DUPLICATE
 
 
@@ -557,7 +557,7 @@ def test_our_commits_validate_chain_and_invert(plan: list[list[tuple[int, int, i
             result = result.repo.apply_writes(to_writes(commit_plan, model, tag), key)
         # through the wire form: the frame carries only the CAR slice
         event = decode_frame(encode_frame(result.to_event(tag + 1, TIME)))
-        assert isinstance(event, Commit)
+        assert isinstance(event, CommitEvent)
         verified = validate_commit(event, key.public_key)
         assert verified.inverted == (commit_plan is not None)
         assert check_chain(state, verified) is (Chain.FIRST if state is None else Chain.NEXT)

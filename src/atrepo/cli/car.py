@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core import cbor
+from ..core import datamodel
 from ..core.car import CarReader
 from ..core.cid import CID
 from ..core.errors import AtrepoError
@@ -20,7 +20,9 @@ from ..core.verify import RepoSummary, iter_repo_records, verify_repo_car
 from .files import open_input
 from .output import emit_json, error_obj, progress
 
-app = typer.Typer(help="Work with repository CAR files (full exports).", no_args_is_help=True)
+app = typer.Typer(
+    help="Work with repository CAR files (full exports).", no_args_is_help=True, rich_markup_mode=None
+)
 
 KeyOpt = Annotated[str | None, typer.Option("--key", help="did:key the commit must be signed by")]
 DidOpt = Annotated[str | None, typer.Option("--did", help="DID the repository must belong to")]
@@ -109,7 +111,7 @@ def export(
     summary = RepoSummary()
     with open_input(file) as stream, progress("exporting", None) as bar:
         for path, cid, data in iter_repo_records(stream, key=_key(key), summary=summary):
-            value = cbor.decode_to_json(data)
+            value = datamodel.decode_to_json(data)
             bar.advance()
             if out is not None and not jsonl:
                 collection, rkey = path.split("/", 1)

@@ -11,12 +11,12 @@ import typer
 
 from ..core.errors import AtrepoError, InvalidEvent, OutOfSync
 from ..core.events import (
-    Account,
-    Commit,
+    AccountEvent,
+    CommitEvent,
     ErrorFrame,
-    Identity,
-    Info,
-    Sync,
+    IdentityEvent,
+    InfoEvent,
+    SyncEvent,
     UnknownFrame,
     decode_frame,
     iter_stream_frames,
@@ -34,7 +34,9 @@ from ..core.validate import (
 from .files import open_stream
 from .output import emit_json, error_obj, progress
 
-app = typer.Typer(help="Recorded firehose streams (length-prefixed frames).", no_args_is_help=True)
+app = typer.Typer(
+    help="Recorded firehose streams (length-prefixed frames).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 class _Keys:
@@ -69,7 +71,7 @@ def _check_frame(frame_bytes: bytes, keys: _Keys, states: dict[str, RepoState]) 
     row: dict[str, Any] = {"seq": None, "type": None, "repo": None, "rev": None, "ok": True, "error": None}
     try:
         frame = decode_frame(frame_bytes)
-        if isinstance(frame, Commit):
+        if isinstance(frame, CommitEvent):
             row.update(seq=frame.seq, type="#commit", repo=frame.repo, rev=frame.rev)
             verified = validate_commit(frame, keys.for_did(frame.repo))
             state = states.get(frame.repo)
@@ -84,14 +86,14 @@ def _check_frame(frame_bytes: bytes, keys: _Keys, states: dict[str, RepoState]) 
                     f"commit since={frame.since} prevData={frame.prev_data} does not follow "
                     f"rev {state.rev} data {state.data}"
                 )
-        elif isinstance(frame, Sync):
+        elif isinstance(frame, SyncEvent):
             row.update(seq=frame.seq, type="#sync", repo=frame.did, rev=frame.rev)
             synced = validate_sync(frame, keys.for_did(frame.did))
             if check_sync_chain(states.get(frame.did), synced) is not Chain.DUPLICATE:
                 states[frame.did] = state_after(synced)
-        elif isinstance(frame, Identity | Account):
+        elif isinstance(frame, IdentityEvent | AccountEvent):
             row.update(seq=frame.seq, type=frame.type_name, repo=frame.did)
-        elif isinstance(frame, Info):
+        elif isinstance(frame, InfoEvent):
             row.update(type="#info")
         elif isinstance(frame, ErrorFrame):
             row.update(type="error", ok=False, error={"name": frame.error, "message": frame.message or ""})

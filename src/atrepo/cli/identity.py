@@ -37,10 +37,17 @@ __all__ = ["did_app", "handle_app", "plc_app"]
 
 log = logging.getLogger("atrepo.cli.identity")
 
-did_app = typer.Typer(help="Resolve DIDs (did:plc, did:web).", no_args_is_help=True, add_completion=False)
-handle_app = typer.Typer(help="Resolve and verify handles.", no_args_is_help=True, add_completion=False)
+did_app = typer.Typer(
+    help="Resolve DIDs (did:plc, did:web).", no_args_is_help=True, add_completion=False, rich_markup_mode=None
+)
+handle_app = typer.Typer(
+    help="Resolve and verify handles.", no_args_is_help=True, add_completion=False, rich_markup_mode=None
+)
 plc_app = typer.Typer(
-    help="Run a did:plc directory; create and update DIDs.", no_args_is_help=True, add_completion=False
+    help="Run a did:plc directory; create and update DIDs.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 

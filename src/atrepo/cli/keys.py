@@ -12,7 +12,9 @@ from ..core.errors import InputFileError
 from ..core.keys import PrivateKey
 from .output import emit_json
 
-app = typer.Typer(help="Generate and inspect P-256 / secp256k1 signing keys.", no_args_is_help=True)
+app = typer.Typer(
+    help="Generate and inspect P-256 / secp256k1 signing keys.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def load_private_key(path: Path) -> PrivateKey:

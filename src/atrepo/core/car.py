@@ -16,39 +16,37 @@ have verified. Errors carry the byte offset of the item that was wrong.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import os
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from . import cbor, limits
 from .blocks import BlockMap
 from .cid import CID
 from .errors import AtrepoError, InvalidCAR, InvalidCID, LimitExceeded
+from .varint import MAX_VARINT_BYTES, encode_varint, scan_varint, varint_size
 
 __all__ = [
     "BufferedInput",
+    "CarIndex",
     "CarReader",
     "CarWriter",
-    "decode_varint",
     "encode_car_header",
-    "encode_varint",
     "index_car",
+    "block_reader",
     "read_block_at",
     "read_car",
-    "scan_varint",
-    "varint_size",
     "write_car",
 ]
 
 #: Bytes asked of the stream per read: large enough that per-call overhead
 #: vanishes, small enough that the buffer stays cache-friendly.
 CHUNK_SIZE = 65_536
-#: A minimal varint of a value below 2**63 takes at most 9 bytes.
-MAX_VARINT_BYTES = 9
 
 _PFX_DAG_CBOR = b"\x01\x71\x12\x20"
 _PFX_RAW = b"\x01\x55\x12\x20"
 _sha256 = hashlib.sha256
-_ONE_BYTE = [bytes((i,)) for i in range(128)]
 
 
 class Readable(Protocol):
@@ -63,60 +61,6 @@ class SeekableReadable(Readable, Protocol):
 
 class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
-
-
-# --- varints -------------------------------------------------------------------
-
-
-def encode_varint(value: int) -> bytes:
-    """Minimal unsigned LEB128 of ``0 <= value < 2**63``."""
-    if 0 <= value < 0x80:
-        return _ONE_BYTE[value]
-    if value < 0 or value >= 1 << 63:
-        raise ValueError(f"varint value {value} out of range")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def varint_size(value: int) -> int:
-    """Number of bytes ``encode_varint(value)`` produces."""
-    return (value.bit_length() + 6) // 7 or 1
-
-
-def scan_varint(buf: bytes, pos: int, end: int, base: int) -> tuple[int, int]:
-    """Read a varint from ``buf[pos:end]``; return (value, next pos) or (0, -1) if incomplete.
-
-    For parsers working on a buffer that may end mid-varint (streams): an
-    incomplete varint is not an error here, a non-minimal or overlong one is.
-    ``base`` is the file offset of ``buf[0]``, used only in error messages.
-    """
-    value = 0
-    shift = 0
-    i = pos
-    while i < end:
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and i - pos > 1:
-                raise InvalidCAR("non-minimal varint", base + pos)
-            return value, i
-        if i - pos >= MAX_VARINT_BYTES:
-            raise InvalidCAR(f"varint longer than {MAX_VARINT_BYTES} bytes", base + pos)
-        shift += 7
-    return 0, -1
-
-
-def decode_varint(data: bytes, pos: int = 0) -> tuple[int, int]:
-    """Read a minimal varint at ``data[pos]``; return (value, offset after it)."""
-    value, after = scan_varint(data, pos, len(data), 0)
-    if after < 0:
-        raise InvalidCAR("truncated varint", pos)
-    return value, after
 
 
 # --- buffered input --------------------------------------------------------------
@@ -467,6 +411,314 @@ def index_car(
             size = cid_len + len(data)
             index[cid] = (offset + varint_size(size) + cid_len, len(data))
     return reader.roots, index
+
+
+#: Stored for a fast-path entry whose codec does not fit one byte (never a real codec byte).
+_KIND_ODD = 0xFF
+#: Slots of the open-addressing table per entry, at most (load factor at least 1/2).
+_MAX_LOAD_SHIFT = 1
+#: Typical bytes per block of a repository CAR (records ~350, nodes ~300), for sizing the table.
+_TYPICAL_BLOCK_BYTES = 256
+
+
+class CarIndex:
+    """Where each block of a CAR file is, in about 55 bytes a block and no object per block.
+
+    A full-repository CAR in an order other than the streamable one has to be
+    indexed before its tree can be walked. A ``dict`` of ``CID`` objects costs
+    ~600 bytes a block (1.35 GB for a hostile file of 5M tiny blocks), so this
+    keeps flat arrays instead: every block gets an ordinal ``i``, its 32-byte
+    SHA-256 digest is ``digests[32*i : 32*i+32]``, its codec byte ``kinds[i]``,
+    and where its data lies ``offsets[i]``/``lengths[i]`` (counted from where
+    the CAR starts in the stream). Lookup is by linear probing in ``slots``
+    (``array('I')`` of ordinal + 1, 0 for empty) at a load factor of at most
+    1/2, keyed by Python's ``hash`` of the digest, which is SipHash with a
+    per-process random key, so a hostile file cannot pile its blocks into
+    one probe run. Every accepted block is sha2-256 (the only hash we can
+    check), so a CID is its digest plus its codec: one-byte codecs (dag-cbor,
+    raw, and anything else below 0x80) take the table; a CID with a longer
+    codec varint is exotic in a repository and goes to a small side dict.
+
+    The first section for a CID wins; later duplicates are not counted. At most
+    ``max_blocks`` distinct blocks (``MAX_CAR_INDEX_BLOCKS``) are indexed.
+    """
+
+    __slots__ = ("_count", "_digests", "_kinds", "_lengths", "_mask", "_odd", "_offsets", "_slots", "roots")
+
+    def __init__(self, roots: list[CID], expected_blocks: int = 0) -> None:
+        self.roots = roots
+        self._digests = bytearray()
+        self._kinds = bytearray()
+        self._offsets = array("Q")
+        self._lengths = array("I")
+        self._odd: dict[bytes, int] = {}
+        self._count = 0
+        capacity = 1024
+        while capacity < expected_blocks << _MAX_LOAD_SHIFT:
+            capacity <<= 1
+        self._slots = array("I", bytes(4 * capacity))
+        self._mask = capacity - 1
+
+    @classmethod
+    def build(
+        cls,
+        stream: Readable,
+        *,
+        verify_hashes: bool = True,
+        max_blocks: int = limits.MAX_CAR_INDEX_BLOCKS,
+        max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
+    ) -> CarIndex:
+        """Read the whole CAR once from the stream's position, checking every block's hash.
+
+        Raises ``InvalidCAR`` (with the byte offset) for a malformed or
+        truncated file or a block that does not match its CID, and
+        ``LimitExceeded`` naming ``MAX_CAR_INDEX_BLOCKS`` or
+        ``MAX_CAR_BLOCK_BYTES``.
+        """
+        if not 0 < max_blocks < 1 << 31:
+            raise ValueError(f"max_blocks must be in 1..2**31-1, not {max_blocks}")
+        reader = CarReader(stream, verify_hashes=verify_hashes, max_block_bytes=max_block_bytes)
+        reader._started = True  # the sections are consumed here, not by iterating the reader
+        expected = min(_remaining_bytes(stream) // _TYPICAL_BLOCK_BYTES, max_blocks)
+        index = cls(reader.roots, expected)
+        inp = reader._in
+        while True:
+            if inp.pos >= len(inp.buf) and not inp.fill(1):
+                return index
+            inp.pos, missing = index._scan(
+                inp.buf, inp.pos, inp.base, verify_hashes, max_block_bytes, max_blocks
+            )
+            if missing and not inp.fill(inp.available() + missing):
+                raise _truncation_error(inp.buf, inp.pos, inp.base)
+
+    def _scan(
+        self, buf: bytes, pos: int, base: int, verify: bool, max_section: int, max_blocks: int
+    ) -> tuple[int, int]:
+        """Index every complete section in ``buf[pos:]``; same contract as ``_parse_sections``.
+
+        The per-block hot loop of the indexed path: the digest is hashed from a
+        view of the buffer (no copy of the data) and goes straight into the
+        flat arrays, so a block costs no Python object beyond its digest.
+        """
+        end = len(buf)
+        view = memoryview(buf)
+        sha = _sha256
+        startswith = buf.startswith
+        pfx_cbor = _PFX_DAG_CBOR
+        digests = self._digests
+        kinds = self._kinds
+        has_digest = digests.startswith
+        add_offset = self._offsets.append
+        add_length = self._lengths.append
+        slots = self._slots
+        mask = self._mask
+        count = self._count
+        grow_at = (mask + 1) >> _MAX_LOAD_SHIFT
+        try:
+            while pos < end:
+                start = pos
+                byte = buf[pos]
+                if byte < 0x80:
+                    size = byte
+                    pos += 1
+                elif pos + 1 < end and 0 < buf[pos + 1] < 0x80:
+                    size = (byte & 0x7F) | (buf[pos + 1] << 7)
+                    pos += 2
+                else:
+                    size, pos = scan_varint(buf, pos, end, base)
+                    if pos < 0:
+                        return start, 1
+                if size > max_section:
+                    raise LimitExceeded(
+                        "MAX_CAR_BLOCK_BYTES", size, max_section, f"CAR block section at byte {base + start}"
+                    )
+                if size == 0:
+                    raise InvalidCAR("empty block section (no CID)", base + start)
+                stop = pos + size
+                if stop > end:
+                    return start, stop - end
+                data_at = pos + 36
+                if startswith(pfx_cbor, pos):
+                    kind = 0x71
+                elif buf[pos] == 1 and buf[pos + 1] < 0x80 and buf[pos + 2] == 0x12 and buf[pos + 3] == 0x20:
+                    kind = buf[pos + 1]
+                else:
+                    cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
+                    if verify:
+                        _check_odd_hash(cid, buf[data_at:stop], base + start)
+                    if cid.raw not in self._odd:
+                        if count >= max_blocks:
+                            raise LimitExceeded(
+                                "MAX_CAR_INDEX_BLOCKS",
+                                count + 1,
+                                max_blocks,
+                                f"CAR index at byte {base + start}",
+                            )
+                        self._odd[cid.raw] = count
+                        digests += bytes(32)
+                        kinds.append(_KIND_ODD)
+                        add_offset(base + data_at)
+                        add_length(stop - data_at)
+                        count += 1
+                    pos = stop
+                    continue
+                if data_at > stop:
+                    raise InvalidCAR(
+                        f"CID runs past the end of its block section (section at byte {base + start})",
+                        base + pos,
+                    )
+                digest = buf[pos + 4 : data_at]
+                if verify and sha(view[data_at:stop]).digest() != digest:
+                    cid = CID(buf[pos:data_at])
+                    raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
+                i = hash(digest) & mask
+                while True:
+                    held = slots[i]
+                    if not held:
+                        break
+                    if has_digest(digest, (held - 1) << 5) and kinds[held - 1] == kind:
+                        break  # a duplicate section: the first one stays
+                    i = (i + 1) & mask
+                if not held:
+                    if count >= max_blocks:
+                        raise LimitExceeded(
+                            "MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}"
+                        )
+                    count += 1
+                    slots[i] = count
+                    digests += digest
+                    kinds.append(kind)
+                    add_offset(base + data_at)
+                    add_length(stop - data_at)
+                    if count >= grow_at:
+                        self._count = count
+                        self._grow()
+                        slots = self._slots
+                        mask = self._mask
+                        grow_at = (mask + 1) >> _MAX_LOAD_SHIFT
+                pos = stop
+            return pos, 0
+        finally:
+            self._count = count
+            view.release()
+
+    def _grow(self) -> None:
+        """Double the slot table and re-insert every table entry."""
+        capacity = (self._mask + 1) << 1
+        mask = capacity - 1
+        slots = array("I", bytes(4 * capacity))
+        digests = self._digests
+        kinds = self._kinds
+        for ordinal in range(self._count):
+            if kinds[ordinal] == _KIND_ODD:
+                continue
+            i = hash(bytes(digests[ordinal << 5 : (ordinal + 1) << 5])) & mask
+            while slots[i]:
+                i = (i + 1) & mask
+            slots[i] = ordinal + 1
+        self._slots = slots
+        self._mask = mask
+
+    def __len__(self) -> int:
+        """Distinct blocks indexed."""
+        return self._count
+
+    def find(self, cid: CID) -> int:
+        """The ordinal of ``cid``'s block, or -1 when the CAR does not hold it."""
+        return self.finder()(cid)
+
+    def finder(self) -> Callable[[CID], int]:
+        """``find`` as a closure over the finished table, for lookups in a loop.
+
+        Verification looks up every record and node once, so the per-call
+        attribute loads of a method are worth saving. Do not index further
+        blocks while using it (a growing table moves).
+        """
+        slots = self._slots
+        mask = self._mask
+        kinds = self._kinds
+        has_digest = self._digests.startswith
+        odd = self._odd.get
+        pfx_cbor = _PFX_DAG_CBOR
+
+        def find(cid: CID) -> int:
+            raw = cid.raw
+            if raw.startswith(pfx_cbor):
+                kind = 0x71
+            elif len(raw) == 36 and raw[0] == 1 and raw[1] < 0x80 and raw[2] == 0x12 and raw[3] == 0x20:
+                kind = raw[1]
+            else:
+                return odd(raw, -1)
+            digest = raw[4:]
+            i = hash(digest) & mask
+            while True:
+                held = slots[i]
+                if not held:
+                    return -1
+                if has_digest(digest, (held - 1) << 5) and kinds[held - 1] == kind:
+                    return held - 1
+                i = (i + 1) & mask
+
+        return find
+
+    def location(self, ordinal: int) -> tuple[int, int]:
+        """(offset of the block's data from the start of the CAR, its length)."""
+        return self._offsets[ordinal], self._lengths[ordinal]
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index's arrays (for tests and reports)."""
+        return (
+            len(self._digests)
+            + len(self._kinds)
+            + self._offsets.itemsize * len(self._offsets)
+            + self._lengths.itemsize * len(self._lengths)
+            + self._slots.itemsize * len(self._slots)
+        )
+
+
+def _remaining_bytes(stream: Readable) -> int:
+    """Bytes from the stream's position to its end, or 0 when it cannot tell."""
+    try:
+        here = stream.tell()  # type: ignore[attr-defined]
+        size = os.fstat(stream.fileno()).st_size  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        getbuffer = getattr(stream, "getbuffer", None)
+        if getbuffer is None:
+            return 0
+        try:
+            with getbuffer() as whole:
+                return max(0, len(whole) - stream.tell())  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            return 0
+    return max(0, size - here)
+
+
+def block_reader(stream: Readable, base: int = 0) -> Callable[[int, int], bytes]:
+    """``read(offset, length)`` for blocks located by an index: ``pread`` on a file, else seek and read.
+
+    ``base`` is where the CAR starts in the stream (index offsets count from
+    there). ``pread`` does not move the stream and costs one system call.
+    """
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0 and hasattr(os, "pread"):
+        pread = os.pread
+
+        def read_file(offset: int, length: int) -> bytes:
+            data = pread(fd, length, base + offset)
+            if len(data) != length:
+                data = read_block_at(stream, base + offset, length)  # type: ignore[arg-type]
+            return data
+
+        return read_file
+
+    def read_stream(offset: int, length: int) -> bytes:
+        return read_block_at(stream, base + offset, length)  # type: ignore[arg-type]
+
+    return read_stream
 
 
 def read_block_at(stream: SeekableReadable, offset: int, length: int, cid: CID | None = None) -> bytes:

@@ -11,52 +11,21 @@ scanner so that every ``InvalidCBOR`` says what was wrong and at which byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from cbrrr import _cbrrr
-
 from . import limits
-from .cid import CID, install_fast_codec
+from .cid import CID
+from .codec import decode_raw, encode_raw
 from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
 
-__all__ = ["decode", "decode_multi", "decode_node", "encode", "encode_with_cid"]
+__all__ = ["decode", "decode_json_direct", "decode_multi", "decode_node", "encode", "encode_with_cid"]
 
-#: cbrrr reads any buffer ("y*"), not only ``bytes`` as its stub says.
-_decode: Callable[..., tuple[Any, int]] = _cbrrr.decode_dag_cbor
-_encode = _cbrrr.encode_dag_cbor
+_decode = decode_raw
+_encode = encode_raw
 
 #: Every byte that is not a definite array/map header: deleting these leaves a
 #: count that bounds the nesting depth from above.
 _NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9B or 0xA0 <= b <= 0xBB))
-
-
-def _link_head(length: int) -> bytes:
-    n = length + 1
-    return b"\xd8\x2a" + (bytes((0x40 | n,)) if n < 24 else bytes((0x58, n))) + b"\x00"
-
-
-_HEAD36 = _link_head(36)
-
-
-def _cid_to_string(raw: bytes) -> str:
-    """Base32 multibase string of a binary CID, computed by the C codec."""
-    head = _HEAD36 if len(raw) == 36 else _link_head(len(raw))
-    text: str = _decode(head + raw, None, True)[0]["$link"]
-    return text
-
-
-def _cid_from_base32(text: str) -> bytes:
-    """Binary CID from a ``b...`` string, decoded strictly by the C codec."""
-    try:
-        out: bytes = _encode({"$link": text}, CID, True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(str(exc)) from None
-    # tag 42 header, byte-string header, 0x00 prefix
-    return out[5:] if out[2] == 0x58 else out[4:]
-
-
-install_fast_codec(_cid_to_string, _cid_from_base32)
 
 
 def encode(value: Any) -> bytes:
@@ -133,30 +102,27 @@ def _check_model(data: bytes, value: Any, max_depth: int) -> None:
             raise _diagnose(data, max_depth, exc) from None
 
 
-def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> Any:
-    """Decode straight to the JSON form (``$link``, ``$bytes``), validated as ``decode``.
+def decode_json_direct(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> tuple[bool, Any]:
+    """The JSON form (``$bytes``) straight from the C codec, validated as ``decode``.
 
-    The C codec writes the JSON form directly when the item holds no links
-    (in that mode it does not check CID structure); items with links, and maps
-    whose keys clash with ``$link``/``$bytes``, take the general path.
+    Returns ``(False, None)`` when the item needs the general path: it holds
+    links (in JSON mode the codec does not check CID structure), or a map whose
+    keys clash with ``$link``/``$bytes``. ``datamodel.decode_to_json`` then
+    decodes and converts the value.
     """
     data = _check_input(data, max_bytes)
     if b"\xd8\x2a" in data:
-        from .datamodel import value_to_json
-
-        return value_to_json(decode(data, max_bytes=max_bytes))
+        return False, None
     if len(data) > limits.CBOR_PRESCAN_BYTES:
         _scan(data, 0, limits.MAX_CBOR_DEPTH, whole=True)
     try:
         value, length = _decode(data, None, True)
     except (ValueError, TypeError):
-        from .datamodel import value_to_json
-
-        return value_to_json(decode(data, max_bytes=max_bytes))
+        return False, None
     if length != len(data):
         raise InvalidCBOR("trailing bytes after the top-level item", length)
     _check_model(data, value, limits.MAX_CBOR_DEPTH)
-    return value
+    return True, value
 
 
 def decode_multi(

@@ -9,12 +9,14 @@ digest); ``is_blessed``/``is_dag_cbor`` tell callers where stricter rules apply.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Final
 
 from . import limits
-from .errors import InvalidCID
-from .multibase import b32decode, b32encode, b58decode
+from .codec import cid_from_base32 as _from_base32
+from .codec import cid_to_string as _to_string
+from .errors import InvalidCAR, InvalidCID
+from .multibase import b58decode
+from .varint import decode_varint
 
 CODEC_DAG_CBOR: Final = 0x71
 CODEC_RAW: Final = 0x55
@@ -26,23 +28,11 @@ _sha256 = hashlib.sha256
 
 
 def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
-    """Read a minimal unsigned LEB128 varint (at most 9 bytes) from ``raw``."""
-    value = 0
-    shift = 0
-    start = pos
-    while True:
-        if pos >= len(raw):
-            raise InvalidCID(f"truncated varint at byte {start} of CID {raw.hex()}")
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and pos - start > 1:
-                raise InvalidCID(f"non-minimal varint at byte {start} of CID {raw.hex()}")
-            return value, pos
-        shift += 7
-        if shift >= 63:
-            raise InvalidCID(f"varint too long at byte {start} of CID {raw.hex()}")
+    """Read one varint of a binary CID, as an ``InvalidCID`` that names the CID."""
+    try:
+        return decode_varint(raw, pos)
+    except InvalidCAR as exc:
+        raise InvalidCID(f"{exc} of CID {raw.hex()}") from None
 
 
 def _as_bytes(raw: object) -> bytes:
@@ -229,25 +219,6 @@ class CID:
 
     def __reduce__(self) -> tuple[type[CID], tuple[bytes]]:
         return (CID, (self.raw,))
-
-
-def _pure_to_string(raw: bytes) -> str:
-    return "b" + b32encode(raw)
-
-
-def _pure_from_base32(text: str) -> bytes:
-    return b32decode(text[1:])
-
-
-_to_string: Callable[[bytes], str] = _pure_to_string
-_from_base32: Callable[[str], bytes] = _pure_from_base32
-
-
-def install_fast_codec(to_string: Callable[[bytes], str], from_base32: Callable[[str], bytes]) -> None:
-    """Let the C codec (wired in by ``cbor``) do base32 both ways, ~7x faster."""
-    global _to_string, _from_base32
-    _to_string = to_string
-    _from_base32 = from_base32
 
 
 #: The root of an empty MST: the CID of ``{"e": [], "l": null}``.

@@ -9,15 +9,16 @@ objects must be well-formed blob references.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import cbor, limits
 from .cid import CID
 from .errors import InvalidCID, InvalidDataModel
+from .jsonio import parse_outside_json
 from .multibase import b64decode_loose, b64encode_unpadded
 
 __all__ = [
+    "decode_to_json",
     "json_to_value",
     "parse_json",
     "record_cid",
@@ -31,7 +32,10 @@ def json_to_value(obj: Any, *, top_level_object: bool = True) -> Any:
     """Convert parsed JSON into a data-model value, validating as it goes."""
     if top_level_object and type(obj) is not dict:
         raise InvalidDataModel(f"top-level value must be an object, not {_kind(obj)}")
-    value = _from_json(obj, "$", 1)
+    try:
+        value = _from_json(obj, 1)
+    except _Bad as bad:
+        raise _error(bad) from None
     if top_level_object and type(value) is not dict:
         # {"$link": ...} / {"$bytes": ...} are objects in JSON but not in the data model
         raise InvalidDataModel(f"top-level value must be an object, not {_kind(value)}")
@@ -40,15 +44,14 @@ def json_to_value(obj: Any, *, top_level_object: bool = True) -> Any:
 
 def parse_json(text: str | bytes, *, max_bytes: int = limits.MAX_RECORD_JSON_BYTES) -> Any:
     """Parse JSON text (a record or body) into a data-model value."""
-    if len(text) > max_bytes:
-        raise InvalidDataModel(f"JSON is {len(text)} bytes, more than {max_bytes}")
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise InvalidDataModel(f"invalid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidDataModel(f"JSON nesting deeper than {limits.MAX_CBOR_DEPTH}") from None
+    # One level of slack: a {"$link"}/{"$bytes"} object at the deepest level is
+    # a scalar in the data model; the walk applies the exact rule.
+    obj = parse_outside_json(text, _invalid_json, max_bytes=max_bytes, max_depth=limits.MAX_CBOR_DEPTH + 1)
     return json_to_value(obj)
+
+
+def _invalid_json(why: str) -> InvalidDataModel:
+    return InvalidDataModel(f"invalid JSON: {why}")
 
 
 def value_to_json(value: Any) -> Any:
@@ -65,11 +68,22 @@ def value_to_json(value: Any) -> Any:
     return value
 
 
+def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> Any:
+    """A DAG-CBOR block straight to its JSON form (``$link``, ``$bytes``), checked as ``cbor.decode``."""
+    done, value = cbor.decode_json_direct(data, max_bytes=max_bytes)
+    if done:
+        return value
+    return value_to_json(cbor.decode(data, max_bytes=max_bytes))
+
+
 def validate_value(value: Any, *, top_level_object: bool = False) -> None:
     """Check that a decoded value is in the data model (types, ints, $type, blobs)."""
     if top_level_object and type(value) is not dict:
         raise InvalidDataModel(f"top-level value must be an object, not {_kind(value)}")
-    _check(value, "$", 1)
+    try:
+        _check(value, 1)
+    except _Bad as bad:
+        raise _error(bad) from None
 
 
 def validate_record(value: Any) -> None:
@@ -85,129 +99,199 @@ def record_cid(value: Any) -> CID:
 
 
 # --- internals -------------------------------------------------------------
+#
+# The walks below carry no path. Building "$.a[3].b" for every element of a
+# valid value cost time proportional to the path length per element: a long
+# key over a large array made validation quadratic (a valid 2 MB record took
+# seconds). A failure raises ``_Bad`` with its reason; each container it passes
+# through on the way out adds its index or key, so the path is built once, for
+# the one element that failed.
+
+#: Characters of a hostile string, key or value quoted in a message.
+_SHOWN_CHARS = 100
+
+
+class _Bad(Exception):
+    """A data-model failure on its way up; ``parts`` is the path, innermost first."""
+
+    __slots__ = ("parts", "reason")
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.parts: list[str | int] = []
+
+
+def _error(bad: _Bad) -> InvalidDataModel:
+    path = ["$"]
+    for part in reversed(bad.parts):
+        path.append(f".{_shown_str(part, quote=False)}" if isinstance(part, str) else f"[{part}]")
+    return InvalidDataModel(f"{''.join(path)}: {bad.reason}")
+
+
+def _shown_str(text: str, *, quote: bool = True) -> str:
+    """At most ``_SHOWN_CHARS`` of ``text`` for a message, with its length when cut."""
+    cut = text[:_SHOWN_CHARS]
+    shown = repr(cut) if quote else cut
+    return shown if len(text) <= _SHOWN_CHARS else f"{shown}... ({len(text)} characters)"
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, never long whatever it is."""
+    kind = type(value)
+    if kind is str:
+        return _shown_str(value)
+    if kind is int:
+        # str() of a huge int is slow, and raises past sys.get_int_max_str_digits()
+        return str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+    if value is None or kind is bool or kind is float:
+        return repr(value)
+    return _kind(value)
 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_str(text: str, path: str) -> None:
+def _check_str(text: str) -> None:
     """Strings must be Unicode scalar values: a lone surrogate has no UTF-8 form."""
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidDataModel(f"{path}: string {text!r} is not valid Unicode (lone surrogate)") from None
+            raise _Bad(f"string {_shown_str(text)} is not valid Unicode (lone surrogate)") from None
 
 
-def _from_json(obj: Any, path: str, depth: int) -> Any:
+def _from_json(obj: Any, depth: int) -> Any:
     kind = type(obj)
     if kind is str:
-        _check_str(obj, path)
+        _check_str(obj)
         return obj
     if kind is bool or obj is None:
         return obj
     if kind is int:
-        _check_int(obj, path)
+        _check_int(obj)
         return obj
     if kind is float:
         if obj.is_integer() and abs(obj) <= limits.MAX_SAFE_INT:
             return int(obj)
-        raise InvalidDataModel(f"{path}: floats are not allowed in the AT data model ({obj!r})")
+        raise _Bad(f"floats are not allowed in the AT data model ({obj!r})")
     if kind is dict:
         # links and bytes are scalars in the data model: they add no depth
         if "$link" in obj:
-            return _link_from_json(obj, path)
+            return _link_from_json(obj)
         if "$bytes" in obj:
-            return _bytes_from_json(obj, path)
+            return _bytes_from_json(obj)
     if depth > limits.MAX_CBOR_DEPTH:
-        raise InvalidDataModel(f"{path}: nesting deeper than {limits.MAX_CBOR_DEPTH}")
+        raise _Bad(f"nesting deeper than {limits.MAX_CBOR_DEPTH}")
+    deeper = depth + 1
     if kind is list:
-        return [_from_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+        out_list: list[Any] = []
+        append = out_list.append
+        for index, item in enumerate(obj):
+            try:
+                append(_from_json(item, deeper))
+            except _Bad as bad:
+                bad.parts.append(index)
+                raise
+        return out_list
     if kind is dict:
         out = {}
         for key, item in obj.items():
             if type(key) is not str:
-                raise InvalidDataModel(f"{path}: object key {key!r} is not a string")
-            _check_str(key, path)
-            out[key] = _from_json(item, f"{path}.{key}", depth + 1)
-        _check_typed_object(out, path)
+                raise _Bad(f"object key {_shown(key)} is not a string")
+            _check_str(key)
+            try:
+                out[key] = _from_json(item, deeper)
+            except _Bad as bad:
+                bad.parts.append(key)
+                raise
+        _check_typed_object(out)
         return out
-    raise InvalidDataModel(f"{path}: {_kind(obj)} is not a JSON data-model value")
+    raise _Bad(f"{_kind(obj)} is not a JSON data-model value")
 
 
-def _link_from_json(obj: dict[str, Any], path: str) -> CID:
+def _link_from_json(obj: dict[str, Any]) -> CID:
     if len(obj) != 1:
-        raise InvalidDataModel(f"{path}: $link object must have no other keys")
+        raise _Bad("$link object must have no other keys")
     text = obj["$link"]
     if type(text) is not str:
-        raise InvalidDataModel(f"{path}: $link must be a string, not {_kind(text)}")
+        raise _Bad(f"$link must be a string, not {_kind(text)}")
     try:
         return CID.parse(text)
     except InvalidCID as exc:
-        raise InvalidDataModel(f"{path}: $link is not a CID: {exc}") from None
+        raise _Bad(f"$link is not a CID: {exc}") from None
 
 
-def _bytes_from_json(obj: dict[str, Any], path: str) -> bytes:
+def _bytes_from_json(obj: dict[str, Any]) -> bytes:
     if len(obj) != 1:
-        raise InvalidDataModel(f"{path}: $bytes object must have no other keys")
+        raise _Bad("$bytes object must have no other keys")
     text = obj["$bytes"]
     if type(text) is not str:
-        raise InvalidDataModel(f"{path}: $bytes must be a string, not {_kind(text)}")
+        raise _Bad(f"$bytes must be a string, not {_kind(text)}")
     try:
         return b64decode_loose(text)
     except ValueError as exc:
-        raise InvalidDataModel(f"{path}: $bytes is not base64: {exc}") from None
+        raise _Bad(f"$bytes is not base64: {str(exc)[:_SHOWN_CHARS]}") from None
 
 
-def _check_int(value: int, path: str) -> None:
+def _check_int(value: int) -> None:
     if not limits.MIN_INT <= value <= limits.MAX_INT:
-        raise InvalidDataModel(f"{path}: integer {value} outside the signed 64-bit range")
+        raise _Bad(f"integer {_shown(value)} outside the signed 64-bit range")
 
 
-def _check_typed_object(obj: dict[str, Any], path: str) -> None:
+def _check_typed_object(obj: dict[str, Any]) -> None:
     """Rules for objects with ``$type``: a non-empty string; blobs well-formed."""
     if "$type" not in obj:
         return
     type_name = obj["$type"]
     if type(type_name) is not str or not type_name:
-        raise InvalidDataModel(f"{path}: $type must be a non-empty string, not {type_name!r}")
+        raise _Bad(f"$type must be a non-empty string, not {_shown(type_name)}")
     if type_name == "blob":
         ref = obj.get("ref")
         if type(ref) is not CID:
-            raise InvalidDataModel(f"{path}: blob ref must be a link, not {_kind(ref)}")
+            raise _Bad(f"blob ref must be a link, not {_kind(ref)}")
         if ref.codec != 0x55:
-            raise InvalidDataModel(f"{path}: blob ref {ref} must use the raw codec")
+            raise _Bad(f"blob ref {ref} must use the raw codec")
         mime = obj.get("mimeType")
         if type(mime) is not str or not mime:
-            raise InvalidDataModel(f"{path}: blob mimeType must be a non-empty string")
+            raise _Bad("blob mimeType must be a non-empty string")
         size = obj.get("size")
         if type(size) is not int or size < 0:
-            raise InvalidDataModel(f"{path}: blob size must be a non-negative integer, not {size!r}")
+            raise _Bad(f"blob size must be a non-negative integer, not {_shown(size)}")
 
 
-def _check(value: Any, path: str, depth: int) -> None:
+def _check(value: Any, depth: int) -> None:
     kind = type(value)
     if kind is str:
-        _check_str(value, path)
+        _check_str(value)
         return
     if kind is bool or kind is bytes or kind is CID or value is None:
         return
     if kind is int:
-        _check_int(value, path)
+        _check_int(value)
         return
     if depth > limits.MAX_CBOR_DEPTH:
-        raise InvalidDataModel(f"{path}: nesting deeper than {limits.MAX_CBOR_DEPTH}")
+        raise _Bad(f"nesting deeper than {limits.MAX_CBOR_DEPTH}")
+    deeper = depth + 1
     if kind is list:
-        for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]", depth + 1)
+        for index, item in enumerate(value):
+            try:
+                _check(item, deeper)
+            except _Bad as bad:
+                bad.parts.append(index)
+                raise
         return
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise InvalidDataModel(f"{path}: object key {key!r} is not a string")
-            _check_str(key, path)
-            _check(item, f"{path}.{key}", depth + 1)
-        _check_typed_object(value, path)
+                raise _Bad(f"object key {_shown(key)} is not a string")
+            _check_str(key)
+            try:
+                _check(item, deeper)
+            except _Bad as bad:
+                bad.parts.append(key)
+                raise
+        _check_typed_object(value)
         return
-    raise InvalidDataModel(f"{path}: {_kind(value)} is not a data-model value")
+    raise _Bad(f"{_kind(value)} is not a data-model value")

@@ -2,18 +2,60 @@
 
 Every failure that comes from outside data is an ``AtrepoError`` subclass that
 names what went wrong; the message says where (byte offset, CID, key, field).
-Servers map these to XRPC error names; the CLI prints ``name: message``.
+
+Each class also carries the reply a server sends for it: ``xrpc_error`` (the
+XRPC error name) and ``http_status``. Servers map every error in one place
+with ``to_xrpc()``; the CLI prints ``name: message``. Where a failure breaks a
+named rule of a procedure (a Sync 1.1 check, a did:plc rule, a syntax rule),
+``rule`` names it, under that one attribute for every class.
+
+Messages are capped at ``limits.MAX_ERROR_MESSAGE_CHARS``, so an error built
+from hostile input stays small however large the quoted value was.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .limits import MAX_ERROR_MESSAGE_CHARS
+
+
+def _capped(message: str) -> str:
+    """Keep the head and the tail: the quoted value is usually in between, the rule at the end."""
+    if len(message) <= MAX_ERROR_MESSAGE_CHARS:
+        return message
+    tail = MAX_ERROR_MESSAGE_CHARS // 4
+    head = MAX_ERROR_MESSAGE_CHARS - tail - 40
+    cut = len(message) - head - tail
+    return f"{message[:head]} ...[{cut:,} characters cut]... {message[-tail:]}"
 
 
 class AtrepoError(Exception):
     """Base of every error atrepo raises on purpose."""
 
+    #: The XRPC ``error`` name a server replies with.
+    xrpc_error: ClassVar[str] = "InvalidRequest"
+    #: The HTTP status of that reply.
+    http_status: ClassVar[int] = 400
+    #: The named rule or check that failed, where the failure has one.
+    rule: str | None = None
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and len(args[0]) > MAX_ERROR_MESSAGE_CHARS:
+            args = (_capped(args[0]),)
+        super().__init__(*args)
+
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def to_xrpc(self) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and the ``{"error", "message"}`` body of this error's reply."""
+        return self.http_status, {"error": self.xrpc_error, "message": str(self)}
 
 
 class InvalidCBOR(AtrepoError):
@@ -35,6 +77,8 @@ class InvalidDataModel(AtrepoError):
 
 class InvalidSyntax(AtrepoError):
     """An identifier or string format (DID, handle, NSID, TID, ...) broke a rule."""
+
+    rule: str
 
     def __init__(self, kind: str, value: object, rule: str) -> None:
         self.kind = kind
@@ -68,7 +112,12 @@ class InvalidMST(AtrepoError):
 
 
 class MissingBlock(AtrepoError):
-    """A block needed to answer was not present in the block source."""
+    """A block needed to answer was not present in the block source.
+
+    A 400: where a server meets it, the blocks came from the caller (an
+    imported CAR, an event); a host missing its own blocks is a bug that the
+    server reports as such.
+    """
 
     def __init__(self, cid: object, context: str = "") -> None:
         self.cid = cid
@@ -108,9 +157,15 @@ class InvalidPLCOperation(AtrepoError):
 class ResolutionError(AtrepoError):
     """A DID or handle could not be resolved."""
 
+    xrpc_error = "UpstreamFailure"
+    http_status = 502
+
 
 class UnsupportedDIDMethod(ResolutionError):
     """A syntactically valid DID whose method atproto does not support."""
+
+    xrpc_error = "InvalidRequest"
+    http_status = 400
 
 
 class InputFileError(AtrepoError):
@@ -124,10 +179,40 @@ class InvalidWrite(AtrepoError):
 class InvalidCommitEvent(InvalidEvent):
     """A ``#commit`` or ``#sync`` message that fails a Sync 1.1 check.
 
-    ``check`` names the failed check (``size``, ``car``, ``commit``, ``repo``,
-    ``rev``, ``future-rev``, ``signature``, ``ops``, ``forward``, ``inversion``).
+    ``rule`` names the failed check (``flags``, ``size``, ``car``, ``commit``,
+    ``repo``, ``rev``, ``future-rev``, ``signature``, ``ops``, ``forward``,
+    ``inversion``).
     """
 
-    def __init__(self, check: str, message: str) -> None:
-        self.check = check
-        super().__init__(f"{check}: {message}")
+    rule: str
+
+    def __init__(self, rule: str, message: str) -> None:
+        self.rule = rule
+        super().__init__(f"{rule}: {message}")
+
+
+class PLCRuleError(InvalidPLCOperation):
+    """An operation or log that broke the did:plc rule named by ``rule``.
+
+    Rules: ``format``, ``size``, ``limits``, ``signature-encoding``,
+    ``signature``, ``genesis``, ``prev``, ``tombstone``,
+    ``nullification-priority``, ``recovery-window``, ``timestamp``,
+    ``rate-limit``, ``audit-log``.
+    """
+
+    rule: str
+
+    def __init__(self, rule: str, detail: str) -> None:
+        self.rule = rule
+        self.detail = detail
+        super().__init__(f"{rule}: {detail}")
+
+
+class HandleNotFound(ResolutionError):
+    """No DID could be found for a handle."""
+
+    xrpc_error = "HandleNotFound"
+
+
+class HandleMismatch(ResolutionError):
+    """A handle resolves to a DID whose document does not claim the handle."""

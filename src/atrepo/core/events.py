@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import cbor, limits
-from .car import MAX_VARINT_BYTES, BufferedInput, Readable, Writable, encode_varint, scan_varint
+from .action import ACTIONS, Action
+from .car import BufferedInput, Readable, Writable
 from .cid import CID
 from .errors import InvalidCAR, InvalidEvent, InvalidSyntax, LimitExceeded
 from .syntax import (
@@ -38,18 +39,19 @@ from .syntax import (
     validate_repo_path,
     validate_tid,
 )
+from .varint import MAX_VARINT_BYTES, encode_varint, scan_varint
 
 __all__ = [
     "ACTIONS",
-    "Account",
-    "Commit",
+    "AccountEvent",
+    "CommitEvent",
     "ErrorFrame",
     "Frame",
-    "Identity",
-    "Info",
+    "IdentityEvent",
+    "InfoEvent",
     "Message",
     "RepoOp",
-    "Sync",
+    "SyncEvent",
     "UnknownFrame",
     "decode_frame",
     "encode_error_frame",
@@ -58,8 +60,6 @@ __all__ = [
     "write_stream_frame",
 ]
 
-#: The record operations a ``#commit`` may carry.
-ACTIONS = frozenset({"create", "update", "delete"})
 
 OP_MESSAGE = 1
 OP_ERROR = -1
@@ -72,7 +72,7 @@ OP_ERROR = -1
 class RepoOp:
     """One record mutation: ``cid`` is None exactly for deletes; ``prev`` is absent for creates."""
 
-    action: str
+    action: Action
     path: str
     cid: CID | None
     prev: CID | None = None
@@ -85,7 +85,7 @@ class RepoOp:
 
 
 @dataclass(frozen=True, slots=True)
-class Commit:
+class CommitEvent:
     """``#commit``: a repository transition ``since`` → ``rev`` with its CAR slice."""
 
     type_name: ClassVar[str] = "#commit"
@@ -123,7 +123,7 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
-class Sync:
+class SyncEvent:
     """``#sync``: "this signed commit (alone in ``blocks``) is the repo's current state"."""
 
     type_name: ClassVar[str] = "#sync"
@@ -139,7 +139,7 @@ class Sync:
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
+class IdentityEvent:
     """``#identity``: the account's identity may have changed; refresh caches."""
 
     type_name: ClassVar[str] = "#identity"
@@ -157,7 +157,7 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class Account:
+class AccountEvent:
     """``#account``: hosting status of the account at the emitting service."""
 
     type_name: ClassVar[str] = "#account"
@@ -176,7 +176,7 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
-class Info:
+class InfoEvent:
     """``#info``: an unsequenced notice such as ``OutdatedCursor``."""
 
     type_name: ClassVar[str] = "#info"
@@ -217,8 +217,8 @@ class UnknownFrame:
         return self.body
 
 
-Message = Commit | Sync | Identity | Account | Info
-Frame = Commit | Sync | Identity | Account | Info | ErrorFrame | UnknownFrame
+Message = CommitEvent | SyncEvent | IdentityEvent | AccountEvent | InfoEvent
+Frame = CommitEvent | SyncEvent | IdentityEvent | AccountEvent | InfoEvent | ErrorFrame | UnknownFrame
 
 
 # --- field checks ----------------------------------------------------------------
@@ -352,10 +352,10 @@ def _parse_op(item: Any, index: int) -> RepoOp:
             raise InvalidEvent(f"{kind}: field 'cid' must be null for a delete, not {_kind(cid)}")
     elif type(cid) is not CID:
         raise _wrong(kind, "cid", f"a link (action {action!r})", cid)
-    return RepoOp(action, path, cid, _opt_link(item, "prev", kind))
+    return RepoOp(action, path, cid, _opt_link(item, "prev", kind))  # type: ignore[arg-type]
 
 
-def _parse_commit(body: dict[str, Any]) -> Commit:
+def _parse_commit(body: dict[str, Any]) -> CommitEvent:
     kind = "#commit"
     seq = _seq(body, kind)
     rebase = _bool(body, "rebase", kind)
@@ -383,14 +383,14 @@ def _parse_commit(body: dict[str, Any]) -> Commit:
             raise _wrong(kind, f"blobs[{i}]", "a link", blob)
     prev_data = _opt_link(body, "prevData", kind)
     time = _time(body, kind)
-    return Commit(
+    return CommitEvent(
         seq, repo, commit, rev, since, blocks, ops, time, prev_data, tuple(raw_blobs), rebase, too_big
     )
 
 
-def _parse_sync(body: dict[str, Any]) -> Sync:
+def _parse_sync(body: dict[str, Any]) -> SyncEvent:
     kind = "#sync"
-    return Sync(
+    return SyncEvent(
         _seq(body, kind),
         _did(body, "did", kind),
         _bytes(body, "blocks", kind, limits.MAX_SYNC_BLOCKS_BYTES, "MAX_SYNC_BLOCKS_BYTES"),
@@ -399,7 +399,7 @@ def _parse_sync(body: dict[str, Any]) -> Sync:
     )
 
 
-def _parse_identity(body: dict[str, Any]) -> Identity:
+def _parse_identity(body: dict[str, Any]) -> IdentityEvent:
     kind = "#identity"
     seq = _seq(body, kind)
     did = _did(body, "did", kind)
@@ -407,12 +407,12 @@ def _parse_identity(body: dict[str, Any]) -> Identity:
     handle = _opt_str(body, "handle", kind)
     if handle is not None:
         _syntax(handle, "handle", kind, is_valid_handle, validate_handle)
-    return Identity(seq, did, time, handle)
+    return IdentityEvent(seq, did, time, handle)
 
 
-def _parse_account(body: dict[str, Any]) -> Account:
+def _parse_account(body: dict[str, Any]) -> AccountEvent:
     kind = "#account"
-    return Account(
+    return AccountEvent(
         _seq(body, kind),
         _did(body, "did", kind),
         _time(body, kind),
@@ -421,8 +421,8 @@ def _parse_account(body: dict[str, Any]) -> Account:
     )
 
 
-def _parse_info(body: dict[str, Any]) -> Info:
-    return Info(_str(body, "name", "#info"), _opt_str(body, "message", "#info"))
+def _parse_info(body: dict[str, Any]) -> InfoEvent:
+    return InfoEvent(_str(body, "name", "#info"), _opt_str(body, "message", "#info"))
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {

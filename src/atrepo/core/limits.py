@@ -53,6 +53,14 @@ MAX_CAR_HEADER_BYTES = 65_536
 #: bytes and MST nodes are far smaller; this leaves room without letting one
 #: varint make the reader buffer an arbitrary amount.
 MAX_CAR_BLOCK_BYTES = 2_097_152
+#: Most distinct blocks indexed to verify a CAR that is not in the streamable
+#: order (``car.CarIndex``, about 55 bytes a block, so at most ~440 MB; a
+#: dict of CIDs would take ten times that). A repository holds its records
+#: plus about 0.27 MST nodes per record. Under the reference host's write rate
+#: limits (35,000 points a day, 3 per create) an account gains at most ~4.3M
+#: records, ~5.4M blocks, a year; this admits such a repository, and refuses a
+#: file padded with millions of tiny blocks before it costs more than that.
+MAX_CAR_INDEX_BLOCKS = 8_000_000
 
 # --- Event streams (firehose) -----------------------------------------------
 #: Largest whole frame (header + payload) on the repo firehose.
@@ -79,3 +87,8 @@ MAX_MST_NODE_ENTRIES = 256
 MAX_MST_LAYER = 32
 #: Decoded MST nodes kept by a tree's node cache.
 MST_NODE_CACHE_SIZE = 65_536
+
+#: Longest error message kept, in characters. Messages quote what was wrong
+#: (a key, a value, a CID); hostile input can make that quote megabytes long,
+#: and an error must stay cheap to log and to send back as an XRPC reply.
+MAX_ERROR_MESSAGE_CHARS = 1_000

@@ -12,26 +12,24 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from . import cbor, limits
+from .action import Action
 from .blocks import BlockMap, BlockSource, LayeredSource
-from .car import encode_car_header, varint_size, write_car
+from .car import encode_car_header, write_car
 from .cid import CID
 from .commit import SignedCommit, decode_commit, sign_commit
 from .datamodel import validate_record
 from .errors import InvalidDataModel, InvalidWrite, LimitExceeded, MissingBlock
-from .events import Commit as CommitEvent
-from .events import RepoOp
-from .events import Sync as SyncEvent
+from .events import CommitEvent, RepoOp, SyncEvent
 from .keys import PrivateKey
 from .mst import MST
 from .mst.diff import diff_trees
 from .mst.proof import covering_blocks
 from .syntax import is_valid_nsid, is_valid_record_key
 from .tid import DEFAULT_CLOCK
-
-Action = Literal["create", "update", "delete"]
+from .varint import varint_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from .car import read_car
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import AtrepoError, InvalidCommitEvent, InvalidSignature, MissingBlock
-from .events import Commit, RepoOp, Sync
+from .events import CommitEvent, RepoOp, SyncEvent
 from .keys import PublicKey
 from .mst.tree import MST, NodeLoader
 from .syntax import is_valid_repo_path
@@ -87,8 +87,8 @@ class Chain(enum.Enum):
     SAME = "same"  # a #sync that restates the stored state
 
 
-def _fail(check: str, message: str) -> InvalidCommitEvent:
-    return InvalidCommitEvent(check, message)
+def _fail(rule: str, message: str) -> InvalidCommitEvent:
+    return InvalidCommitEvent(rule, message)
 
 
 def _commit_from_car(
@@ -134,7 +134,7 @@ def _check_signature(commit: SignedCommit, key: PublicKey | None) -> None:
 
 
 def validate_commit(
-    event: Commit,
+    event: CommitEvent,
     key: PublicKey | None,
     *,
     now: float | None = None,
@@ -212,7 +212,7 @@ def validate_commit(
 
 
 def validate_sync(
-    event: Sync,
+    event: SyncEvent,
     key: PublicKey | None,
     *,
     now: float | None = None,

@@ -13,10 +13,10 @@ memory, and blocks no record or node refers to are counted, not kept.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .car import CarReader, Readable, index_car, read_block_at
+from .car import CarIndex, CarReader, Readable, block_reader
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import InvalidCAR, InvalidCommit, MissingBlock
@@ -63,28 +63,46 @@ class _StreamSource:
 
 
 class _IndexSource:
-    """Reads blocks by offset from a seekable stream, using a CAR index."""
+    """Blocks of an indexed CAR, read by offset; remembers which blocks the walk used.
 
-    __slots__ = ("_base", "_index", "_stream", "referenced")
+    ``referenced`` is a bitmap over the index's ordinals (one bit a block), so
+    counting the blocks nothing referred to costs no set of CIDs. ``get`` is
+    what the node loader calls: every call is one node.
+    """
 
-    def __init__(self, stream: Readable, index: dict[CID, tuple[int, int]], base: int = 0) -> None:
-        self._stream = stream
+    __slots__ = ("_index", "_read", "find", "nodes", "referenced")
+
+    def __init__(self, index: CarIndex, read: Callable[[int, int], bytes]) -> None:
         self._index = index
-        self._base = base  # index offsets count from where the CAR starts in the stream
-        self.referenced: set[CID] = set()
+        self.find = index.finder()
+        self._read = read
+        self.referenced = bytearray((len(index) + 7) >> 3)
+        self.nodes = 0
+
+    def mark(self, cid: CID) -> int:
+        """The block's ordinal, marked as referenced; -1 when the CAR lacks it."""
+        ordinal = self.find(cid)
+        if ordinal >= 0:
+            self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
+        return ordinal
+
+    def read(self, cid: CID) -> bytes | None:
+        """The block's bytes, hash-checked again: the file is read twice and could change between."""
+        ordinal = self.mark(cid)
+        if ordinal < 0:
+            return None
+        data = self._read(*self._index.location(ordinal))
+        if not cid.matches(data):
+            raise InvalidCAR(f"block {cid} changed after it was indexed", self._index.location(ordinal)[0])
+        return data
 
     def get(self, cid: CID) -> bytes | None:
-        where = self._index.get(cid)
-        if where is None:
-            return None
-        self.referenced.add(cid)
-        return read_block_at(self._stream, self._base + where[0], where[1])  # type: ignore[arg-type]
+        """A node's bytes (for ``NodeLoader``)."""
+        self.nodes += 1
+        return self.read(cid)
 
-    def has(self, cid: CID) -> bool:
-        if cid in self._index:
-            self.referenced.add(cid)
-            return True
-        return False
+    def referenced_count(self) -> int:
+        return int.from_bytes(self.referenced, "little").bit_count()
 
 
 def verify_repo_car(
@@ -121,89 +139,163 @@ def _verify(
     summary: RepoSummary | None,
     with_data: bool,
 ) -> Iterator[tuple[str, CID, bytes]]:
+    """Try the one-pass streamed walk; on the first block out of pre-order, index and walk again."""
     info = summary if summary is not None else RepoSummary()
     start = stream.tell() if _seekable(stream) else 0  # type: ignore[attr-defined]
     reader = CarReader(stream)
     if not reader.roots:
         raise InvalidCAR("CAR has no root (a repository CAR's first root is its commit)")
-    root = reader.roots[0]
-    blocks = iter(reader)
-    source = _StreamSource(blocks)
     with collector_paused():
         try:
-            first = next(blocks, None)
-            if first is None or first[0] != root:
-                raise _OutOfOrder
-            source.consumed = 1
-            commit = _check_commit(first[1], root, key, did)
-            info.commit = commit
-            tree = MST.load(NodeLoader(source, cache_size=0, check_hashes=False), commit.data)
-            info.height = tree.layer + 1
-            get = source.get
-            count = 0
-            name = None
-            try:
-                for raw, val in tree._walk_raw():
-                    data = get(val)
-                    if data is None:  # pragma: no cover - _StreamSource raises instead
-                        raise MissingBlock(val)
-                    name = raw.decode()
-                    count += 1
-                    yield name, val, data
-            finally:  # the summary stays right however the walk ends
-                info.records = count
-                info.last_key = name
-            # An empty tree's root node is never read (its CID is well known);
-            # when the file carries it, it is a node, not an unreferenced block.
-            empty_root = 1 if tree.root is None else 0
-            rest = 0
-            for cid, _data, _offset in blocks:
-                if empty_root == 1 and cid == commit.data:
-                    empty_root = 2
-                else:
-                    rest += 1
-            info.nodes = source.consumed - info.records - 1 + (empty_root == 2)
-            info.unreferenced = rest
-            info.blocks = source.consumed + rest + (empty_root == 2)
+            yield from _stream_path(reader, key, did, info)
             return
         except _OutOfOrder:
             pass
-        # Fall back: index every block, then walk by offset.
         if not _seekable(stream):
             raise InvalidCAR("blocks are not in pre-order and the stream cannot seek to index them")
-        info.streamed = False
         stream.seek(start)  # type: ignore[attr-defined]
-        roots, index = index_car(stream)
-        indexed = _IndexSource(stream, index, start)
-        raw_commit = indexed.get(roots[0])
-        if raw_commit is None:
-            raise MissingBlock(roots[0], "commit")
-        commit = info.commit or _check_commit(raw_commit, roots[0], key, did)
-        info.commit = commit
-        tree = MST.load(NodeLoader(indexed, cache_size=0), commit.data)
-        if tree.root is None:
-            indexed.has(commit.data)  # the empty root node counts as referenced when present
-        info.height = tree.layer + 1
-        resume = info.last_key
-        info.records = 0
+        yield from _index_path(stream, start, key, did, info, with_data)
+
+
+def _open_tree(loader: NodeLoader, commit: SignedCommit, info: RepoSummary) -> MST:
+    """The tree under the commit, its root node checked; both paths open it here."""
+    tree = MST.load(loader, commit.data)
+    info.height = tree.layer + 1
+    return tree
+
+
+# --- stream path: blocks consumed as they arrive, memory bounded by tree height --------------------
+
+
+def _stream_path(
+    reader: CarReader, key: PublicKey | None, did: str | None, info: RepoSummary
+) -> Iterator[tuple[str, CID, bytes]]:
+    """Verify a CAR in the streamable pre-order; raise ``_OutOfOrder`` at the first block that is not."""
+    root = reader.roots[0]
+    blocks = iter(reader)
+    first = next(blocks, None)
+    if first is None or first[0] != root:
+        raise _OutOfOrder
+    source = _StreamSource(blocks)
+    source.consumed = 1
+    commit = info.commit = _check_commit(first[1], root, key, did)
+    # the reader checked every block's hash as it read it
+    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info)
+    yield from _walk_streamed(tree, source, info)
+    _summarize_streamed(blocks, tree, commit, source, info)
+
+
+def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary) -> Iterator[tuple[str, CID, bytes]]:
+    """Each record in key order, its block the next one in the stream."""
+    get = source.get
+    count = 0
+    name = None
+    try:
+        for raw, val in tree._walk_raw():
+            data = get(val)
+            if data is None:  # pragma: no cover - _StreamSource raises instead
+                raise MissingBlock(val)
+            name = raw.decode()
+            count += 1
+            yield name, val, data
+    finally:  # the summary stays right however the walk ends
+        info.records = count
+        info.last_key = name
+
+
+def _summarize_streamed(
+    blocks: Iterator[tuple[CID, bytes, int]],
+    tree: MST,
+    commit: SignedCommit,
+    source: _StreamSource,
+    info: RepoSummary,
+) -> None:
+    """Count what follows the walk (read to the end, so every hash is checked) and fill the summary."""
+    # An empty tree's root node is never read (its CID is well known);
+    # when the file carries it, it is a node, not an unreferenced block.
+    empty_root = 1 if tree.root is None else 0
+    rest = 0
+    for cid, _data, _offset in blocks:
+        if empty_root == 1 and cid == commit.data:
+            empty_root = 2
+        else:
+            rest += 1
+    info.nodes = source.consumed - info.records - 1 + (empty_root == 2)
+    info.unreferenced = rest
+    info.blocks = source.consumed + rest + (empty_root == 2)
+
+
+# --- index path: any block order, read by offset from a compact index ------------------------------
+
+
+def _index_path(
+    stream: Readable,
+    start: int,
+    key: PublicKey | None,
+    did: str | None,
+    info: RepoSummary,
+    with_data: bool,
+) -> Iterator[tuple[str, CID, bytes]]:
+    """Index every block (hash-checked), then walk the tree reading blocks by offset."""
+    info.streamed = False
+    index = CarIndex.build(stream)
+    source = _IndexSource(index, block_reader(stream, start))
+    root = index.roots[0]
+    raw_commit = source.read(root)
+    if raw_commit is None:
+        raise MissingBlock(root, "commit")
+    # a commit the stream path already checked is not checked twice
+    commit = info.commit = info.commit or _check_commit(raw_commit, root, key, did)
+    # ``source.read`` checks each block's hash, so the loader need not
+    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info)
+    empty_root = tree.root is None and source.mark(commit.data) >= 0
+    yield from _walk_indexed(tree, source, info, with_data)
+    _summarize_indexed(index, source, info, empty_root)
+
+
+def _walk_indexed(
+    tree: MST, source: _IndexSource, info: RepoSummary, with_data: bool
+) -> Iterator[tuple[str, CID, bytes]]:
+    """Each record in key order, required in the index (and read when ``with_data``).
+
+    Records the stream path yielded before it gave up are counted, not yielded again.
+    """
+    resume = info.last_key.encode() if info.last_key is not None else None
+    find = source.find
+    referenced = source.referenced
+    read = source.read
+    data = b""
+    count = 0
+    name = info.last_key
+    try:
         for raw, val in tree._walk_raw():
             if with_data:
-                data = indexed.get(val)
-                if data is None:
+                found = read(val)
+                if found is None:
                     raise MissingBlock(val, f"record {raw.decode()}")
-            elif not indexed.has(val):
-                raise MissingBlock(val, f"record {raw.decode()}")
+                data = found
             else:
-                data = b""
+                ordinal = find(val)
+                if ordinal < 0:
+                    raise MissingBlock(val, f"record {raw.decode()}")
+                referenced[ordinal >> 3] |= 1 << (ordinal & 7)
+            count += 1
+            if resume is not None:
+                if raw <= resume:
+                    continue
+                resume = None
             name = raw.decode()
-            info.records += 1
-            if resume is not None and name <= resume:
-                continue
-            info.last_key = name
             yield name, val, data
-        info.blocks = len(index)
-        info.unreferenced = len(index) - len(indexed.referenced)
-        info.nodes = len(indexed.referenced) - info.records - 1
+    finally:  # the summary stays right however the walk ends
+        info.records = count
+        info.last_key = name
+
+
+def _summarize_indexed(index: CarIndex, source: _IndexSource, info: RepoSummary, empty_root: bool) -> None:
+    blocks = len(index)
+    info.blocks = blocks
+    info.unreferenced = blocks - source.referenced_count()
+    info.nodes = source.nodes + empty_root
 
 
 def _check_commit(raw: bytes, cid: CID, key: PublicKey | None, did: str | None) -> SignedCommit:

@@ -10,13 +10,13 @@ as the spec treats it (identity spec §2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from atrepo.core.errors import InvalidDIDDocument, InvalidKey
+from atrepo.core.jsonio import parse_outside_json
 from atrepo.core.keys import LEGACY_SUITES, PublicKey, parse_legacy_multibase, parse_multikey
 from atrepo.core.syntax import is_valid_did, is_valid_handle
 from atrepo.identity.limits import MAX_DID_DOCUMENT_BYTES
@@ -169,10 +169,7 @@ def parse_did_document_bytes(
     data: bytes, expected_did: str | None = None, *, max_bytes: int = MAX_DID_DOCUMENT_BYTES
 ) -> DIDDocument:
     """Parse a document from the bytes of an HTTP body (size-bounded, UTF-8 JSON)."""
-    if len(data) > max_bytes:
-        raise InvalidDIDDocument(f"DID document is {len(data)} bytes, more than {max_bytes}")
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidDIDDocument(f"DID document is not UTF-8 JSON: {exc}") from None
+    doc = parse_outside_json(
+        data, lambda why: InvalidDIDDocument(f"DID document: {why}"), max_bytes=max_bytes
+    )
     return parse_did_document(doc, expected_did)

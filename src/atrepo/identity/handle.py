@@ -22,7 +22,7 @@ from typing import Final
 
 import aiohttp
 
-from atrepo.core.errors import AtrepoError, LimitExceeded, ResolutionError
+from atrepo.core.errors import AtrepoError, HandleMismatch, HandleNotFound, LimitExceeded
 from atrepo.core.syntax import is_valid_did, normalize_handle
 from atrepo.identity import limits
 from atrepo.identity.cache import LookupCache
@@ -39,14 +39,6 @@ log = logging.getLogger("atrepo.identity.handle")
 #: What to display for an account whose handle does not check out both ways.
 INVALID_HANDLE: Final = "handle.invalid"
 _DID_PREFIX: Final = "did="
-
-
-class HandleNotFound(ResolutionError):
-    """No DID could be found for a handle (XRPC ``HandleNotFound``)."""
-
-
-class HandleMismatch(ResolutionError):
-    """A handle resolves to a DID whose document does not claim the handle."""
 
 
 def parse_dns_txt(records: list[str]) -> str:

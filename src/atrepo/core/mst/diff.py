@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..action import Action, action_of
 from ..blocks import BlockMap
 from ..cid import CID, EMPTY_MST_ROOT
 from .node import Node, Sub
@@ -28,12 +29,8 @@ class RecordChange:
     new: CID | None
 
     @property
-    def action(self) -> str:
-        if self.old is None:
-            return "create"
-        if self.new is None:
-            return "delete"
-        return "update"
+    def action(self) -> Action:
+        return action_of(self.old, self.new)
 
 
 @dataclass(slots=True)

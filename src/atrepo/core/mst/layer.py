@@ -43,6 +43,22 @@ def common_prefix_length(a: bytes, b: bytes) -> int:
     return n - (x.bit_length() + 7) // 8
 
 
+#: Most key bytes an error message quotes; the length is given beside them.
+SHOWN_KEY_BYTES = 100
+
+
+def show_key(key: bytes) -> str:
+    """A key for an error message: quoted, escaped, and cut to ``SHOWN_KEY_BYTES``.
+
+    Keys in messages come from hostile input: repr() escapes control characters
+    so a message stays one line, and the cut keeps a megabyte key from making a
+    megabyte message (the length says how much was left out).
+    """
+    if len(key) <= SHOWN_KEY_BYTES:
+        return repr(key.decode("latin-1"))
+    return f"{key[:SHOWN_KEY_BYTES].decode('latin-1')!r}... ({len(key)} bytes)"
+
+
 def key_problem(key: bytes) -> str | None:
     """Why ``key`` is not a valid MST key (repo path), or None when it is."""
     if KEY_RE.fullmatch(key) is not None and len(key) <= limits.MAX_MST_KEY_BYTES:

@@ -11,20 +11,35 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 from .. import cbor, limits
 from ..cid import CID
 from ..errors import InvalidCBOR, InvalidMST, LimitExceeded
-from .layer import KEY_PATTERN, common_prefix_length, key_layer, key_problem
+from .layer import KEY_PATTERN, SHOWN_KEY_BYTES, common_prefix_length, key_layer, key_problem, show_key
 
 Sub = Union["Node", CID, None]
 
 _sha256_prefix = b"\x01\x71\x12\x20"
 _sha256 = hashlib.sha256
 
-#: All of a node's keys at once, newline-separated (newline is not a key character).
+#: All of a node's keys at once, newline-separated: one C-level pass instead of
+#: one regex call per key. Newline is not a key character, but a key may still
+#: carry one, which would read as two keys here; callers also check that the
+#: joined bytes hold exactly ``len(keys) - 1`` newlines (see ``keys_valid``).
 _KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
+_MAX_KEY = limits.MAX_MST_KEY_BYTES
+
+
+def keys_valid(keys: list[bytes]) -> bool:
+    """Whether every key (each at most ``MAX_MST_KEY_BYTES``) has MST key syntax.
+
+    Fast path only: callers that get False run ``key_problem`` per key to say
+    which key is wrong and why. The newline count is what makes the joined
+    match per-key: each key's own newline would add one.
+    """
+    joined = b"\n".join(keys)
+    return _KEYS_FULLMATCH(joined) is not None and joined.count(b"\n") == len(keys) - 1
 
 
 class Node:
@@ -333,15 +348,16 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 raise InvalidMST(f"{_Where(cid)}: entry {index} prefix length {p} outside 0..{len(prev)}")
             if p < len(prev) and suffix[:1] == prev[p : p + 1]:
                 raise InvalidMST(f"{_Where(cid)}: entry {index} prefix compression is not the shortest")
+            if p + len(suffix) > _MAX_KEY:
+                _too_long(cid, index, prev[:p] + suffix[:SHOWN_KEY_BYTES], p + len(suffix))
             key = prev[:p] + suffix
             if key <= prev:
-                raise InvalidMST(
-                    f"{_Where(cid)}: keys out of order: {key.decode('latin-1')!r} "
-                    f"after {prev.decode('latin-1')!r}"
-                )
+                raise InvalidMST(f"{_Where(cid)}: keys out of order: {show_key(key)} after {show_key(prev)}")
         elif p:
             raise InvalidMST(f"{_Where(cid)}: first entry has prefix length {p}, must be 0")
         else:
+            if len(suffix) > _MAX_KEY:
+                _too_long(cid, index, suffix, len(suffix))
             key = suffix
         keys.append(key)
         vals.append(val)
@@ -349,11 +365,11 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
         prev = key
     layer = -1
     if keys:
-        if _KEYS_FULLMATCH(b"\n".join(keys)) is None or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
+        if not keys_valid(keys):
             for key in keys:
                 problem = key_problem(key)
                 if problem is not None:
-                    raise InvalidMST(f"{_Where(cid)}: key {key.decode('latin-1')!r}: {problem}")
+                    raise InvalidMST(f"{_Where(cid)}: key {show_key(key)}: {problem}")
         if len(keys) == 1:
             layer = key_layer(keys[0])
         else:
@@ -372,12 +388,26 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 first = key_layer(keys[0])
                 key = next(k for k in keys if key_layer(k) != first)
                 raise InvalidMST(
-                    f"{_Where(cid)}: key {key.decode('latin-1')!r} has layer {key_layer(key)} "
+                    f"{_Where(cid)}: key {show_key(key)} has layer {key_layer(key)} "
                     f"but the node's first key has {first}"
                 )
         if layer > limits.MAX_MST_LAYER:
             raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, str(_Where(cid)))
     return _finish(data, cid, entries, keys, vals, subs, layer)
+
+
+def _too_long(cid: CID | None, index: int, start: bytes, length: int) -> NoReturn:
+    """Refuse entry ``index``'s key, ``length`` bytes long, before it is built.
+
+    A shared prefix is copied into every key that uses it, so one long first
+    key reused by 256 entries would build hundreds of megabytes of keys from a
+    few megabytes of node; every key is measured before it exists, so none
+    built is longer than the limit.
+    """
+    raise InvalidMST(
+        f"{_Where(cid)}: entry {index} key {show_key(start[:SHOWN_KEY_BYTES])}...: "
+        f"key is {length} bytes, more than {_MAX_KEY}"
+    )
 
 
 def _finish(

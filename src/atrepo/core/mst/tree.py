@@ -14,7 +14,6 @@ import builtins
 import hashlib
 import itertools
 import operator
-import re
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -25,13 +24,12 @@ from ..blocks import BlockMap, BlockSource
 from ..cid import CID, EMPTY_MST_ROOT
 from ..errors import InvalidMST, LimitExceeded, MissingBlock
 from ..memory import collector_paused
-from .layer import KEY_PATTERN, key_layer, key_problem
-from .node import _BHDR, _SMALL, Node, Sub, _array_header, _head, _link, decode_node, encode_node
+from .layer import key_layer, key_problem, show_key
+from .node import _BHDR, _SMALL, Node, Sub, _array_header, _head, _link, decode_node, encode_node, keys_valid
 
 Op = tuple[Literal["set", "delete"], str, CID | None]
 
 _EMPTY_NODE_BYTES = encode_node([], [], [None])
-_KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
 _sha256 = hashlib.sha256
 _TAIL36 = b"\x61v\xd8\x2a\x58\x25\x00"
 #: Layer of a key from the first byte of its SHA-256 (-1: zero byte, count further).
@@ -83,7 +81,7 @@ def _key(key: str | bytes) -> bytes:
     raw = key.encode("utf-8") if isinstance(key, str) else key
     problem = key_problem(raw)
     if problem is not None:
-        raise InvalidMST(f"key {raw.decode('utf-8', 'replace')!r}: {problem}")
+        raise InvalidMST(f"key {show_key(raw)}: {problem}")
     return raw
 
 
@@ -150,7 +148,8 @@ class MST:
         except TypeError:
             keys = [k.encode() if isinstance(k, str) else k for k in names]
         vals: builtins.list[CID] = builtins.list(values)
-        if _KEYS_FULLMATCH(b"\n".join(keys)) is None or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
+        # One pass over all keys; per key only when it fails, to name the bad one.
+        if not keys_valid(keys) or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
             for raw in keys:
                 _key(raw)
         if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):

@@ -6,12 +6,12 @@ re-verifies the whole audit log locally before anything is built on top of it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
 
-from atrepo.core.errors import InvalidPLCOperation, LimitExceeded, ResolutionError
+from atrepo.core.errors import AtrepoError, InvalidPLCOperation, LimitExceeded, ResolutionError
+from atrepo.core.jsonio import parse_outside_json
 from atrepo.identity import limits
 from atrepo.identity.fetch import get_bounded
 from atrepo.identity.plc.operations import AuditResult, verify_audit_log
@@ -35,10 +35,7 @@ async def fetch_verified_log(
         raise ResolutionError(f"{did}: not found in the directory at {plc_url}")
     if status != 200:
         raise ResolutionError(f"{did}: HTTP {status} from {url}")
-    try:
-        log = json.loads(body)
-    except ValueError as exc:
-        raise ResolutionError(f"{did}: audit log is not JSON: {exc}") from None
+    log = parse_outside_json(body, lambda why: ResolutionError(f"{did}: audit log: {why}"))
     if not isinstance(log, list):
         raise ResolutionError(f"{did}: audit log is not a JSON array")
     return verify_audit_log(log, expected_did=did)
@@ -61,10 +58,11 @@ async def submit_operation(
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise ResolutionError(f"{url}: {type(exc).__name__}: {exc}") from None
     try:
-        body = json.loads(text) if text else {}
-    except ValueError:
+        body = parse_outside_json(text, ResolutionError) if text else {}
+    except AtrepoError:
         body = {"message": text[:200]}
     if status != 200:
         message = body.get("message") if isinstance(body, dict) else None
-        raise InvalidPLCOperation(f"directory refused the operation (HTTP {status}): {message or text[:200]}")
+        shown = message[:200] if isinstance(message, str) and message else text[:200]
+        raise InvalidPLCOperation(f"directory refused the operation (HTTP {status}): {shown}")
     return body if isinstance(body, dict) else {}

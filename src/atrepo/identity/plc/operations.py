@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from atrepo.core import cbor
 from atrepo.core.cid import CID
-from atrepo.core.errors import AtrepoError, InvalidKey, InvalidPLCOperation, InvalidSignature
+from atrepo.core.errors import AtrepoError, InvalidKey, InvalidSignature, PLCRuleError
 from atrepo.core.keys import PrivateKey, PublicKey, parse_did_key
 from atrepo.core.multibase import b32encode, b64url_decode_strict, b64url_encode
 from atrepo.core.syntax import is_valid_did
@@ -74,21 +74,6 @@ _TIMESTAMP_RE: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z"
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class PLCRuleError(InvalidPLCOperation):
-    """An operation or log that broke the did:plc rule named by ``rule``.
-
-    Rules: ``format``, ``size``, ``limits``, ``signature-encoding``,
-    ``signature``, ``genesis``, ``prev``, ``tombstone``,
-    ``nullification-priority``, ``recovery-window``, ``timestamp``,
-    ``rate-limit``, ``audit-log``.
-    """
-
-    def __init__(self, rule: str, detail: str) -> None:
-        self.rule = rule
-        self.detail = detail
-        super().__init__(f"{rule}: {detail}")
 
 
 # --------------------------------------------------------------------------

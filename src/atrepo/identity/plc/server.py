@@ -18,7 +18,8 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from atrepo.core.errors import AtrepoError, InvalidSyntax
+from atrepo.core.errors import AtrepoError, InvalidPLCOperation, InvalidSyntax
+from atrepo.core.jsonio import parse_outside_json
 from atrepo.core.syntax import parse_datetime
 from atrepo.identity import limits
 from atrepo.identity.did import validate_plc_did
@@ -126,11 +127,11 @@ class PLCDirectory:
         did = self._did(request)
         try:
             body = await request.read()
-            op = json.loads(body)
+            op = parse_outside_json(body, lambda why: InvalidPLCOperation(f"request body is not JSON: {why}"))
         except web.HTTPRequestEntityTooLarge:
             return _error(400, f"request body larger than {limits.PLC_MAX_REQUEST_BYTES} bytes")
-        except (ValueError, RecursionError):
-            return _error(400, "request body is not JSON")
+        except InvalidPLCOperation as exc:
+            return _error(400, str(exc))
         try:
             entry = await self._run(self.store.submit, did, op)
         except PLCRuleError as exc:
