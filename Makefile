@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,19 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy src
+
+## Fuzz every target in turn (coverage-guided with atheris when installed):
+## `make fuzz FUZZ_SECONDS=60 FUZZ_TARGETS="cbor car"`. New inputs go to fuzz/work/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= cbor cid car mst_node firehose plc did_document syntax datamodel
+fuzz: $(STAMP)
+	@for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+		$(BIN)/python -m fuzz.run $$target --seconds $(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## Benchmarks beside peer implementations (installs them into .venv-bench).
 bench:

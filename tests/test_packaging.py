@@ -42,8 +42,6 @@ def _imported_top_levels(path: Path) -> set[str]:
 
 def test_runtime_imports_come_from_base_dependencies() -> None:
     allowed = _base_dependencies() | set(sys.stdlib_module_names) | {"atrepo"}
-    # transitive packages the base dependencies guarantee
-    allowed |= {"click", "yarl", "multidict"}
     bad = {}
     for path in sorted(SRC.rglob("*.py")):
         extra = _imported_top_levels(path) - allowed

@@ -19,7 +19,7 @@ ATREPO = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "atrepo")
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 POST = "app.bsky.feed.post"
 LIKE = "app.bsky.feed.like"
-VERIFY_KEYS = {"ok", "did", "rev", "commit", "data", "records", "blocks", "error"}
+VERIFY_KEYS = {"ok", "did", "rev", "commit", "data", "records", "blocks", "canonical", "warnings", "error"}
 
 
 def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -96,6 +96,8 @@ def test_verify_json_fields(fx: Fixture) -> None:
             "data": str(fx.new.data),
             "records": 80,
             "blocks": len(list(fx.new.export_blocks())),
+            "canonical": True,
+            "warnings": [],
             "error": None,
         }
 

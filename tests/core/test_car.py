@@ -1,4 +1,4 @@
-"""CAR v1: round trips, block order, every error with its offset, index/random access."""
+"""CAR v1: round trips, block order, every error with its offset, push decoding, index/random access."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atrepo.core import cbor, limits
+from atrepo.core.car import Block as Section
 from atrepo.core.car import (
+    CarDecoder,
     CarReader,
     CarWriter,
     encode_car_header,
@@ -88,11 +90,40 @@ def via_trickle(data: bytes) -> tuple[list[CID], list[Block]]:
     return reader.roots, [(c, d) for c, d, _ in reader]
 
 
+def push(data: bytes, sizes: list[int], **kw: object) -> tuple[list[CID] | None, list[Section]]:
+    """Feed ``data`` to a ``CarDecoder`` in chunks of the given sizes (the last repeats), then close."""
+    decoder = CarDecoder(**kw)  # type: ignore[arg-type]
+    got: list[Section] = []
+    at = 0
+    i = 0
+    while at < len(data):
+        size = sizes[min(i, len(sizes) - 1)]
+        got += decoder.feed(data[at : at + size])
+        at += size
+        i += 1
+    decoder.close()
+    return decoder.roots, got
+
+
+def via_push_bytewise(data: bytes) -> tuple[list[CID], list[Block]]:
+    roots, blocks = push(data, [1])
+    assert roots is not None
+    return roots, [(c, d) for c, d, _ in blocks]
+
+
+def via_push_whole(data: bytes) -> tuple[list[CID], list[Block]]:
+    roots, blocks = push(data, [len(data) or 1])
+    assert roots is not None
+    return roots, [(c, d) for c, d, _ in blocks]
+
+
 READERS: list[Callable[[bytes], tuple[list[CID], list[Block]]]] = [
     via_bytes,
     via_stream_big,
     via_stream_tiny,
     via_trickle,
+    via_push_bytewise,
+    via_push_whole,
 ]
 readers = pytest.mark.parametrize("read", READERS, ids=lambda f: f.__name__)
 
@@ -273,7 +304,7 @@ ERROR_CASES: list[tuple[str, bytes, int, str]] = [
     ("truncated header", HEADER[:10], 1, "truncated CAR header"),
     ("empty header", b"\x00", 0, "empty CAR header"),
     ("header not cbor", b"\x03\xff\xff\xff", 1, "not valid DAG-CBOR"),
-    ("header trailing bytes", b"\x02\x01\x02", 1, "not valid DAG-CBOR"),
+    ("header trailing bytes", b"\x02\x01\x02", 2, "not valid DAG-CBOR"),
     ("header not a map", raw_header([1]), 1, "not a map"),
     ("version 2", raw_header({"version": 2}), 1, "unsupported CAR version 2"),
     ("version 2 with roots", raw_header({"roots": [ROOT], "version": 2}), 1, "version 2"),
@@ -370,6 +401,174 @@ def test_oversize_header_and_car() -> None:
         read_car(data)
     with pytest.raises(LimitExceeded, match="max_bytes"):
         read_car(write_car([ROOT], BLOCKS), max_bytes=100)
+
+
+# --- push decoding ---------------------------------------------------------------------
+
+MIXED = write_car(
+    [ROOT],
+    [
+        *BLOCKS[:6],
+        make_block(100, 200),  # a two-byte length varint
+        (CID.for_raw(b"blob"), b"blob"),
+        (odd_cid(b"\x01\xa9\x02\x12\x20", b"json"), b"json"),  # the slow path
+        *BLOCKS[6:9],
+    ],
+)
+
+
+def pull_all(data: bytes) -> tuple[list[CID], list[Section]]:
+    return read_stream(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=60))
+def test_push_any_split_matches_pull(sizes: list[int]) -> None:
+    assert push(MIXED, sizes) == pull_all(MIXED)
+
+
+def test_push_bytewise_matches_pull_with_offsets() -> None:
+    expected = pull_all(MIXED)
+    assert push(MIXED, [1]) == expected
+    assert push(MIXED, [len(MIXED)]) == expected
+    assert expected[1][0][2] == len(HEADER)
+
+
+def test_push_header_known_before_blocks() -> None:
+    decoder = CarDecoder()
+    assert decoder.feed(HEADER[:5]) == [] and decoder.roots is None and decoder.header is None
+    assert decoder.feed(HEADER[5:]) == [] and decoder.roots == [ROOT]
+    assert decoder.header == {"roots": [ROOT], "version": 1}
+    assert decoder.feed(SECTION0[:-1]) == []
+    assert decoder.needed == 1
+    assert decoder.offset == len(HEADER)
+    assert decoder.feed(SECTION0[-1:]) == [(CID0, DATA0, len(HEADER))]
+    assert decoder.offset == len(HEADER) + len(SECTION0)
+    decoder.close()
+    decoder.close()  # closing twice is harmless
+    with pytest.raises(RuntimeError, match="after close"):
+        decoder.feed(b"x")
+
+
+def test_push_needed_is_the_rest_of_the_section() -> None:
+    cid, block = make_block(1, 100_000)
+    section = encode_varint(len(cid.raw) + len(block)) + cid.raw + block
+    decoder = CarDecoder()
+    decoder.feed(HEADER + section[:1000])
+    assert decoder.needed == len(section) - 1000
+    for at in range(1000, len(section) - 1, 4096):  # held, not parsed, until the section is complete
+        assert decoder.feed(section[at : min(at + 4096, len(section) - 1)]) == []
+    assert decoder.needed == 1
+    assert decoder.feed(section[-1:]) == [(cid, block, len(HEADER))]
+
+
+def test_push_accepts_other_buffers() -> None:
+    decoder = CarDecoder()
+    got = decoder.feed(bytearray(MIXED)) + decoder.feed(memoryview(b""))
+    decoder.close()
+    assert got == pull_all(MIXED)[1]
+    assert all(type(data) is bytes for _, data, _ in got)
+
+
+def test_push_truncation_at_every_position_raises_at_close() -> None:
+    full = pull_all(MIXED)[1]
+    boundaries = {len(HEADER), len(MIXED)} | {offset for _, _, offset in full}
+    for cut in range(len(MIXED)):
+        decoder = CarDecoder()
+        got = decoder.feed(MIXED[:cut])
+        assert got == full[: len(got)]
+        if cut in boundaries:  # a CAR cut between sections is a shorter CAR
+            decoder.close()
+            assert len(got) == sum(offset < cut for _, _, offset in full)
+            continue
+        with pytest.raises(InvalidCAR) as info:
+            decoder.close()
+        # the same error, at the same offset, as the pull reader on the cut file
+        with pytest.raises(InvalidCAR) as pulled:
+            read_stream(MIXED[:cut], chunk=7)
+        assert (str(info.value), info.value.offset) == (str(pulled.value), pulled.value.offset)
+        assert info.value.offset is not None and info.value.offset <= cut
+
+
+def test_push_good_blocks_come_before_the_error() -> None:
+    bad = MIXED + encode_varint(36 + len(DATA0)) + CID0.raw + DATA0[:-1] + b"\x00"
+    decoder = CarDecoder()
+    got = decoder.feed(bad)
+    assert got == pull_all(MIXED)[1]  # everything before the bad section, whatever the split
+    with pytest.raises(InvalidCAR, match="does not match") as info:
+        decoder.close()
+    assert info.value.offset == len(MIXED)
+    with pytest.raises(InvalidCAR, match="does not match"):  # and it stays failed
+        decoder.feed(b"")
+    # a split before the bad section: the error comes from the feed that reaches it
+    decoder = CarDecoder()
+    assert decoder.feed(bad[: len(MIXED)]) == got
+    with pytest.raises(InvalidCAR, match="does not match"):
+        decoder.feed(bad[len(MIXED) :])
+
+
+def test_push_limits_before_the_data() -> None:
+    decoder = CarDecoder()
+    decoder.feed(HEADER)
+    with pytest.raises(LimitExceeded, match=f"MAX_CAR_BLOCK_BYTES.*at byte {len(HEADER)}"):
+        decoder.feed(encode_varint(limits.MAX_CAR_BLOCK_BYTES + 1))
+    decoder = CarDecoder(max_header_bytes=10)
+    with pytest.raises(LimitExceeded, match="MAX_CAR_HEADER_BYTES"):
+        decoder.feed(HEADER[:1])
+
+
+def test_push_verify_hashes_off() -> None:
+    data = write_car([CID0], [(CID0, b"not the data")])
+    offset = len(encode_car_header([CID0]))
+    assert push(data, [3], verify_hashes=False)[1] == [(CID0, b"not the data", offset)]
+    with pytest.raises(InvalidCAR, match="does not match"):
+        push(data, [3])
+
+
+def test_push_empty_stream() -> None:
+    decoder = CarDecoder()
+    assert decoder.feed(b"") == []
+    with pytest.raises(InvalidCAR, match="empty CAR file") as info:
+        decoder.close()
+    assert info.value.offset == 0
+
+
+def until_error(run: Callable[[list[Section]], None]) -> tuple[list[Section], str]:
+    """The blocks a reader hands out, then how it ended."""
+    got: list[Section] = []
+    try:
+        run(got)
+    except AtrepoError as exc:
+        return got, f"{type(exc).__name__}: {exc}"
+    return got, "ok"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_cars_push_like_pull(data: st.DataObject) -> None:
+    """On damaged input the push decoder hands out what the pull reader does, then the same error."""
+    buf = bytearray(MIXED)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        at = data.draw(st.integers(min_value=0, max_value=len(buf) - 1))
+        buf[at] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+    mutated = bytes(buf)
+    sizes = data.draw(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=20))
+
+    def pull(into: list[Section]) -> None:
+        into.extend(CarReader(io.BytesIO(mutated), chunk_size=64))
+
+    def feed(into: list[Section]) -> None:
+        decoder = CarDecoder()
+        at = 0
+        for i in range(len(mutated)):
+            if at >= len(mutated):
+                break
+            size = sizes[min(i, len(sizes) - 1)]
+            into += decoder.feed(mutated[at : at + size])
+            at += size
+        decoder.close()
+
+    assert until_error(feed) == until_error(pull)
 
 
 # --- random access -----------------------------------------------------------------

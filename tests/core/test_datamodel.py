@@ -21,7 +21,8 @@ from atrepo.core.datamodel import (
     validate_value,
     value_to_json,
 )
-from atrepo.core.errors import InvalidDataModel
+from atrepo.core.errors import InvalidCID, InvalidDataModel
+from atrepo.core.jsonio import json_depth_exceeds, parse_outside_json
 from atrepo.core.multibase import b58encode
 
 FIXTURES = Path(__file__).parent.parent / "interop" / "data-model"
@@ -498,3 +499,140 @@ def test_property_records(record: dict[str, Any]) -> None:
     text = json.dumps(value_to_json(record))
     assert parse_json(text) == record
     assert record_cid(parse_json(text)) == record_cid(record)
+
+
+# --- bounded work and bounded messages ---------------------------------------------
+
+
+def _long_key_record() -> dict[str, Any]:
+    """Just under the 2 MiB JSON limit: a 1,000,000-character key over 520,000 elements.
+
+    Each element once cost a copy of its path (the key): 0.5 TB of copying,
+    about 30 s per walk; now about 0.1 s.
+    """
+    return {"$type": "com.example.big", "k" * 1_000_000: [0] * 520_000}
+
+
+def _deep_record() -> dict[str, Any]:
+    """About 2 MB: 100,000 objects in an array under 40 levels of 20,000-character keys."""
+    inner: dict[str, Any] = {"items": [{"n": i} for i in range(100_000)]}
+    for level in range(40):
+        inner = {f"{level:02d}" + "k" * 20_000: inner}
+    return {**inner, "$type": "com.example.deep"}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("build", [_long_key_record, _deep_record], ids=["long-key", "deep"])
+def test_large_valid_record_validates_in_linear_work(build: Any) -> None:
+    """Regression: a path string was built per element, so each walk took ~30 s; now ~0.1 s.
+
+    No wall-time assertion: the timeout (100x the time needed) is only there
+    so the old quadratic walk fails instead of holding up the suite.
+    """
+    record = build()
+    text = json.dumps(record, separators=(",", ":"))
+    assert len(text) <= limits.MAX_RECORD_JSON_BYTES
+    assert parse_json(text) == record
+    validate_record(record)
+    validate_value(record)
+
+
+def test_failure_path_is_still_exact() -> None:
+    """The path is built on the way out of a failure, and names the failing element."""
+    value = {"$type": "x.y", "a": [1, {"b": [0, 0, 1.5]}]}
+    with pytest.raises(InvalidDataModel, match=r"^\$\.a\[1\]\.b\[2\]: floats are not allowed"):
+        json_to_value(value)
+    with pytest.raises(InvalidDataModel, match=r"^\$\.a\[1\]\.b: \$type must be a non-empty string"):
+        validate_value({"a": [0, {"b": {"$type": ""}}]})
+    with pytest.raises(InvalidDataModel, match=r"^\$\.x: object key 1 is not a string"):
+        validate_value({"x": {1: 2}})
+    with pytest.raises(InvalidDataModel, match=r"^\$: string .*\(lone surrogate\)"):
+        validate_value({"\ud800": 1})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"k" * 100_000: [{"$type": "x" * 100_000, "size": 2**70}]},
+        {"a": {"$type": "blob", "ref": CID.parse(RAW_CID), "mimeType": "a/b", "size": 10**5000}},
+        {"a": 10**5000},
+        {"a": "\ud800" * 100_000},
+        {"a": {"$type": ["x" * 100_000]}},
+    ],
+    ids=["long-key", "blob-size", "huge-int", "surrogates", "type-list"],
+)
+def test_error_messages_stay_short(value: Any) -> None:
+    """Messages quote at most about 100 characters of any value, key or string.
+
+    Regression: a huge int raised ``ValueError`` (int-to-str digit limit)
+    while the message was being built.
+    """
+    for check in (lambda: validate_value(value), lambda: json_to_value(value_to_json(value))):
+        with pytest.raises(InvalidDataModel) as info:
+            check()
+        assert len(str(info.value)) < 500, str(info.value)[:600]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": {"$bytes": "!" * 100_000}},
+        {"a": {"$link": "b" * 100_000}},
+        {"a": {"$link": "x", "y" * 10**5: 1}},
+    ],
+    ids=["bytes", "link", "link-extra-key"],
+)
+def test_json_error_messages_stay_short(value: Any) -> None:
+    with pytest.raises(InvalidDataModel) as info:
+        json_to_value(value)
+    assert len(str(info.value)) < 500, str(info.value)[:600]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"[NaN]", b'{"a": Infinity}', '{"a": 1}'.encode("utf-16"), b'{"a": "\xff"}', b"{"],
+    ids=["nan", "infinity", "utf16", "bad-utf8", "truncated"],
+)
+def test_parse_json_refuses_what_is_not_utf8_json(text: bytes) -> None:
+    with pytest.raises(InvalidDataModel, match="invalid JSON"):
+        parse_json(text)
+
+
+def test_parse_json_link_at_deepest_level() -> None:
+    """The JSON pre-check leaves one level for a link object, which adds no depth."""
+    value = _nest(limits.MAX_CBOR_DEPTH - 1, {"$link": DAG_CID})
+    assert parse_json(json.dumps({"a": value})) == {"a": _nest(limits.MAX_CBOR_DEPTH - 1, CID.parse(DAG_CID))}
+    with pytest.raises(InvalidDataModel, match="nest"):
+        parse_json(json.dumps({"a": _nest(limits.MAX_CBOR_DEPTH, 0)}))
+
+
+# --- core.jsonio: every parse of outside JSON ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b"[" * 70 + b"]" * 70,
+        b"\xff",
+        b"[NaN]",
+        b"",
+        b"[" + b"9" * 5000 + b"]",
+    ],
+    ids=["deep-array", "deep-object", "over-limit", "bad-utf8", "nan", "empty", "huge-int"],
+)
+def test_parse_outside_json_raises_only_the_callers_error(text: bytes) -> None:
+    with pytest.raises(InvalidCID, match=r"^outside: "):
+        parse_outside_json(text, lambda why: InvalidCID(f"outside: {why}"))
+    with pytest.raises(InvalidCID, match=r"^outside: "):
+        parse_outside_json(text.decode("latin-1"), lambda why: InvalidCID(f"outside: {why}"))
+
+
+def test_parse_outside_json_accepts_plain_json() -> None:
+    value = {"a": [1, 2.5, None, True, "é"], "b": _nest(limits.MAX_CBOR_DEPTH - 1, 0)}
+    assert parse_outside_json(json.dumps(value).encode(), InvalidCID) == value
+    assert not json_depth_exceeds(_nest(10, 0), 11)
+    assert json_depth_exceeds(_nest(12, 0), 11)
+    with pytest.raises(InvalidCID, match="more than 5"):
+        parse_outside_json(b"[1, 2]", InvalidCID, max_bytes=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from atrepo.core.events import (
     CommitEvent,
     ErrorFrame,
     Frame,
+    FrameStreamDecoder,
     IdentityEvent,
     InfoEvent,
     RepoOp,
@@ -156,8 +158,8 @@ MESSAGES: list[Frame] = [
     InfoEvent("OutdatedCursor", "too old"),
     ErrorFrame("FutureCursor"),
     ErrorFrame("ConsumerTooSlow", "bye"),
-    UnknownFrame(1, "#handle", {"seq": 1, "handle": "x.test"}),
-    UnknownFrame(7, None, [1, 2]),
+    UnknownFrame(1, "#handle", cbor.encode({"seq": 1, "handle": "x.test"})),
+    UnknownFrame(7, None, cbor.encode([1, 2])),
 ]
 
 
@@ -218,17 +220,80 @@ def test_bad_error_frames(body: Any, words: str) -> None:
         decode_frame(frame(None, body, op=-1))
 
 
+def unknown(op: int, t: str | None, body: Any) -> UnknownFrame:
+    return UnknownFrame(op, t, cbor.encode(body))
+
+
 def test_unknown_op_and_type_are_not_errors() -> None:
-    assert decode_frame(frame("#commit", "anything", op=2)) == UnknownFrame(2, "#commit", "anything")
-    assert decode_frame(frame(None, {}, op=0)) == UnknownFrame(0, None, {})
+    assert decode_frame(frame("#commit", "anything", op=2)) == unknown(2, "#commit", "anything")
+    assert decode_frame(frame(None, {}, op=0)) == unknown(0, None, {})
     for legacy in ("#handle", "#migrate", "#tombstone", "#future"):
         got = decode_frame(frame(legacy, {"seq": 1}))
-        assert got == UnknownFrame(1, legacy, {"seq": 1})
+        assert got == unknown(1, legacy, {"seq": 1})
+        assert got.to_body() == {"seq": 1}
     # the body of an unknown type need not be a map
-    assert decode_frame(frame("#new", [1])) == UnknownFrame(1, "#new", [1])
+    assert decode_frame(frame("#new", [1])) == unknown(1, "#new", [1])
     # an unknown op with a non-string t keeps op only
     odd_header = cbor.encode({"op": 5, "t": 7}) + cbor.encode({})
-    assert decode_frame(odd_header) == UnknownFrame(5, None, {})
+    assert decode_frame(odd_header) == unknown(5, None, {})
+
+
+HOSTILE_ITEMS = 4_999_000
+#: The body of the issue's report: one array of ~5M empty maps (a 5 MB frame that took 3-4 s and 430 MB).
+HOSTILE_BODY = b"\x9a" + HOSTILE_ITEMS.to_bytes(4, "big") + b"\xa0" * HOSTILE_ITEMS
+
+
+def peak_bytes(run: Any) -> tuple[Any, int]:
+    tracemalloc.start()
+    try:
+        result = run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"op": 1, "t": "#future"}, {"op": 1, "t": "#handle"}, {"op": 2, "t": "#commit"}, {"op": 0}],
+    ids=["unknown type", "legacy type", "unknown op", "unknown op without t"],
+)
+def test_skipped_frames_do_not_decode_their_body(header: dict[str, Any]) -> None:
+    data = cbor.encode(header) + HOSTILE_BODY
+    assert len(data) <= limits.MAX_FRAME_BYTES
+    got, peak = peak_bytes(lambda: decode_frame(data))
+    assert got == UnknownFrame(header["op"], header.get("t"), HOSTILE_BODY)
+    assert peak < 20_000_000, peak  # the body is copied once, never decoded
+
+
+def test_skipped_frames_still_check_size_and_shape() -> None:
+    with pytest.raises(LimitExceeded, match="MAX_FRAME_BYTES"):
+        decode_frame(cbor.encode({"op": 1, "t": "#future"}) + HOSTILE_BODY, max_bytes=1_000_000)
+    with pytest.raises(InvalidCBOR, match="expected 2 items, found 1") as info:
+        decode_frame(cbor.encode({"op": 1, "t": "#future"}))
+    assert info.value.offset == len(cbor.encode({"op": 1, "t": "#future"}))
+    # a header that does not end within MAX_FRAME_HEADER_BYTES is refused cheaply, whatever follows
+    padded = cbor.encode({"op": 1, "pad": [{}] * 2_000, "t": "#future"}) + cbor.encode({})
+    with pytest.raises(InvalidCBOR):
+        decode_frame(padded)
+    hostile_header = b"\xa2\x62op\x01\x61t" + HOSTILE_BODY  # t is the hostile array
+
+    def refuse() -> str:
+        with pytest.raises(InvalidCBOR) as info:
+            decode_frame(hostile_header)
+        return str(info.value)
+
+    _, peak = peak_bytes(refuse)
+    assert peak < 20_000_000, peak
+
+
+def test_known_frames_with_extra_header_fields_are_parsed() -> None:
+    """Only the canonical headers take the shortcut; any other header is decoded and judged."""
+    body = BODIES["#identity"]
+    data = cbor.encode({"op": 1, "t": "#identity", "x": 1}) + cbor.encode(body)
+    assert decode_frame(data) == decode_frame(frame("#identity", body))
+    data = cbor.encode({"op": -1, "x": True}) + cbor.encode({"error": "FutureCursor"})
+    assert decode_frame(data) == ErrorFrame("FutureCursor")
 
 
 @pytest.mark.parametrize(
@@ -537,6 +602,78 @@ def test_stream_file_errors() -> None:
         list(iter_stream_frames(io.BytesIO(one + encode_varint(limits.MAX_FRAME_BYTES + 1))))
     with pytest.raises(LimitExceeded, match="MAX_FRAME_BYTES"):
         list(iter_stream_frames(io.BytesIO(one + one), max_frame_bytes=10))
+
+
+STREAM = b"".join(
+    encode_varint(len(f)) + f for f in [*SAMPLES[:3], frame("#commit", commit_body(blocks=b"\x01" * 300))]
+)
+
+
+def push_frames(data: bytes, sizes: list[int], **kw: Any) -> list[tuple[int, bytes]]:
+    decoder = FrameStreamDecoder(**kw)
+    got: list[tuple[int, bytes]] = []
+    at = 0
+    i = 0
+    while at < len(data):
+        size = sizes[min(i, len(sizes) - 1)]
+        got += decoder.feed(data[at : at + size])
+        at += size
+        i += 1
+    decoder.close()
+    return got
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30))
+def test_frame_decoder_any_split_matches_the_reader(sizes: list[int]) -> None:
+    assert push_frames(STREAM, sizes) == list(iter_stream_frames(io.BytesIO(STREAM)))
+
+
+def test_frame_decoder_bytewise_and_whole() -> None:
+    expected = list(iter_stream_frames(io.BytesIO(STREAM)))
+    assert len(expected) == 4
+    assert push_frames(STREAM, [1]) == expected
+    assert push_frames(STREAM, [len(STREAM)]) == expected
+    decoder = FrameStreamDecoder()
+    assert decoder.feed(STREAM[:3]) == []
+    assert decoder.needed == len(encode_varint(len(SAMPLES[0]))) + len(SAMPLES[0]) - 3
+    with pytest.raises(InvalidEvent, match="truncated frame at byte 0"):
+        decoder.close()
+
+
+def test_frame_decoder_truncation_at_every_position() -> None:
+    full = list(iter_stream_frames(io.BytesIO(STREAM)))
+    boundaries = {0} | {offset for offset, _ in full} | {len(STREAM)}
+    for cut in range(len(STREAM)):
+        decoder = FrameStreamDecoder()
+        got = decoder.feed(STREAM[:cut])
+        assert got == full[: len(got)]
+        if cut in boundaries:
+            decoder.close()
+            continue
+        with pytest.raises(InvalidEvent, match="truncated frame") as info:
+            decoder.close()
+        with pytest.raises(InvalidEvent) as pulled:
+            list(iter_stream_frames(io.BytesIO(STREAM[:cut])))
+        assert str(info.value) == str(pulled.value)
+        assert f"at byte {max(b for b in boundaries if b < cut)}" in str(info.value)
+
+
+def test_frame_decoder_errors_after_good_frames() -> None:
+    one = encode_varint(len(SAMPLES[1])) + SAMPLES[1]
+    for tail, words in [
+        (b"\x00", f"empty frame at byte {len(one)}"),
+        (b"\x85\x00", f"non-minimal varint at byte {len(one)}"),
+    ]:
+        decoder = FrameStreamDecoder()
+        assert decoder.feed(one + tail) == [(0, SAMPLES[1])]  # the good frame first
+        with pytest.raises(InvalidEvent, match=words):
+            decoder.close()
+        with pytest.raises(InvalidEvent, match=words):
+            decoder.feed(one)  # failed for good
+    decoder = FrameStreamDecoder(max_frame_bytes=10)
+    with pytest.raises(LimitExceeded, match=r"MAX_FRAME_BYTES.*stream frame at byte 0"):
+        decoder.feed(encode_varint(11))  # refused as soon as the length is read
 
 
 @settings(max_examples=200, deadline=None)

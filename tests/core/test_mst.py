@@ -209,8 +209,16 @@ def test_empty_tree() -> None:
     blocks = tree.new_blocks()
     assert blocks.get(EMPTY_MST_ROOT) == cbor.encode({"e": [], "l": None})
     assert CID.for_dag_cbor(cbor.encode({"e": [], "l": None})) == EMPTY_MST_ROOT
-    loaded = MST.load(BlockMap(), EMPTY_MST_ROOT)
-    assert loaded.is_empty() and list(loaded.walk()) == []
+    loaded = MST.load(blocks, EMPTY_MST_ROOT)
+    assert loaded.is_empty() and loaded.canonical and list(loaded.walk()) == []
+    assert tree.root_block() == (EMPTY_MST_ROOT, blocks.require(EMPTY_MST_ROOT))
+
+
+def test_empty_root_is_read_like_any_root() -> None:
+    """The empty node's CID is well known, but whoever names it must still hand it over (issue 7)."""
+    with pytest.raises(MissingBlock) as info:
+        MST.load(BlockMap(), EMPTY_MST_ROOT)
+    assert info.value.cid == EMPTY_MST_ROOT
 
 
 def test_single_key_and_back_to_empty() -> None:
@@ -571,3 +579,18 @@ def test_decode_node_round_trip(data: st.DataObject) -> None:
     assert node.keys == raw_keys and node.vals == vals and node.subs == subs
     assert node.layer == (layer if keys else -1)
     assert node.encode() == encoded and node.cid == cid
+
+
+def test_absence_is_proven_at_the_key_layer() -> None:
+    """A lookup stops at its key's layer: a proof of absence needs nothing below it (issue 7)."""
+    pool = [f"com.example/r{i}" for i in range(3000)]
+    high = next(k for k in pool if key_layer(k.encode()) == 1)
+    other = next(k for k in pool if key_layer(k.encode()) == 1 and k != high)
+    lows = [k for k in pool if key_layer(k.encode()) == 0][:40]
+    tree = MST.build(sorted((k, _cid(i)) for i, k in enumerate([other, *lows])))
+    assert tree.layer == 1
+    root_only = BlockMap([tree.root_block()])
+    assert verify_proof(tree.root_cid, high, root_only) is None
+    check_proof(tree.root_cid, high, None, root_only)
+    full = proof_blocks(tree, high)
+    assert len(list(full.cids())) > 1  # the proof we ship still descends, as the reference's do

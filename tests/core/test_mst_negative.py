@@ -497,8 +497,10 @@ def test_child_at_wrong_layer() -> None:
     child2 = b2.leaf("A2")  # same layer as its parent
     root2 = b2.add(_node(_entries([_ex("C2")]), left=child2))
     # Deleting A2 itself only consults the layer-2 root, so probe with a lower key too.
-    readers = [*_read_key(_ex("A0")), lambda t: t.get(_ex("A2")), lambda t: t.set(_ex("A2"), VAL)]
+    readers = [*_read_key(_ex("A0")), lambda t: t.set(_ex("A2"), VAL)]
     _expect_tree(b2, root2, "keys at layer 2 where layer 1 belongs", child2, readers)
+    # A layer-2 key absent from the layer-2 root is absent: the lookup reads nothing below.
+    assert MST.load(b2.map, root2).get(_ex("A2")) is None
 
 
 def test_child_at_wrong_layer_below_entry_less_node() -> None:
@@ -506,8 +508,9 @@ def test_child_at_wrong_layer_below_entry_less_node() -> None:
     child = b.leaf("A1")  # reached through an entry-less layer-1 node: must be layer 0
     mid = b.add(_node([], left=child))
     root = b.add(_node(_entries([_ex("C2")]), left=mid))
-    readers = [*_read_key(_ex("A0")), lambda t: t.get(_ex("A1"))]
-    _expect_tree(b, root, "keys at layer 1 where layer 0 belongs", child, readers)
+    _expect_tree(b, root, "keys at layer 1 where layer 0 belongs", child, _read_key(_ex("A0")))
+    # A1's lookup stops at the layer-1 node: the bad child below is never read.
+    assert MST.load(b.map, root).get(_ex("A1")) is None
 
 
 def test_child_keys_outside_parent_range() -> None:
@@ -563,16 +566,44 @@ def test_entry_less_leaf_above_layer_zero() -> None:
     _expect_tree(b, root, "entry-less node without a subtree", empty, _read_key(_ex("A0")))
 
 
-def test_entry_less_root_must_be_trimmed() -> None:
+def test_untrimmed_root_rejected_by_strict_shape() -> None:
     b = Blocks()
     leaf = b.leaf("A0")
     root = b.add(_node([], left=leaf))
     with pytest.raises(InvalidMST, match="must be trimmed") as info:
-        MST.load(b.map, root)
+        MST.load(b.map, root, strict_shape=True)
     assert str(root) in str(info.value)
     deeper = b.add(_node([], left=root))
     with pytest.raises(InvalidMST, match="must be trimmed"):
-        MST.load(b.map, deeper)
+        MST.load(b.map, deeper, strict_shape=True)
+
+
+def test_untrimmed_root_accepted_by_default() -> None:
+    """The reference can leave entry-less nodes over the root; they are read, flagged, never written."""
+    b = Blocks()
+    leaf = b.leaf("A0")
+    root = b.add(_node([], left=leaf))
+    deeper = b.add(_node([], left=root))
+    for top, layer in ((root, 1), (deeper, 2)):
+        tree = MST.load(b.map, top)
+        assert not tree.canonical and tree.layer == layer and tree.root_cid == top
+        assert [k for k, _ in tree.walk()] == [_ex("A0").decode()]
+        assert tree.get(_ex("A0")) == VAL
+        assert MST.load(b.map, leaf).untrimmed_depth(top) == layer
+        # Any change trims: the top is never written back untrimmed.
+        for changed in (tree.set(_ex("B0"), VAL), tree.set(_ex("A0"), VAL), tree.set(_ex("C2"), VAL)):
+            assert changed.canonical
+            assert changed.root_cid == MST.build(sorted(changed.walk())).root_cid
+        assert tree.delete(_ex("A0")).is_empty()
+
+
+def test_untrimmed_chain_must_reach_keys() -> None:
+    """Entry-less all the way down is not an untrimmed tree: some node must hold keys."""
+    b = Blocks()
+    empty = b.add(_node([]))
+    top = b.add(_node([], left=empty))
+    with pytest.raises(InvalidMST, match="entry-less node without a subtree"):
+        MST.load(b.map, top)
 
 
 def test_block_must_hash_to_its_cid() -> None:

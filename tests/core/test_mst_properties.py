@@ -212,11 +212,19 @@ def test_proofs_verify_and_need_every_block(items: dict[str, CID], probes: list[
     for key in [*list(items)[:5], *probes]:
         blocks = proof_blocks(tree, key)
         assert verify_proof(root, key, blocks) == items.get(key)
+        # The lookup reads the root and the path down to the key's own layer;
+        # a proof also carries the nodes below (as the reference's do), unread.
+        height = key_layer(key.encode())
+        path = tree.path(key)
+        read = {root} | {node.cid for i, node in enumerate(path) if tree.layer - i >= height}
         for cid in list(blocks.cids()):
             without = BlockMap((c, d) for c, d in blocks.items() if c != cid)
-            with pytest.raises(MissingBlock) as info:
-                verify_proof(root, key, without)
-            assert info.value.cid == cid
+            if cid in read:
+                with pytest.raises(MissingBlock) as info:
+                    verify_proof(root, key, without)
+                assert info.value.cid == cid
+            else:
+                assert verify_proof(root, key, without) == items.get(key)
 
 
 def _random_ops(items: dict[str, CID], data: st.DataObject) -> list[Op]:
@@ -298,3 +306,39 @@ def test_new_blocks_of_one_op_are_exactly_the_new_nodes(
         assert fresh == {EMPTY_MST_ROOT}
     else:
         assert fresh == _node_cids(after) - _node_cids(loaded)
+
+
+@FAST
+@given(items_st, st.data())
+def test_trees_we_write_are_always_canonical(items: dict[str, CID], data: st.DataObject) -> None:
+    """Sets and deletes, in memory or over loaded nodes, never leave an entry-less root (issue 7)."""
+    built = _build(items)
+    for start in (built, MST.load(_all_blocks(built), built.root_cid)):
+        tree = start
+        for op in _random_ops(items, data):
+            tree = tree.apply([op])
+            assert tree.canonical
+            assert tree.root is None or tree.root.keys
+        assert tree.root_cid == _build(dict(tree.walk())).root_cid
+
+
+@FAST
+@given(items_st, st.data())
+def test_untrimmed_tree_is_trimmed_by_any_change(items: dict[str, CID], data: st.DataObject) -> None:
+    """A tree read with entry-less nodes over its root (as the reference leaves) is written back trimmed."""
+    built = _build(items)
+    assume(built.root is not None and built.layer < 30)
+    blocks = _all_blocks(built)
+    top = built.root_cid
+    for _ in range(data.draw(st.integers(1, 3))):
+        wrapper = cbor.encode({"e": [], "l": top})
+        top = CID.for_dag_cbor(wrapper)
+        blocks.put(top, wrapper)
+    untrimmed = MST.load(blocks, top)
+    assert not untrimmed.canonical and list(untrimmed.walk()) == sorted(items.items())
+    assert built.untrimmed_depth(top) == untrimmed.layer - built.layer
+    ops = _random_ops(items, data)
+    assume(ops)
+    after = untrimmed.apply(ops)
+    assert after.canonical
+    assert after.root_cid == built.apply(ops).root_cid

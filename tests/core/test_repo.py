@@ -613,3 +613,16 @@ def test_model_open_and_export(plan: list[list[tuple[int, int, int]]]) -> None:
     assert [(cid, data) for cid, data, _ in reader] == blocks
     again = Repo.open(read, repo.commit.cid)
     assert list(again.walk()) == list(expected.items())
+
+
+def test_event_blocks_hold_the_node_data_names() -> None:
+    """Issue 7: the empty node after the last delete, and the root of a commit without ops."""
+    first = Repo.create(DID, KEY, [create(POST, "only")])
+    emptied = first.repo.apply_writes([Write("delete", POST, "only")], KEY)
+    assert emptied.commit.data == EMPTY_MST_ROOT
+    assert emptied.event_blocks.get(EMPTY_MST_ROOT) == cbor.encode({"e": [], "l": None})
+    resigned = base_repo().repo.resign(KEY)
+    assert resigned.ops == () and resigned.commit.data in resigned.event_blocks
+    # the CAR slice names one root, the commit
+    roots, _ = read_car(emptied.car_slice())
+    assert roots == [emptied.commit.cid]

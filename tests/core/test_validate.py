@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from atrepo.core import cbor, limits
 from atrepo.core.blocks import BlockMap
 from atrepo.core.car import read_car, write_car
-from atrepo.core.cid import CID
+from atrepo.core.cid import CID, EMPTY_MST_ROOT
 from atrepo.core.commit import sign_commit
 from atrepo.core.errors import InvalidCommitEvent, InvalidEvent
 from atrepo.core.events import CommitEvent, RepoOp, SyncEvent, decode_frame, encode_frame
@@ -577,3 +578,69 @@ def test_our_commits_validate_chain_and_invert(plan: list[list[tuple[int, int, i
 
 
 P256 = PrivateKey.generate("p256")
+
+
+# --- issue 7: the node data names, commits without ops, sufficient block sets, one root ----------
+
+
+def test_emptying_commit_carries_and_needs_the_empty_node() -> None:
+    """Deleting the last record: ``data`` is the empty node, which the event must carry."""
+    first = Repo.create(DID, KEY, [Write("create", POST, "only", post("o"))])
+    emptied = first.repo.apply_writes([Write("delete", POST, "only")], KEY)
+    assert emptied.commit.data == EMPTY_MST_ROOT
+    assert EMPTY_MST_ROOT in emptied.event_blocks
+    verified = validate_commit(event_of(emptied), PUB)
+    assert verified.inverted and verified.canonical
+    # The consumer no longer takes the empty node's well-known CID on trust.
+    event = event_of(emptied, blocks=car_with(emptied, drop={EMPTY_MST_ROOT}))
+    assert str(EMPTY_MST_ROOT) in str(fails(event, "forward", "missing block"))
+
+
+def test_commit_without_ops_needs_no_tree_block() -> None:
+    """A re-sign: inverting nothing is the identity, so no node is read."""
+    result = BIG.resign(KEY)
+    assert result.ops == () and result.commit.data == BIG.data
+    # We send the root node anyway (cheap, and consumers that open the tree still can).
+    assert result.commit.data in result.event_blocks
+    verified = validate_commit(event_of(result), PUB)
+    assert verified.inverted and verified.prev_data == verified.data
+    bare = event_of(result, blocks=car_with(result, drop={result.commit.data}))
+    assert check_chain(RepoState(BIG.rev, BIG.data), validate_commit(bare, PUB)) is Chain.NEXT
+    other = two_ops().repo.data
+    fails(event_of(result, prev_data=other), "inversion", f"no ops, but prevData {other} is not data")
+
+
+def _keys_by_layer() -> tuple[str, str, str, str]:
+    """rkeys a0 < K1 < M1 < z0 with K1, M1 at layer 1 and a0, z0 at layer 0."""
+    layer1 = [r for r in (f"r{i}" for i in range(3000)) if key_layer(f"{POST}/{r}".encode()) == 1]
+    layer0 = [r for r in (f"r{i}" for i in range(3000)) if key_layer(f"{POST}/{r}".encode()) == 0]
+    for k1, m1 in itertools.pairwise(sorted(layer1)):
+        below = [r for r in layer0 if r < k1]
+        above = [r for r in layer0 if r > m1]
+        if below and above:
+            return max(below), k1, m1, min(above)
+    raise AssertionError("no such keys")  # pragma: no cover
+
+
+def test_inversion_relinks_a_subtree_without_reading_it() -> None:
+    """Undoing a create whose neighbours' subtree is only relinked reads just the root."""
+    a0, k1, m1, z0 = _keys_by_layer()
+    before = Repo.create(DID, KEY, [Write("create", POST, r, post(r)) for r in (a0, m1, z0)]).repo
+    result = before.apply_writes([Write("create", POST, k1, post(k1))], KEY)
+    root = result.commit.data
+    assert len(result.event_blocks) > 3  # our covering proof also ships the neighbours' paths
+    record = result.ops[0].cid
+    assert record is not None
+    only_root = [(c, d) for c, d in result.event_blocks.items() if c in (root, record, result.commit.cid)]
+    event = event_of(result, blocks=write_car([result.commit.cid], only_root))
+    assert validate_commit(event, PUB).inverted
+
+
+def test_car_with_two_roots_is_not_a_repository_slice() -> None:
+    result = two_ops()
+    other = BIG.commit.cid
+    event = event_of(result, blocks=car_with(result, roots=[result.commit.cid, other]))
+    fails(event, "car", "CAR has 2 roots, a repository CAR has exactly one")
+    sync = sync_of(result)
+    two = write_car([result.commit.cid, other], [(result.commit.cid, result.commit.raw)])
+    sync_fails(dataclasses.replace(sync, blocks=two), "car", "2 roots")

@@ -149,9 +149,10 @@ def test_empty_repo() -> None:
         assert summary.commit is not None and summary.commit.data == EMPTY_MST_ROOT
         assert summary.unreferenced == 0
         assert summary.nodes == 1
-    # the empty node's CID is well known: a CAR with just the commit is complete
-    summary, items = verify(car_of(repo, [(repo.commit.cid, repo.commit.raw)]))
-    assert items == [] and summary.unreferenced == 0
+    # the empty node's CID is well known, but a repository CAR must still carry it (issue 7)
+    with pytest.raises(MissingBlock) as info:
+        verify(car_of(repo, [(repo.commit.cid, repo.commit.raw)]))
+    assert info.value.cid == EMPTY_MST_ROOT
 
 
 def test_unreferenced_blocks_are_counted_and_accepted() -> None:
@@ -263,6 +264,12 @@ def test_wrong_did() -> None:
 def test_no_roots() -> None:
     with pytest.raises(InvalidCAR, match="CAR has no root"):
         list(verify_repo_car(io.BytesIO(car_of(REPO, roots=[]))))
+
+
+def test_two_roots() -> None:
+    """A repository CAR has exactly one root, its commit (issue 7)."""
+    with pytest.raises(InvalidCAR, match="CAR has 2 roots"):
+        list(verify_repo_car(io.BytesIO(car_of(REPO, roots=[REPO.commit.cid, NODES[0]]))))
 
 
 def test_empty_file_and_bad_header() -> None:

@@ -51,6 +51,40 @@ def test_timestamps_round_trip() -> None:
     assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
 
 
+_FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=_FIRST_MS, max_value=_LAST_MS))
+def test_timestamps_round_trip_in_every_year(ms: int) -> None:
+    """Regression: years before 1000 were written with three digits and refused on reading."""
+    text = format_timestamp(ms)
+    assert len(text) == 24
+    assert parse_timestamp(text) == ms
+
+
+def test_timestamps_at_the_edges() -> None:
+    assert format_timestamp(_FIRST_MS) == "0001-01-01T00:00:00.000Z"
+    assert format_timestamp(_LAST_MS) == "9999-12-31T23:59:59.999Z"
+    assert format_timestamp(-30_610_224_000_000 - 1) == "0999-12-31T23:59:59.999Z"
+    assert parse_timestamp("0999-12-31T23:59:59.999Z") == -30_610_224_000_001
+    for ms in (_FIRST_MS - 1, _LAST_MS + 1, 10**30, -(10**30)):
+        with pytest.raises(PLCRuleError) as info:
+            format_timestamp(ms)
+        assert info.value.rule == "timestamp"
+    with pytest.raises(PLCRuleError, match="audit-log"):
+        parse_timestamp("0000-01-01T00:00:00.000Z")
+
+
+@pytest.mark.parametrize("log", [None, 7, 1.5, "abc", b"[]", {"did": "x"}, True], ids=repr)
+def test_audit_log_that_is_not_an_array(log: Any) -> None:
+    """Regression: a non-list raised TypeError (or walked a string's characters)."""
+    with pytest.raises(PLCRuleError, match="audit-log: an audit log is an array") as info:
+        verify_audit_log(log)
+    assert info.value.rule == "audit-log"
+
+
 def test_updates_and_rotation() -> None:
     did, op = genesis([A, B], B)
     chain = Chain(did)

@@ -27,6 +27,13 @@ app = typer.Typer(
 KeyOpt = Annotated[str | None, typer.Option("--key", help="did:key the commit must be signed by")]
 DidOpt = Annotated[str | None, typer.Option("--did", help="DID the repository must belong to")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+StrictShapeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict-shape",
+        help="reject an untrimmed root (entry-less over the real root) instead of warning about it",
+    ),
+]
 
 
 def _key(value: str | None) -> PublicKey | None:
@@ -40,6 +47,16 @@ def _file_size(path: str) -> int | None:
         return None
 
 
+def _shape_warnings(summary: RepoSummary) -> list[str]:
+    """Why the repository is valid but not in the shape this library writes."""
+    if summary.canonical or summary.commit is None:
+        return []
+    return [
+        f"root {summary.commit.data} is untrimmed (entry-less nodes over the real root); "
+        "the reference implementation can leave it so, and it is accepted"
+    ]
+
+
 def _summary_obj(summary: RepoSummary, error: BaseException | None) -> dict[str, Any]:
     commit = summary.commit
     return {
@@ -50,6 +67,8 @@ def _summary_obj(summary: RepoSummary, error: BaseException | None) -> dict[str,
         "data": str(commit.data) if commit else None,
         "records": summary.records,
         "blocks": summary.blocks,
+        "canonical": summary.canonical,
+        "warnings": _shape_warnings(summary),
         "error": error_obj(error),
     }
 
@@ -60,13 +79,16 @@ def verify(
     key: KeyOpt = None,
     did: DidOpt = None,
     as_json: JsonOpt = False,
+    strict_shape: StrictShapeOpt = False,
 ) -> None:
     """Check a repository is complete and valid (and signed by --key); exit 1 if not."""
     summary = RepoSummary()
     error: AtrepoError | None = None
     try:
         with open_input(file) as stream, progress("verifying", None) as bar:
-            for _ in verify_repo_car(stream, key=_key(key), did=did, summary=summary):
+            for _ in verify_repo_car(
+                stream, key=_key(key), did=did, summary=summary, strict_shape=strict_shape
+            ):
                 bar.advance()
     except AtrepoError as exc:
         error = exc
@@ -81,6 +103,8 @@ def verify(
         )
         if summary.unreferenced:
             print(f"note: {summary.unreferenced} unreferenced blocks ignored")
+        for warning in _shape_warnings(summary):
+            print(f"warning: {warning}", file=sys.stderr)
     else:
         print(f"invalid: {error.name}: {error}", file=sys.stderr)
     raise typer.Exit(0 if error is None else 1)

@@ -1,4 +1,9 @@
-"""``atrepo firehose``: offline Sync 1.1 verification of recorded streams."""
+"""``atrepo firehose``: offline Sync 1.1 verification of recorded streams.
+
+The consumer policy (what a valid, invalid or discontinuous event does to a
+repository's state) is ``core.tracker``'s; this module reads frames, finds
+keys and formats the tracker's outcomes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.errors import AtrepoError, InvalidEvent, OutOfSync
+from ..core.errors import AtrepoError, InvalidEvent
 from ..core.events import (
     AccountEvent,
     CommitEvent,
     ErrorFrame,
+    Frame,
     IdentityEvent,
     InfoEvent,
     SyncEvent,
@@ -22,15 +28,7 @@ from ..core.events import (
     iter_stream_frames,
 )
 from ..core.keys import PublicKey, parse_did_key
-from ..core.validate import (
-    Chain,
-    RepoState,
-    check_chain,
-    check_sync_chain,
-    state_after,
-    validate_commit,
-    validate_sync,
-)
+from ..core.tracker import Outcome, RepoTracker
 from .files import open_stream
 from .output import emit_json, error_obj, progress
 
@@ -67,47 +65,48 @@ class _Keys:
         return self.single
 
 
-def _check_frame(frame_bytes: bytes, keys: _Keys, states: dict[str, RepoState]) -> dict[str, Any]:
+def _check_frame(frame_bytes: bytes, keys: _Keys, tracker: RepoTracker) -> dict[str, Any]:
+    """One output row: what the frame is, and whether it passed."""
     row: dict[str, Any] = {"seq": None, "type": None, "repo": None, "rev": None, "ok": True, "error": None}
     try:
         frame = decode_frame(frame_bytes)
-        if isinstance(frame, CommitEvent):
-            row.update(seq=frame.seq, type="#commit", repo=frame.repo, rev=frame.rev)
-            verified = validate_commit(frame, keys.for_did(frame.repo))
-            state = states.get(frame.repo)
-            chain = check_chain(state, verified)
-            if chain is not Chain.DUPLICATE:
-                # Like a relay, record the new state even after a break, so one
-                # missing commit fails one frame rather than every later one.
-                states[frame.repo] = state_after(verified)
-            if chain is Chain.OUT_OF_SYNC:
-                assert state is not None
-                raise OutOfSync(
-                    f"commit since={frame.since} prevData={frame.prev_data} does not follow "
-                    f"rev {state.rev} data {state.data}"
-                )
-        elif isinstance(frame, SyncEvent):
-            row.update(seq=frame.seq, type="#sync", repo=frame.did, rev=frame.rev)
-            synced = validate_sync(frame, keys.for_did(frame.did))
-            if check_sync_chain(states.get(frame.did), synced) is not Chain.DUPLICATE:
-                states[frame.did] = state_after(synced)
-        elif isinstance(frame, IdentityEvent | AccountEvent):
-            row.update(seq=frame.seq, type=frame.type_name, repo=frame.did)
-        elif isinstance(frame, InfoEvent):
-            row.update(type="#info")
-        elif isinstance(frame, ErrorFrame):
-            row.update(type="error", ok=False, error={"name": frame.error, "message": frame.message or ""})
-        elif isinstance(frame, UnknownFrame):
-            row.update(type=frame.t or f"op {frame.op}")
     except AtrepoError as exc:
-        row["ok"] = False
-        row["error"] = error_obj(exc)
-        if row["repo"] is not None and row["type"] in ("#commit", "#sync") and not isinstance(exc, OutOfSync):
-            # The invalid event is dropped; the repo's place in its chain is
-            # unknown until its next valid event (sync.md §7), which then starts
-            # afresh instead of failing as a break too.
-            states.pop(row["repo"], None)
+        row.update(ok=False, error=error_obj(exc))
+        return row
+    row.update(_describe(frame))
+    outcome = _process(frame, keys, tracker)
+    if isinstance(frame, ErrorFrame):
+        row.update(ok=False, error={"name": frame.error, "message": frame.message or ""})
+    elif outcome.error is not None:
+        row.update(ok=False, error=error_obj(outcome.error))
     return row
+
+
+def _process(frame: Frame, keys: _Keys, tracker: RepoTracker) -> Outcome:
+    """Hand the frame to the tracker with its repository's key (keys are fixed: no retry)."""
+    if isinstance(frame, CommitEvent | SyncEvent):
+        try:
+            key = keys.for_did(frame.repo if isinstance(frame, CommitEvent) else frame.did)
+        except AtrepoError as exc:
+            return tracker.reject(frame, exc)
+        return tracker.process(frame, key)
+    return tracker.process(frame, None)
+
+
+def _describe(frame: Frame) -> dict[str, Any]:
+    """The row fields that name a frame."""
+    if isinstance(frame, CommitEvent):
+        return {"seq": frame.seq, "type": "#commit", "repo": frame.repo, "rev": frame.rev}
+    if isinstance(frame, SyncEvent):
+        return {"seq": frame.seq, "type": "#sync", "repo": frame.did, "rev": frame.rev}
+    if isinstance(frame, IdentityEvent | AccountEvent):
+        return {"seq": frame.seq, "type": frame.type_name, "repo": frame.did}
+    if isinstance(frame, InfoEvent):
+        return {"type": "#info"}
+    if isinstance(frame, ErrorFrame):
+        return {"type": "error"}
+    assert isinstance(frame, UnknownFrame)
+    return {"type": frame.t or f"op {frame.op}"}
 
 
 @app.command("verify")
@@ -116,17 +115,20 @@ def verify(
     key: Annotated[str | None, typer.Option("--key", help="did:key for every repository")] = None,
     keys: Annotated[Path | None, typer.Option("--keys", help="JSON file mapping DID -> did:key")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON line per frame, then a summary")] = False,
+    strict_shape: Annotated[
+        bool, typer.Option("--strict-shape", help="reject commits whose tree root is left untrimmed")
+    ] = False,
 ) -> None:
     """Sync 1.1 verification of every #commit and #sync, with chain checks per DID."""
     source = _Keys(key, keys)
-    states: dict[str, RepoState] = {}
+    tracker = RepoTracker(strict_shape=strict_shape)
     counts = {"frames": 0, "ok": 0, "failed": 0, "commits": 0, "syncs": 0}
     repos: set[str] = set()
     stream_error: AtrepoError | None = None
     with open_stream(file) as stream, progress("verifying frames", None) as bar:
         try:
             for _offset, frame_bytes in iter_stream_frames(stream):
-                row = _check_frame(frame_bytes, source, states)
+                row = _check_frame(frame_bytes, source, tracker)
                 bar.advance()
                 counts["frames"] += 1
                 counts["ok" if row["ok"] else "failed"] += 1

@@ -6,9 +6,11 @@ A CAR is ``varint(len(H)) ‖ H ‖ section*`` where ``H`` is the DAG-CBOR map
 prefix). Varints are unsigned LEB128; we require the minimal encoding and at
 most 9 bytes so that one file has exactly one byte representation to check.
 
-The reader never holds the whole file: it reads fixed-size chunks into a small
-buffer and parses every complete section in that buffer in one tight loop, so a
-100k-block repository costs a few hundred ``read`` calls, not 300k. Every
+Reading is push-based: ``CarDecoder`` is fed bytes as they arrive (a file
+chunk, an HTTP body chunk) and parses every complete section it holds in one
+tight loop, so a 100k-block repository costs a few hundred calls, not 300k,
+and an HTTP body is verified as it arrives with no thread. ``CarReader`` and
+``read_car`` are short loops over it. Neither ever holds the whole file. Every
 block's hash is checked by default; a file we accept is a file whose bytes we
 have verified. Errors carry the byte offset of the item that was wrong.
 """
@@ -19,22 +21,25 @@ import hashlib
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import cbor, limits
 from .blocks import BlockMap
 from .cid import CID
-from .errors import AtrepoError, InvalidCAR, InvalidCID, LimitExceeded
-from .varint import MAX_VARINT_BYTES, encode_varint, scan_varint, varint_size
+from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidCID, LimitExceeded
+from .varint import encode_varint, scan_varint, varint_size
 
 __all__ = [
-    "BufferedInput",
+    "Block",
+    "CarDecoder",
     "CarIndex",
     "CarReader",
     "CarWriter",
+    "PushDecoder",
+    "ReceiveBuffer",
+    "block_reader",
     "encode_car_header",
     "index_car",
-    "block_reader",
     "read_block_at",
     "read_car",
     "write_car",
@@ -63,55 +68,151 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-# --- buffered input --------------------------------------------------------------
+# --- push decoding ---------------------------------------------------------------
+
+#: One decoded block: ``(cid, data, offset of its section's length varint)``.
+Block = tuple[CID, bytes, int]
+
+T = TypeVar("T")
 
 
-class BufferedInput:
-    """Bounded read-ahead over a binary stream, shared by CAR and frame-stream readers.
+class ReceiveBuffer:
+    """The bytes a push decoder was fed and has not consumed yet.
 
-    ``buf[pos:]`` holds bytes read but not yet consumed; ``base`` is the stream
-    offset of ``buf[0]`` (counted from where reading began). Consumers parse
-    ``buf`` directly and advance ``pos``; ``fill`` compacts and reads more.
+    ``buf[pos:]`` holds unconsumed bytes and ``base`` is the stream offset of
+    ``buf[0]``. Chunks fed while the item in progress still lacks bytes wait
+    in ``parts`` and are joined once when it can complete (``size`` reaches
+    ``need``): an item that arrives in a thousand small chunks costs one
+    copy, not a thousand, and no decoder re-parses a partial item per chunk.
     """
 
-    __slots__ = ("base", "buf", "chunk_size", "eof", "pos", "stream")
+    __slots__ = ("base", "buf", "need", "parts", "pos", "size")
 
-    def __init__(self, stream: Readable, chunk_size: int = CHUNK_SIZE) -> None:
-        self.stream = stream
-        self.chunk_size = chunk_size
+    def __init__(self) -> None:
         self.buf = b""
         self.pos = 0
         self.base = 0
-        self.eof = False
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.need = 1
 
     @property
     def offset(self) -> int:
         """Stream offset of the next unconsumed byte."""
         return self.base + self.pos
 
-    def available(self) -> int:
-        return len(self.buf) - self.pos
+    @property
+    def wanted(self) -> int:
+        """Bytes still to arrive before the item in progress can complete."""
+        return max(self.need - self.size, 0)
 
-    def fill(self, need: int) -> bool:
-        """Make at least ``need`` unconsumed bytes available; False if the stream ends first."""
-        have = len(self.buf) - self.pos
-        if have >= need:
-            return True
-        if self.eof:
-            return False
-        parts = [self.buf[self.pos :]] if have else []
-        self.base += self.pos
-        read = self.stream.read
-        while have < need:
-            chunk = read(max(need - have, self.chunk_size))
-            if not chunk:
-                self.eof = True
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        self.buf = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+    def add(self, data: bytes) -> bool:
+        """Hold ``data``; True when enough is held for the decoder to make progress."""
+        self.parts.append(data)
+        self.size += len(data)
+        return self.size >= self.need
+
+    def gather(self) -> None:
+        """Join the held chunks into ``buf``: one copy, none for a lone chunk on an empty buffer."""
+        parts = self.parts
+        if not parts:
+            return
+        buf = self.buf
+        pos = self.pos
+        self.base += pos
+        if pos >= len(buf):
+            self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:
+            self.buf = b"".join([memoryview(buf)[pos:], *parts])
         self.pos = 0
-        return have >= need
+        parts.clear()
+
+    def consumed(self, pos: int, missing: int) -> None:
+        """Record that ``buf[:pos]`` is used up and the next item lacks ``missing`` bytes (0: none begun)."""
+        self.pos = pos
+        self.size = len(self.buf) - pos
+        self.need = self.size + (missing or 1)
+
+
+class PushDecoder(Generic[T]):
+    """Shared shape of the push decoders: feed chunks, get items, close at the end.
+
+    Written after h11's ``receive_data``/``next_event`` split, but batched:
+    ``feed`` returns every item its bytes complete, parsed in one pass over the
+    buffer, since per-item calls would cost the CAR reader a tenth of its
+    speed. Items before a bad one are still delivered: the error is raised by
+    the first call that has nothing before it to return (this ``feed`` if the
+    bad item comes first, else the next ``feed`` or ``close``), so what a
+    caller sees does not depend on how the bytes were split. After an error
+    every call raises it again.
+
+    Subclasses implement ``_parse`` (every complete item in ``buf[pos:]``) and
+    ``_truncated`` (the error for input that ended at ``buf[pos:]``).
+    """
+
+    __slots__ = ("_closed", "_error", "_in")
+
+    def __init__(self) -> None:
+        self._in = ReceiveBuffer()
+        self._error: AtrepoError | None = None
+        self._closed = False
+
+    @property
+    def needed(self) -> int:
+        """Bytes that must still arrive before another item can complete (a hint for read sizes)."""
+        return self._in.wanted
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte not yet consumed by a returned item."""
+        return self._in.offset
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[T]:
+        """Take the next bytes of the stream; return the items they complete, in stream order."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__}.feed() after close()")
+        if type(data) is not bytes:
+            data = bytes(data)  # items are slices of the buffer and must not change under the caller
+        inp = self._in
+        if not data or not inp.add(data):
+            return []
+        inp.gather()
+        out: list[T] = []
+        try:
+            pos, missing = self._parse(inp.buf, inp.pos, inp.base, out)
+        except AtrepoError as exc:
+            self._error = exc
+            if out:
+                return out
+            raise
+        inp.consumed(pos, missing)
+        return out
+
+    def close(self) -> None:
+        """Declare the end of the stream; raise if it ended inside an item (or an earlier error)."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            return
+        self._closed = True
+        inp = self._in
+        inp.gather()
+        error = self._truncated(inp.buf, inp.pos, inp.base)
+        inp.buf = b""
+        inp.pos = 0
+        if error is not None:
+            self._error = error
+            raise error
+
+    def _parse(self, buf: bytes, pos: int, base: int, out: list[T]) -> tuple[int, int]:
+        """Append every complete item of ``buf[pos:]`` to ``out``; same return as ``_parse_sections``."""
+        raise NotImplementedError
+
+    def _truncated(self, buf: bytes, pos: int, base: int) -> AtrepoError | None:
+        """The error for a stream that ended with ``buf[pos:]`` unconsumed, or None if that is fine."""
+        raise NotImplementedError
 
 
 # --- header --------------------------------------------------------------------
@@ -127,6 +228,14 @@ def _parse_header(data: bytes, offset: int) -> tuple[dict[str, Any], list[CID]]:
     """Decode and check the header map found at file offset ``offset``."""
     try:
         header = cbor.decode(data)
+    except InvalidCBOR as exc:
+        # The decoder counts from the header's first byte and says so in its
+        # message; report one location, in file bytes, instead of both.
+        inner = exc.offset
+        if inner is None:
+            raise InvalidCAR(f"CAR header is not valid DAG-CBOR: {exc}", offset) from None
+        reason = str(exc).removesuffix(f" at byte {inner}")
+        raise InvalidCAR(f"CAR header is not valid DAG-CBOR: {reason}", offset + inner) from None
     except AtrepoError as exc:
         raise InvalidCAR(f"CAR header is not valid DAG-CBOR: {exc}", offset) from None
     if type(header) is not dict:
@@ -278,18 +387,106 @@ def _truncation_error(buf: bytes, pos: int, base: int) -> InvalidCAR:
 
 # --- reading ---------------------------------------------------------------------
 
+#: A replacement for the block-section parser (``CarIndex`` indexes sections
+#: without making objects): same arguments and return as ``_parse_sections``.
+SectionParser = Callable[[bytes, int, int, list[Block]], tuple[int, int]]
+
+
+class CarDecoder(PushDecoder[Block]):
+    """Push decoder of a CAR v1 stream: feed bytes as they arrive, get blocks.
+
+    ``feed(chunk)`` returns the ``(cid, data, offset)`` of every block section
+    the chunk completes, in file order; ``offset`` is where the section's
+    length varint starts, counted from the first byte fed. ``header`` and
+    ``roots`` are None until the header has arrived (always before the first
+    block). ``close()`` raises ``InvalidCAR`` if the stream ended inside the
+    header or a section. Every check of the pull reader is made here: header
+    shape, minimal varints, section and header size limits (checked as soon as
+    a length is read, before its bytes are awaited), CID validity and, with
+    ``verify_hashes``, every block's hash; errors carry the byte offset.
+    Memory: the unconsumed part of one section plus the chunk being fed.
+
+    For an HTTP body (aiohttp)::
+
+        decoder = CarDecoder()
+        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            for cid, data, offset in decoder.feed(chunk):
+                ...
+        decoder.close()
+    """
+
+    __slots__ = ("_max_block", "_max_header", "_sections", "_verify", "header", "roots")
+
+    header: dict[str, Any] | None
+    roots: list[CID] | None
+
+    def __init__(
+        self,
+        *,
+        verify_hashes: bool = True,
+        max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
+        max_header_bytes: int = limits.MAX_CAR_HEADER_BYTES,
+        sections: SectionParser | None = None,
+    ) -> None:
+        super().__init__()
+        self._verify = verify_hashes
+        self._max_block = max_block_bytes
+        self._max_header = max_header_bytes
+        self._sections = sections
+        self.header = None
+        self.roots = None
+
+    def _parse(self, buf: bytes, pos: int, base: int, out: list[Block]) -> tuple[int, int]:
+        if self.roots is None:
+            pos, missing = self._parse_header(buf, pos, base)
+            if missing:
+                return pos, missing
+        if self._sections is not None:
+            return self._sections(buf, pos, base, out)
+        return _parse_sections(buf, pos, base, out, verify=self._verify, max_section=self._max_block)
+
+    def _parse_header(self, buf: bytes, pos: int, base: int) -> tuple[int, int]:
+        """Parse the header at ``buf[pos:]`` if it is all there; same return as ``_parse_sections``."""
+        end = len(buf)
+        size, at = scan_varint(buf, pos, end, base)
+        if at < 0:
+            return pos, 1
+        if size > self._max_header:
+            raise LimitExceeded(
+                "MAX_CAR_HEADER_BYTES", size, self._max_header, f"CAR header at byte {base + pos}"
+            )
+        if size == 0:
+            raise InvalidCAR("empty CAR header", base + pos)
+        stop = at + size
+        if stop > end:
+            return pos, stop - end
+        self.header, self.roots = _parse_header(buf[at:stop], base + at)
+        return stop, 0
+
+    def _truncated(self, buf: bytes, pos: int, base: int) -> AtrepoError | None:
+        end = len(buf)
+        if self.roots is not None:
+            return _truncation_error(buf, pos, base) if pos < end else None
+        if pos >= end:
+            return InvalidCAR("empty CAR file (no header)", base + pos)
+        size, at = scan_varint(buf, pos, end, base)
+        if at < 0:
+            return InvalidCAR("truncated header length varint", base + pos)
+        return InvalidCAR(f"truncated CAR header: {end - at} of {size} bytes", base + at)
+
 
 class CarReader:
     """Stream the blocks of a CAR v1 file with bounded memory.
 
-    The header is read on construction (``header``, ``roots``). Iterating once
-    yields ``(cid, data, offset)`` for each section in file order, where
-    ``offset`` is where the section's length varint starts (counted from the
-    stream position at construction). With ``verify_hashes`` (the default)
-    every block must hash to its CID.
+    A loop over ``CarDecoder``: read a chunk, feed it, hand out the blocks it
+    completes. The header is read on construction (``header``, ``roots``).
+    Iterating once yields ``(cid, data, offset)`` for each section in file
+    order, where ``offset`` is where the section's length varint starts
+    (counted from the stream position at construction). With
+    ``verify_hashes`` (the default) every block must hash to its CID.
     """
 
-    __slots__ = ("_in", "_max_block", "_started", "_verify", "header", "roots")
+    __slots__ = ("_chunk", "_decoder", "_first", "_started", "_stream", "header", "roots")
 
     header: dict[str, Any]
     roots: list[CID]
@@ -302,53 +499,49 @@ class CarReader:
         max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
         max_header_bytes: int = limits.MAX_CAR_HEADER_BYTES,
         chunk_size: int = CHUNK_SIZE,
+        sections: SectionParser | None = None,
     ) -> None:
-        self._in = BufferedInput(stream, chunk_size)
-        self._verify = verify_hashes
-        self._max_block = max_block_bytes
+        decoder = CarDecoder(
+            verify_hashes=verify_hashes,
+            max_block_bytes=max_block_bytes,
+            max_header_bytes=max_header_bytes,
+            sections=sections,
+        )
+        self._decoder = decoder
+        self._stream = stream
+        self._chunk = chunk_size
         self._started = False
-        self.header, self.roots = self._read_header(max_header_bytes)
+        first: list[Block] = []
+        read = stream.read
+        while decoder.header is None:
+            data = read(max(decoder.needed, chunk_size))
+            if not data:
+                decoder.close()  # raises: the stream ended before the header did
+            first = decoder.feed(data)  # blocks in the same chunk as the header's end
+        assert decoder.roots is not None
+        self._first = first
+        self.header = decoder.header
+        self.roots = decoder.roots
 
-    def _read_header(self, max_header_bytes: int) -> tuple[dict[str, Any], list[CID]]:
-        inp = self._in
-        inp.fill(MAX_VARINT_BYTES + 1)
-        if not inp.available():
-            raise InvalidCAR("empty CAR file (no header)", 0)
-        size, at = scan_varint(inp.buf, inp.pos, len(inp.buf), inp.base)
-        if at < 0:
-            raise InvalidCAR("truncated header length varint", 0)
-        if size > max_header_bytes:
-            raise LimitExceeded("MAX_CAR_HEADER_BYTES", size, max_header_bytes, "CAR header at byte 0")
-        if size == 0:
-            raise InvalidCAR("empty CAR header", 0)
-        inp.pos = at
-        offset = inp.offset
-        if not inp.fill(size):
-            raise InvalidCAR(f"truncated CAR header: {inp.available()} of {size} bytes", offset)
-        data = inp.buf[inp.pos : inp.pos + size]
-        inp.pos += size
-        return _parse_header(data, offset)
-
-    def __iter__(self) -> Iterator[tuple[CID, bytes, int]]:
+    def __iter__(self) -> Iterator[Block]:
         if self._started:
             raise RuntimeError("a CarReader can be iterated only once")
         self._started = True
         return self._blocks()
 
-    def _blocks(self) -> Iterator[tuple[CID, bytes, int]]:
-        inp = self._in
-        verify = self._verify
-        max_block = self._max_block
+    def _blocks(self) -> Iterator[Block]:
+        decoder = self._decoder
+        feed = decoder.feed
+        read = self._stream.read
+        chunk = self._chunk
+        first, self._first = self._first, []
+        yield from first
         while True:
-            if inp.pos >= len(inp.buf) and not inp.fill(1):
+            data = read(max(decoder.needed, chunk))
+            if not data:
+                decoder.close()
                 return
-            out: list[tuple[CID, bytes, int]] = []
-            inp.pos, missing = _parse_sections(
-                inp.buf, inp.pos, inp.base, out, verify=verify, max_section=max_block
-            )
-            yield from out
-            if missing and not inp.fill(inp.available() + missing):
-                raise _truncation_error(inp.buf, inp.pos, inp.base)
+            yield from feed(data)
 
 
 def read_car(
@@ -367,28 +560,15 @@ def read_car(
         data = bytes(data)
     if len(data) > max_bytes:
         raise LimitExceeded("max_bytes", len(data), max_bytes, "in-memory CAR")
-    end = len(data)
-    if not end:
-        raise InvalidCAR("empty CAR file (no header)", 0)
-    size, at = scan_varint(data, 0, end, 0)
-    if at < 0:
-        raise InvalidCAR("truncated header length varint", 0)
-    if size > limits.MAX_CAR_HEADER_BYTES:
-        raise LimitExceeded("MAX_CAR_HEADER_BYTES", size, limits.MAX_CAR_HEADER_BYTES, "CAR header at byte 0")
-    if size == 0:
-        raise InvalidCAR("empty CAR header", 0)
-    if at + size > end:
-        raise InvalidCAR(f"truncated CAR header: {end - at} of {size} bytes", at)
-    _, roots = _parse_header(data[at : at + size], at)
-    out: list[tuple[CID, bytes, int]] = []
-    pos, missing = _parse_sections(data, at + size, 0, out, verify=verify_hashes, max_section=max_block_bytes)
-    if missing:
-        raise _truncation_error(data, pos, 0)
+    decoder = CarDecoder(verify_hashes=verify_hashes, max_block_bytes=max_block_bytes)
+    sections = decoder.feed(data)
+    decoder.close()
+    assert decoder.roots is not None
     blocks = BlockMap()
     put = blocks.put
-    for cid, block, _ in out:
+    for cid, block, _ in sections:
         put(cid, block)
-    return roots, blocks
+    return decoder.roots, blocks
 
 
 def index_car(
@@ -413,48 +593,70 @@ def index_car(
     return reader.roots, index
 
 
-#: Stored for a fast-path entry whose codec does not fit one byte (never a real codec byte).
-_KIND_ODD = 0xFF
-#: Slots of the open-addressing table per entry, at most (load factor at least 1/2).
-_MAX_LOAD_SHIFT = 1
-#: Typical bytes per block of a repository CAR (records ~350, nodes ~300), for sizing the table.
+#: Width of one table entry in ``CarIndex``: a CIDv1 with one-byte codec and
+#: multihash varints and a 32-byte digest (every sha2-256 CID a repository uses).
+_ENTRY = 36
+#: Slot-table size per entry, at least (the load factor stays at or below 1/2).
+_LOAD_SHIFT = 1
+#: Typical bytes a block in a repository CAR (records ~350, nodes ~300), to size the table up front.
 _TYPICAL_BLOCK_BYTES = 256
+#: Guessing the next block in file order pays while it mostly hits: each hit
+#: earns a credit (up to the cap), each miss costs ``_GUESS_MISS_COST``, and at
+#: zero the finder tries only its first guess until hits earn credit back (a
+#: shuffled file then pays one failed compare a lookup).
+_GUESS_CREDIT_CAP = 1024
+_GUESS_MISS_COST = 4
 
 
 class CarIndex:
-    """Where each block of a CAR file is, in about 55 bytes a block and no object per block.
+    """Where each block of a CAR file is, in about 64 bytes a block and no object per block.
 
-    A full-repository CAR in an order other than the streamable one has to be
-    indexed before its tree can be walked. A ``dict`` of ``CID`` objects costs
-    ~600 bytes a block (1.35 GB for a hostile file of 5M tiny blocks), so this
-    keeps flat arrays instead: every block gets an ordinal ``i``, its 32-byte
-    SHA-256 digest is ``digests[32*i : 32*i+32]``, its codec byte ``kinds[i]``,
-    and where its data lies ``offsets[i]``/``lengths[i]`` (counted from where
-    the CAR starts in the stream). Lookup is by linear probing in ``slots``
-    (``array('I')`` of ordinal + 1, 0 for empty) at a load factor of at most
-    1/2, keyed by Python's ``hash`` of the digest, which is SipHash with a
-    per-process random key, so a hostile file cannot pile its blocks into
-    one probe run. Every accepted block is sha2-256 (the only hash we can
-    check), so a CID is its digest plus its codec: one-byte codecs (dag-cbor,
-    raw, and anything else below 0x80) take the table; a CID with a longer
-    codec varint is exotic in a repository and goes to a small side dict.
+    A full-repository CAR in any order but the streamable one must be indexed
+    before its tree can be walked. A ``dict`` of ``CID`` objects costs ~600
+    bytes a block (1.35 GB for a hostile file of 5M tiny blocks), so this keeps
+    flat arrays: block ``i`` (in file order, duplicates skipped) has its binary
+    CID at ``cids[36*i : 36*i+36]`` and its data at ``offsets[i]`` (from where
+    the CAR starts in the stream), ``lengths[i]`` bytes long. Lookup is linear
+    probing in ``slots`` (``array('I')`` of ordinal + 1, 0 for empty), keyed by
+    Python's ``hash`` of the CID bytes: SipHash with a per-process random key,
+    so a hostile file cannot pile its blocks into one probe run. A CID is
+    compared in place (``bytearray.startswith`` at an offset), with no copy.
 
-    The first section for a CID wins; later duplicates are not counted. At most
-    ``max_blocks`` distinct blocks (``MAX_CAR_INDEX_BLOCKS``) are indexed.
+    Every block we accept hashes with sha2-256 (the only function we can
+    check), so nearly every CID is 36 bytes; a longer one (a codec whose varint
+    takes two bytes) is exotic in a repository and goes to a small side dict.
+    The first section for a CID wins. At most ``max_blocks`` distinct blocks
+    (``MAX_CAR_INDEX_BLOCKS``) are indexed.
+
+    Blocks whose data starts with ``keep_prefix`` can be kept in memory (one
+    ``bytearray``, ``kept_at[i]`` = position + 1), up to ``keep_bytes`` in all:
+    verification keeps MST nodes so the walk neither reads nor hashes them again.
     """
 
-    __slots__ = ("_count", "_digests", "_kinds", "_lengths", "_mask", "_odd", "_offsets", "_slots", "roots")
+    __slots__ = (
+        "_cids",
+        "_count",
+        "_kept",
+        "_kept_at",
+        "_lengths",
+        "_mask",
+        "_odd",
+        "_offsets",
+        "_slots",
+        "roots",
+    )
 
     def __init__(self, roots: list[CID], expected_blocks: int = 0) -> None:
         self.roots = roots
-        self._digests = bytearray()
-        self._kinds = bytearray()
+        self._cids = bytearray()
         self._offsets = array("Q")
         self._lengths = array("I")
+        self._kept_at = array("I")
+        self._kept = bytearray()
         self._odd: dict[bytes, int] = {}
         self._count = 0
         capacity = 1024
-        while capacity < expected_blocks << _MAX_LOAD_SHIFT:
+        while capacity < expected_blocks << _LOAD_SHIFT:
             capacity <<= 1
         self._slots = array("I", bytes(4 * capacity))
         self._mask = capacity - 1
@@ -467,6 +669,8 @@ class CarIndex:
         verify_hashes: bool = True,
         max_blocks: int = limits.MAX_CAR_INDEX_BLOCKS,
         max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
+        keep_prefix: bytes | None = None,
+        keep_bytes: int = 0,
     ) -> CarIndex:
         """Read the whole CAR once from the stream's position, checking every block's hash.
 
@@ -477,43 +681,53 @@ class CarIndex:
         """
         if not 0 < max_blocks < 1 << 31:
             raise ValueError(f"max_blocks must be in 1..2**31-1, not {max_blocks}")
-        reader = CarReader(stream, verify_hashes=verify_hashes, max_block_bytes=max_block_bytes)
-        reader._started = True  # the sections are consumed here, not by iterating the reader
         expected = min(_remaining_bytes(stream) // _TYPICAL_BLOCK_BYTES, max_blocks)
-        index = cls(reader.roots, expected)
-        inp = reader._in
-        while True:
-            if inp.pos >= len(inp.buf) and not inp.fill(1):
-                return index
-            inp.pos, missing = index._scan(
-                inp.buf, inp.pos, inp.base, verify_hashes, max_block_bytes, max_blocks
-            )
-            if missing and not inp.fill(inp.available() + missing):
-                raise _truncation_error(inp.buf, inp.pos, inp.base)
+        index = cls([], expected)
+        keep = (keep_prefix, min(keep_bytes, (1 << 32) - 2)) if keep_prefix and keep_bytes > 0 else None
+
+        def scan(buf: bytes, pos: int, base: int, _out: list[Block]) -> tuple[int, int]:
+            return index._scan(buf, pos, base, verify_hashes, max_block_bytes, max_blocks, keep)
+
+        reader = CarReader(
+            stream, verify_hashes=verify_hashes, max_block_bytes=max_block_bytes, sections=scan
+        )
+        index.roots = reader.roots
+        for _ in reader:  # every section goes to the index; the reader yields none
+            pass
+        return index
 
     def _scan(
-        self, buf: bytes, pos: int, base: int, verify: bool, max_section: int, max_blocks: int
+        self,
+        buf: bytes,
+        pos: int,
+        base: int,
+        verify: bool,
+        max_section: int,
+        max_blocks: int,
+        keep: tuple[bytes, int] | None,
     ) -> tuple[int, int]:
         """Index every complete section in ``buf[pos:]``; same contract as ``_parse_sections``.
 
-        The per-block hot loop of the indexed path: the digest is hashed from a
-        view of the buffer (no copy of the data) and goes straight into the
-        flat arrays, so a block costs no Python object beyond its digest.
+        The per-block hot loop of the indexed path: data is hashed through a
+        view of the buffer (no copy) and its CID goes straight into the flat
+        arrays, so a block costs no Python object beyond its CID bytes.
         """
         end = len(buf)
         view = memoryview(buf)
         sha = _sha256
         startswith = buf.startswith
         pfx_cbor = _PFX_DAG_CBOR
-        digests = self._digests
-        kinds = self._kinds
-        has_digest = digests.startswith
+        cids = self._cids
+        held_cid = cids.startswith
         add_offset = self._offsets.append
         add_length = self._lengths.append
+        add_kept_at = self._kept_at.append
+        kept = self._kept
         slots = self._slots
         mask = self._mask
         count = self._count
-        grow_at = (mask + 1) >> _MAX_LOAD_SHIFT
+        grow_at = (mask + 1) >> _LOAD_SHIFT
+        keep_prefix, keep_budget = keep if keep is not None else (b"", -1)
         try:
             while pos < end:
                 start = pos
@@ -537,29 +751,13 @@ class CarIndex:
                 stop = pos + size
                 if stop > end:
                     return start, stop - end
-                data_at = pos + 36
-                if startswith(pfx_cbor, pos):
-                    kind = 0x71
-                elif buf[pos] == 1 and buf[pos + 1] < 0x80 and buf[pos + 2] == 0x12 and buf[pos + 3] == 0x20:
-                    kind = buf[pos + 1]
-                else:
-                    cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
-                    if verify:
-                        _check_odd_hash(cid, buf[data_at:stop], base + start)
-                    if cid.raw not in self._odd:
-                        if count >= max_blocks:
-                            raise LimitExceeded(
-                                "MAX_CAR_INDEX_BLOCKS",
-                                count + 1,
-                                max_blocks,
-                                f"CAR index at byte {base + start}",
-                            )
-                        self._odd[cid.raw] = count
-                        digests += bytes(32)
-                        kinds.append(_KIND_ODD)
-                        add_offset(base + data_at)
-                        add_length(stop - data_at)
-                        count += 1
+                data_at = pos + _ENTRY
+                if not startswith(pfx_cbor, pos) and (
+                    buf[pos] != 1 or buf[pos + 1] >= 0x80 or not startswith(b"\x12\x20", pos + 2)
+                ):
+                    self._count = count
+                    self._add_odd(buf, pos, stop, base, start, verify, max_blocks)
+                    count = self._count
                     pos = stop
                     continue
                 if data_at > stop:
@@ -567,16 +765,16 @@ class CarIndex:
                         f"CID runs past the end of its block section (section at byte {base + start})",
                         base + pos,
                     )
-                digest = buf[pos + 4 : data_at]
-                if verify and sha(view[data_at:stop]).digest() != digest:
+                if verify and not startswith(sha(view[data_at:stop]).digest(), pos + 4):
                     cid = CID(buf[pos:data_at])
                     raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
-                i = hash(digest) & mask
+                raw = buf[pos:data_at]
+                i = hash(raw) & mask
                 while True:
                     held = slots[i]
                     if not held:
                         break
-                    if has_digest(digest, (held - 1) << 5) and kinds[held - 1] == kind:
+                    if held_cid(raw, (held - 1) * _ENTRY):
                         break  # a duplicate section: the first one stays
                     i = (i + 1) & mask
                 if not held:
@@ -584,10 +782,14 @@ class CarIndex:
                         raise LimitExceeded(
                             "MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}"
                         )
+                    if startswith(keep_prefix, data_at) and len(kept) + stop - data_at <= keep_budget:
+                        add_kept_at(len(kept) + 1)
+                        kept += view[data_at:stop]
+                    else:
+                        add_kept_at(0)
                     count += 1
                     slots[i] = count
-                    digests += digest
-                    kinds.append(kind)
+                    cids += raw
                     add_offset(base + data_at)
                     add_length(stop - data_at)
                     if count >= grow_at:
@@ -595,24 +797,44 @@ class CarIndex:
                         self._grow()
                         slots = self._slots
                         mask = self._mask
-                        grow_at = (mask + 1) >> _MAX_LOAD_SHIFT
+                        grow_at = (mask + 1) >> _LOAD_SHIFT
                 pos = stop
             return pos, 0
         finally:
             self._count = count
             view.release()
 
+    def _add_odd(
+        self, buf: bytes, pos: int, stop: int, base: int, start: int, verify: bool, max_blocks: int
+    ) -> None:
+        """Index a section whose CID is not a 36-byte sha2-256 one, in the side dict."""
+        cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
+        if verify:
+            _check_odd_hash(cid, buf[data_at:stop], base + start)
+        if cid.raw in self._odd:
+            return
+        count = self._count
+        if count >= max_blocks:
+            raise LimitExceeded("MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}")
+        self._odd[cid.raw] = count
+        self._cids += bytes(_ENTRY)  # a placeholder no probe reaches (odd ordinals are not in slots)
+        self._offsets.append(base + data_at)
+        self._lengths.append(stop - data_at)
+        self._kept_at.append(0)
+        self._count = count + 1
+
     def _grow(self) -> None:
         """Double the slot table and re-insert every table entry."""
         capacity = (self._mask + 1) << 1
         mask = capacity - 1
         slots = array("I", bytes(4 * capacity))
-        digests = self._digests
-        kinds = self._kinds
+        cids = self._cids
+        odd = set(self._odd.values())
         for ordinal in range(self._count):
-            if kinds[ordinal] == _KIND_ODD:
+            if ordinal in odd:
                 continue
-            i = hash(bytes(digests[ordinal << 5 : (ordinal + 1) << 5])) & mask
+            at = ordinal * _ENTRY
+            i = hash(bytes(cids[at : at + _ENTRY])) & mask
             while slots[i]:
                 i = (i + 1) & mask
             slots[i] = ordinal + 1
@@ -623,6 +845,11 @@ class CarIndex:
         """Distinct blocks indexed."""
         return self._count
 
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of block data kept in memory."""
+        return len(self._kept)
+
     def find(self, cid: CID) -> int:
         """The ordinal of ``cid``'s block, or -1 when the CAR does not hold it."""
         return self.finder()(cid)
@@ -630,32 +857,51 @@ class CarIndex:
     def finder(self) -> Callable[[CID], int]:
         """``find`` as a closure over the finished table, for lookups in a loop.
 
-        Verification looks up every record and node once, so the per-call
-        attribute loads of a method are worth saving. Do not index further
-        blocks while using it (a growing table moves).
+        Before hashing, it tries the blocks right after the last three it
+        found: a tree walked in key order over a file written by walking the
+        tree (level by level, or records after nodes) mostly asks for the next
+        block of one of a few runs, and a hit costs one in-place compare and
+        no cache miss in the slot table. While guesses do not pay (a shuffled
+        file) only the first is tried, which also tells when they pay again.
+        Index nothing more while it is in use.
         """
         slots = self._slots
         mask = self._mask
-        kinds = self._kinds
-        has_digest = self._digests.startswith
+        held_cid = self._cids.startswith
         odd = self._odd.get
-        pfx_cbor = _PFX_DAG_CBOR
+        # the last three ordinals found, most recent first (-1: none yet; never
+        # lower, since startswith counts negative offsets from the end)
+        last = [-1, -1, -1]
+        credit = [_GUESS_CREDIT_CAP]
 
         def find(cid: CID) -> int:
             raw = cid.raw
-            if raw.startswith(pfx_cbor):
-                kind = 0x71
-            elif len(raw) == 36 and raw[0] == 1 and raw[1] < 0x80 and raw[2] == 0x12 and raw[3] == 0x20:
-                kind = raw[1]
-            else:
+            if len(raw) != _ENTRY:
                 return odd(raw, -1)
-            digest = raw[4:]
-            i = hash(digest) & mask
+            a, b, c = last
+            if held_cid(raw, (a + 1) * _ENTRY):
+                last[0] = a + 1
+                if credit[0] < _GUESS_CREDIT_CAP:
+                    credit[0] += 1
+                return a + 1
+            if credit[0] > 0:
+                if held_cid(raw, (b + 1) * _ENTRY):
+                    last[0] = b + 1
+                    last[1] = a
+                    credit[0] += 1
+                    return b + 1
+                if held_cid(raw, (c + 1) * _ENTRY):
+                    last[:] = (c + 1, a, b)
+                    credit[0] += 1
+                    return c + 1
+                credit[0] -= _GUESS_MISS_COST
+            i = hash(raw) & mask
             while True:
                 held = slots[i]
-                if not held:
-                    return -1
-                if has_digest(digest, (held - 1) << 5) and kinds[held - 1] == kind:
+                if not held:  # not in the table; a 36-byte CID that is not sha2-256 would be odd
+                    return odd(raw, -1)
+                if held_cid(raw, (held - 1) * _ENTRY):
+                    last[:] = (held - 1, last[0], last[1])
                     return held - 1
                 i = (i + 1) & mask
 
@@ -665,14 +911,43 @@ class CarIndex:
         """(offset of the block's data from the start of the CAR, its length)."""
         return self._offsets[ordinal], self._lengths[ordinal]
 
+    def loader(self, stream: Readable, base: int = 0) -> Callable[[int, CID], bytes]:
+        """``load(ordinal, cid)``: the block's data, from memory if kept, else read and hash-checked again.
+
+        A block read back from the stream is checked against its CID once more:
+        the file is read twice and could have changed in between. ``base`` is
+        where the CAR starts in the stream.
+        """
+        read = block_reader(stream, base)
+        offsets = self._offsets
+        lengths = self._lengths
+        kept_at = self._kept_at
+        kept = bytes(self._kept) if len(self._kept) < 4096 else memoryview(self._kept).toreadonly()
+        sha = _sha256
+
+        def load(ordinal: int, cid: CID) -> bytes:
+            at = kept_at[ordinal]
+            if at:
+                return bytes(kept[at - 1 : at - 1 + lengths[ordinal]])
+            offset = offsets[ordinal]
+            data = read(offset, lengths[ordinal])
+            raw = cid.raw
+            if len(raw) == _ENTRY and raw[2] == 0x12:  # sha2-256: the digest is the last 32 bytes
+                same = raw.endswith(sha(data).digest())
+            else:
+                same = cid.matches(data)
+            if not same:
+                raise InvalidCAR(f"block {cid} changed after it was indexed", base + offset)
+            return data
+
+        return load
+
     def memory_bytes(self) -> int:
-        """Bytes held by the index's arrays (for tests and reports)."""
+        """Bytes held by the index's arrays and kept blocks, for tests and reports."""
         return (
-            len(self._digests)
-            + len(self._kinds)
-            + self._offsets.itemsize * len(self._offsets)
-            + self._lengths.itemsize * len(self._lengths)
-            + self._slots.itemsize * len(self._slots)
+            len(self._cids)
+            + len(self._kept)
+            + sum(a.itemsize * len(a) for a in (self._offsets, self._lengths, self._kept_at, self._slots))
         )
 
 

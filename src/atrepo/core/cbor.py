@@ -18,7 +18,15 @@ from .cid import CID
 from .codec import decode_raw, encode_raw
 from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
 
-__all__ = ["decode", "decode_json_direct", "decode_multi", "decode_node", "encode", "encode_with_cid"]
+__all__ = [
+    "decode",
+    "decode_first",
+    "decode_json_direct",
+    "decode_multi",
+    "decode_node",
+    "encode",
+    "encode_with_cid",
+]
 
 _decode = decode_raw
 _encode = encode_raw
@@ -160,6 +168,21 @@ def decode_multi(
     if offset != len(data):
         raise InvalidCBOR(f"trailing bytes after {count} items", offset)
     return items
+
+
+def decode_first(data: bytes, *, max_bytes: int, max_depth: int = limits.MAX_CBOR_DEPTH) -> tuple[Any, int]:
+    """Decode the item at the start of ``data``; return it and its length. What follows is not read.
+
+    For a small item that says what comes after it (a firehose frame's
+    header): only ``data[:max_bytes]`` is looked at, so the cost is bounded by
+    ``max_bytes`` whatever follows, and an item that does not end within it is
+    reported as if the input ended there. Checked as strictly as ``decode``.
+    """
+    head = bytes(data[:max_bytes])
+    if not head:
+        raise InvalidCBOR("empty input", 0)
+    end = _scan(head, 0, max_depth, whole=False)
+    return decode(head[:end], max_bytes=max_bytes, max_depth=max_depth), end
 
 
 # --- internals -------------------------------------------------------------

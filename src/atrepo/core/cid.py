@@ -112,14 +112,14 @@ class CID:
                 # the C codec's base32 is case-insensitive; only lower case is canonical
                 # (``lower() !=`` is a few times faster than ``islower()`` here)
                 if text.lower() != text:
-                    raise InvalidCID(f"CID string {text!r} is not lower-case base32")
+                    raise InvalidCID(f"CID string {text[:40]!r} is not lower-case base32")
                 raw = _from_base32(text)
             elif prefix == "z":
                 raw = b58decode(text[1:])
             else:
-                raise InvalidCID(f"unsupported multibase prefix {prefix!r} in CID {text!r}")
+                raise InvalidCID(f"unsupported multibase prefix {prefix!r} in CID {text[:40]!r}")
         except ValueError as exc:
-            raise InvalidCID(f"invalid CID string {text!r}: {exc}") from None
+            raise InvalidCID(f"invalid CID string {text[:40]!r}: {str(exc)[:100]}") from None
         return cls(raw)
 
     @classmethod

@@ -131,8 +131,9 @@ def _error(bad: _Bad) -> InvalidDataModel:
 
 def _shown_str(text: str, *, quote: bool = True) -> str:
     """At most ``_SHOWN_CHARS`` of ``text`` for a message, with its length when cut."""
-    cut = text[:_SHOWN_CHARS]
-    shown = repr(cut) if quote else cut
+    shown = repr(text[:_SHOWN_CHARS]) if quote else text[:_SHOWN_CHARS]
+    if len(shown) > _SHOWN_CHARS + 2:  # escapes make repr() up to 10x longer
+        shown = shown[:_SHOWN_CHARS] + "..."
     return shown if len(text) <= _SHOWN_CHARS else f"{shown}... ({len(text)} characters)"
 
 

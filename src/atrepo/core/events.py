@@ -12,8 +12,13 @@ operations agree is the business of the Sync 1.1 validator built on these
 types. Extra body fields are ignored, so only well-formed frames without extras
 re-encode to the same bytes.
 
+A frame's header is decoded first and alone: a frame of an op or type we do
+not parse is returned undecoded, so skipping it costs the same whatever its
+body holds.
+
 Recorded streams are files of frames, each prefixed by its length as the same
-unsigned LEB128 varint CAR files use.
+unsigned LEB128 varint CAR files use; ``FrameStreamDecoder`` splits them as
+bytes arrive and ``iter_stream_frames`` is a loop over it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from typing import Any, ClassVar
 
 from . import cbor, limits
 from .action import ACTIONS, Action
-from .car import BufferedInput, Readable, Writable
+from .car import CHUNK_SIZE, PushDecoder, Readable, Writable
 from .cid import CID
-from .errors import InvalidCAR, InvalidEvent, InvalidSyntax, LimitExceeded
+from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidEvent, InvalidSyntax, LimitExceeded
 from .syntax import (
     is_valid_datetime,
     is_valid_did,
@@ -39,7 +44,7 @@ from .syntax import (
     validate_repo_path,
     validate_tid,
 )
-from .varint import MAX_VARINT_BYTES, encode_varint, scan_varint
+from .varint import encode_varint, scan_varint
 
 __all__ = [
     "ACTIONS",
@@ -47,6 +52,7 @@ __all__ = [
     "CommitEvent",
     "ErrorFrame",
     "Frame",
+    "FrameStreamDecoder",
     "IdentityEvent",
     "InfoEvent",
     "Message",
@@ -207,14 +213,20 @@ class ErrorFrame:
 
 @dataclass(frozen=True, slots=True)
 class UnknownFrame:
-    """A frame with an unknown ``op`` or message type: kept only so callers can skip or forward it."""
+    """A frame with an unknown ``op`` or message type: kept only so callers can skip or forward it.
+
+    ``body`` is the body item's bytes as they arrived, neither decoded nor
+    checked: clients skip these frames (sync.md §3), and decoding a body only
+    to drop it would let any frame cost what its worst body costs.
+    """
 
     op: int
     t: str | None
-    body: Any
+    body: bytes
 
     def to_body(self) -> Any:
-        return self.body
+        """The body decoded (strictly, so it may raise ``InvalidCBOR``): only for a caller that asks."""
+        return cbor.decode(self.body)
 
 
 Message = CommitEvent | SyncEvent | IdentityEvent | AccountEvent | InfoEvent
@@ -435,6 +447,12 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
 
 _HEADERS: dict[str, bytes] = {name: cbor.encode({"op": OP_MESSAGE, "t": name}) for name in _PARSERS}
 _ERROR_HEADER = cbor.encode({"op": OP_ERROR})
+#: The canonical header of every frame we parse, with its op and type: nearly
+#: every frame starts with one of these, which says what it is without decoding.
+_KNOWN_HEADERS: tuple[tuple[bytes, int, str | None], ...] = (
+    *((header, OP_MESSAGE, name) for name, header in _HEADERS.items()),
+    (_ERROR_HEADER, OP_ERROR, None),
+)
 
 
 # --- frames ----------------------------------------------------------------------
@@ -444,34 +462,60 @@ def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Fra
     """Decode one frame: exactly two DAG-CBOR items, header then body.
 
     Bad CBOR raises ``InvalidCBOR`` (fatal for the connection per the spec);
-    a frame over ``max_bytes`` raises ``LimitExceeded``.
+    a frame over ``max_bytes`` raises ``LimitExceeded``. The header is read
+    first (it must end within ``MAX_FRAME_HEADER_BYTES``): for an op other
+    than 1/-1 or a type we do not parse, the body is not decoded and comes
+    back as bytes in an ``UnknownFrame``.
     """
     if len(data) > max_bytes:
         raise LimitExceeded("MAX_FRAME_BYTES", len(data), max_bytes, "event-stream frame")
-    header, body = cbor.decode_multi(data, 2, max_bytes=max_bytes)
+    if type(data) is not bytes:
+        data = bytes(data)
+    known = _known_header(data)
+    if known is not None:
+        op, t = known
+    else:
+        header, at = cbor.decode_first(data, max_bytes=limits.MAX_FRAME_HEADER_BYTES)
+        op, t = _read_header(header)
+        if not (op == OP_ERROR or (op == OP_MESSAGE and t in _PARSERS)):
+            if at >= len(data):
+                raise InvalidCBOR("expected 2 items, found 1", at)
+            return UnknownFrame(op, t, data[at:])
+    _, body = cbor.decode_multi(data, 2, max_bytes=max_bytes)
+    if op == OP_ERROR:
+        if type(body) is not dict:
+            raise InvalidEvent(f"error frame: body must be a map, not {_kind(body)}")
+        return ErrorFrame(_str(body, "error", "error frame"), _opt_str(body, "message", "error frame"))
+    assert t is not None
+    if type(body) is not dict:
+        raise InvalidEvent(f"{t}: body must be a map, not {_kind(body)}")
+    return _PARSERS[t](body)
+
+
+def _known_header(data: bytes) -> tuple[int, str | None] | None:
+    """The op and type of a frame that starts with the canonical header of a frame we parse."""
+    for prefix, op, t in _KNOWN_HEADERS:
+        if data.startswith(prefix):
+            return op, t
+    return None
+
+
+def _read_header(header: Any) -> tuple[int, str | None]:
+    """Check a decoded frame header; return its op and type (None unless a string)."""
     if type(header) is not dict:
         raise InvalidEvent(f"frame header must be a map, not {_kind(header)}")
     op = _get(header, "op", "frame header")
     if type(op) is not int:
         raise _wrong("frame header", "op", "an integer", op)
+    t = header.get("t")
     if op == OP_MESSAGE:
-        t = _get(header, "t", "frame header")
+        if "t" not in header:
+            raise _missing("frame header", "t")
         if type(t) is not str:
             raise _wrong("frame header", "t", "a string", t)
         if not t.startswith("#"):
             raise InvalidEvent(f"frame header: field 't' is {t!r}, which does not start with '#'")
-        parser = _PARSERS.get(t)
-        if parser is None:
-            return UnknownFrame(op, t, body)
-        if type(body) is not dict:
-            raise InvalidEvent(f"{t}: body must be a map, not {_kind(body)}")
-        return parser(body)
-    if op == OP_ERROR:
-        if type(body) is not dict:
-            raise InvalidEvent(f"error frame: body must be a map, not {_kind(body)}")
-        return ErrorFrame(_str(body, "error", "error frame"), _opt_str(body, "message", "error frame"))
-    t = header.get("t")
-    return UnknownFrame(op, t if type(t) is str else None, body)
+    return op, t if type(t) is str else None
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -482,7 +526,7 @@ def encode_frame(frame: Frame) -> bytes:
         header: dict[str, Any] = {"op": frame.op}
         if frame.t is not None:
             header["t"] = frame.t
-        return cbor.encode(header) + cbor.encode(frame.body)
+        return cbor.encode(header) + frame.body
     return _HEADERS[frame.type_name] + cbor.encode(frame.to_body())
 
 
@@ -494,36 +538,71 @@ def encode_error_frame(error: str, message: str | None = None) -> bytes:
 # --- recorded stream files -------------------------------------------------------
 
 
+class FrameStreamDecoder(PushDecoder[tuple[int, bytes]]):
+    """Push decoder of a recorded stream file: feed bytes as they arrive, get frames.
+
+    ``feed(chunk)`` returns ``(offset, frame bytes)`` for every frame the
+    chunk completes, ``offset`` being where the frame's length varint starts;
+    the frames are not decoded here (pass them to ``decode_frame``).
+    ``close()`` raises ``InvalidEvent`` if the stream ended inside a frame. A
+    length over ``max_frame_bytes`` raises ``LimitExceeded`` as soon as it is
+    read, so memory stays within one frame plus the chunk being fed.
+    """
+
+    __slots__ = ("_max",)
+
+    def __init__(self, *, max_frame_bytes: int = limits.MAX_FRAME_BYTES) -> None:
+        super().__init__()
+        self._max = max_frame_bytes
+
+    def _parse(self, buf: bytes, pos: int, base: int, out: list[tuple[int, bytes]]) -> tuple[int, int]:
+        end = len(buf)
+        maximum = self._max
+        while pos < end:
+            start = pos
+            try:
+                size, at = scan_varint(buf, pos, end, base)
+            except InvalidCAR as exc:
+                raise InvalidEvent(f"bad frame length in stream file: {exc}") from None
+            if at < 0:
+                return start, 1
+            if size > maximum:
+                raise LimitExceeded("MAX_FRAME_BYTES", size, maximum, f"stream frame at byte {base + start}")
+            if size == 0:
+                raise InvalidEvent(f"empty frame at byte {base + start}")
+            pos = at + size
+            if pos > end:
+                return start, pos - end
+            out.append((base + start, buf[at:pos]))
+        return pos, 0
+
+    def _truncated(self, buf: bytes, pos: int, base: int) -> AtrepoError | None:
+        end = len(buf)
+        if pos >= end:
+            return None
+        size, at = scan_varint(buf, pos, end, base)
+        if at < 0:
+            return InvalidEvent(f"truncated frame length varint at byte {base + pos}")
+        return InvalidEvent(f"truncated frame at byte {base + pos}: {end - at} of {size} bytes")
+
+
 def iter_stream_frames(
     stream: Readable, *, max_frame_bytes: int = limits.MAX_FRAME_BYTES
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, frame bytes)`` from a file of varint-length-prefixed frames.
 
-    ``offset`` is where the frame's length varint starts. The frames are not
-    decoded here; pass them to ``decode_frame``.
+    A loop over ``FrameStreamDecoder``: read a chunk, feed it, hand out the
+    frames it completes. ``offset`` is where the frame's length varint
+    starts. The frames are not decoded here; pass them to ``decode_frame``.
     """
-    inp = BufferedInput(stream)
+    decoder = FrameStreamDecoder(max_frame_bytes=max_frame_bytes)
+    read = stream.read
     while True:
-        if not inp.fill(1):
+        data = read(max(decoder.needed, CHUNK_SIZE))
+        if not data:
+            decoder.close()
             return
-        start = inp.offset
-        inp.fill(MAX_VARINT_BYTES + 1)
-        try:
-            size, at = scan_varint(inp.buf, inp.pos, len(inp.buf), inp.base)
-        except InvalidCAR as exc:
-            raise InvalidEvent(f"bad frame length in stream file: {exc}") from None
-        if at < 0:
-            raise InvalidEvent(f"truncated frame length varint at byte {start}")
-        if size > max_frame_bytes:
-            raise LimitExceeded("MAX_FRAME_BYTES", size, max_frame_bytes, f"stream frame at byte {start}")
-        if size == 0:
-            raise InvalidEvent(f"empty frame at byte {start}")
-        inp.pos = at
-        if not inp.fill(size):
-            raise InvalidEvent(f"truncated frame at byte {start}: {inp.available()} of {size} bytes")
-        frame = inp.buf[inp.pos : inp.pos + size]
-        inp.pos += size
-        yield start, frame
+        yield from decoder.feed(data)
 
 
 def write_stream_frame(stream: Writable, frame: bytes) -> None:

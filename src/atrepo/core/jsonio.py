@@ -76,7 +76,7 @@ def parse_outside_json(
     except RecursionError:
         raise error(f"JSON nested too deeply (more than {max_depth} levels)") from None
     except ValueError as exc:  # includes UnicodeDecodeError and json.JSONDecodeError
-        kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not valid JSON"
+        kind = "not UTF-8 JSON" if isinstance(exc, UnicodeDecodeError) else "not valid JSON"
         raise error(f"{kind}: {str(exc)[:_MAX_DETAIL]}") from None
     if json_depth_exceeds(value, max_depth):
         raise error(f"JSON nested too deeply (more than {max_depth} levels)")

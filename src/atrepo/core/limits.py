@@ -65,6 +65,10 @@ MAX_CAR_INDEX_BLOCKS = 8_000_000
 # --- Event streams (firehose) -----------------------------------------------
 #: Largest whole frame (header + payload) on the repo firehose.
 MAX_FRAME_BYTES = 5_000_000
+#: Largest frame header ``{op, t}`` (real ones take under 20 bytes). The header
+#: is decoded first and alone, so a frame of a type we skip costs this much to
+#: read however large or hostile its body.
+MAX_FRAME_HEADER_BYTES = 1_024
 #: Largest ``#commit.blocks`` CAR slice (2,000,000 bytes, not MiB).
 MAX_COMMIT_BLOCKS_BYTES = 2_000_000
 #: Largest ``#sync.blocks`` CAR (just the signed commit block).

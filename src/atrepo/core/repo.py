@@ -274,6 +274,8 @@ class Repo:
         event_blocks = BlockMap()
         event_blocks.put(commit.cid, commit.raw)
         event_blocks.update(records)
+        # Covering proofs hold the node ``data`` names even when no path reaches
+        # it: the empty node after the last delete, the root of a commit without ops.
         covering_blocks(tree, [op.path for op in ops], event_blocks)
         _check_event_size(commit, event_blocks)
         removed.update(diff.removed_nodes)

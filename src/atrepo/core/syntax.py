@@ -742,8 +742,17 @@ def format_datetime(value: datetime) -> str:
     """Format an aware datetime the preferred way: UTC, milliseconds, ``Z``."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: its instant is ambiguous")
-    utc = value.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        # a valid local time whose UTC instant falls in year 0 or 10000
+        _fail("datetime", value.isoformat(), "its UTC instant is outside years 0001-9999")
+    # Years are zero-padded by hand: strftime("%Y") writes year 992 as "992" on
+    # some platforms, which is not a valid datetime string.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+        f".{utc.microsecond // 1000:03d}Z"
+    )
 
 
 # --- Language -----------------------------------------------------------------

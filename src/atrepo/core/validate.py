@@ -6,16 +6,20 @@ well-formedness, forward check in the new tree, inversion back to
 ``prevData``) and returns the verified result or raises ``InvalidCommitEvent``
 whose ``check`` names the failed check. ``check_chain`` then compares a
 verified commit with the stored ``(rev, data)`` of its repository.
+
+The tree checks read only the nodes they need (``check_tree_ops``), so any
+block set that suffices is accepted, not only the one this library sends.
 """
 
 from __future__ import annotations
 
 import enum
 import time as _time
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from . import limits
-from .blocks import BlockMap
+from .blocks import BlockMap, BlockSource
 from .car import read_car
 from .cid import CID
 from .commit import SignedCommit, decode_commit
@@ -47,7 +51,13 @@ class _CommitFields:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCommit(_CommitFields):
-    """A ``#commit`` that passed every self-contained check."""
+    """A ``#commit`` that passed every self-contained check.
+
+    ``canonical`` is False when the new tree's root or ``prevData`` was left
+    untrimmed (an entry-less root over the real one, which the reference
+    implementation can produce); ``warnings`` says which. A commit without ops
+    reads no tree and counts as canonical.
+    """
 
     did: str
     rev: str
@@ -57,6 +67,8 @@ class VerifiedCommit(_CommitFields):
     ops: tuple[RepoOp, ...]
     blocks: BlockMap
     inverted: bool
+    canonical: bool = True
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,9 @@ def _commit_from_car(
         raise _fail("car", str(exc)) from None
     if not roots:
         raise _fail("car", "CAR has no root")
+    if len(roots) > 1:
+        # The CAR is read as a repository slice: its one root is the commit.
+        raise _fail("car", f"CAR has {len(roots)} roots, a repository CAR has exactly one")
     root = roots[0]
     if root_expected is not None and root != root_expected:
         raise _fail("car", f"CAR root {root} is not the message's commit {root_expected}")
@@ -140,8 +155,14 @@ def validate_commit(
     now: float | None = None,
     max_future_seconds: float = MAX_FUTURE_REV_SECONDS,
     require_record_blocks: bool = True,
+    strict_shape: bool = False,
 ) -> VerifiedCommit:
-    """Run the self-contained Sync 1.1 checks on a ``#commit`` (``key`` None skips the signature)."""
+    """Run the self-contained Sync 1.1 checks on a ``#commit`` (``key`` None skips the signature).
+
+    ``strict_shape`` rejects an untrimmed root in ``data`` or ``prevData``;
+    by default they are accepted with ``canonical`` False, since the reference
+    host can send them.
+    """
     if event.too_big or event.rebase:
         raise _fail("flags", "tooBig and rebase are deprecated and must be false")
     if len(event.ops) > limits.MAX_COMMIT_OPS:
@@ -174,16 +195,71 @@ def validate_commit(
                 raise _fail("ops", f"delete of {op.path} must have prev and a null cid")
         else:
             raise _fail("ops", f"unknown action {op.action!r} for {op.path}")
+    # read_car checked every block against its CID
+    checked = check_tree_ops(
+        NodeLoader(blocks, check_hashes=False),
+        commit.data,
+        ops,
+        event.prev_data,
+        records=blocks if require_record_blocks else None,
+        strict_shape=strict_shape,
+    )
+    return VerifiedCommit(
+        commit.did,
+        commit.rev,
+        event.since,
+        commit,
+        event.prev_data,
+        ops,
+        blocks,
+        checked.inverted,
+        not checked.warnings,
+        checked.warnings,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TreeCheck:
+    """Outcome of ``check_tree_ops``: whether it inverted, and shape warnings."""
+
+    inverted: bool
+    warnings: tuple[str, ...] = ()
+
+
+def check_tree_ops(
+    source: BlockSource | NodeLoader,
+    data: CID,
+    ops: Sequence[RepoOp],
+    prev_data: CID | None,
+    *,
+    records: Container[CID] | None = None,
+    strict_shape: bool = False,
+) -> TreeCheck:
+    """The forward check and the inversion of ``ops`` from the tree at ``data`` back to ``prev_data``.
+
+    Reads only the nodes the checks need: none without ops (inverting nothing
+    is the identity, so ``prev_data`` must equal ``data``), otherwise the root
+    and the paths each operation touches. A missing block fails the check
+    that needed it. Ops are assumed well-formed (``validate_commit`` checks
+    them first). ``records``, when given, must hold each op's record block.
+    """
+    if not ops:
+        if prev_data is not None and prev_data != data:
+            raise _fail("inversion", f"no ops, but prevData {prev_data} is not data {data}")
+        return TreeCheck(prev_data is not None)
+    warnings: list[str] = []
     try:
-        tree = MST.load(NodeLoader(blocks, check_hashes=False), commit.data)  # read_car checked them
+        tree = MST.load(source, data, strict_shape=strict_shape)
     except AtrepoError as exc:
         raise _fail("forward", f"cannot open the new tree: {exc}") from None
+    if not tree.canonical:
+        warnings.append(f"data {data}: untrimmed root (an entry-less node over the tree's real root)")
     try:
         for op in ops:
             found = tree.get(op.path)
             if found != op.cid:
                 raise _fail("forward", f"{op.action} {op.path}: the new tree holds {found}, op says {op.cid}")
-            if require_record_blocks and op.cid is not None and op.cid not in blocks:
+            if records is not None and op.cid is not None and op.cid not in records:
                 raise _fail("forward", f"{op.action} {op.path}: record block {op.cid} is not in the CAR")
     except MissingBlock as exc:
         raise _fail("forward", f"proof is incomplete: {exc}") from None
@@ -191,24 +267,31 @@ def validate_commit(
         raise
     except AtrepoError as exc:
         raise _fail("forward", str(exc)) from None
-    inverted = False
-    if event.prev_data is not None:
-        try:
-            for op in ops:
-                if op.action == "create":
-                    tree = tree.delete(op.path)
-                else:
-                    assert op.prev is not None
-                    tree = tree.set(op.path, op.prev)
-            root = tree.root_cid
-        except MissingBlock as exc:
-            raise _fail("inversion", f"blocks do not cover the inverse ops: {exc}") from None
-        except AtrepoError as exc:
-            raise _fail("inversion", str(exc)) from None
-        if root != event.prev_data:
-            raise _fail("inversion", f"inverted tree has root {root}, prevData is {event.prev_data}")
-        inverted = True
-    return VerifiedCommit(commit.did, commit.rev, event.since, commit, event.prev_data, ops, blocks, inverted)
+    if prev_data is None:
+        return TreeCheck(False, tuple(warnings))
+    try:
+        for op in ops:
+            if op.action == "create":
+                tree = tree.delete(op.path)
+            else:
+                assert op.prev is not None
+                tree = tree.set(op.path, op.prev)
+        root = tree.root_cid
+        # The inverted tree is trimmed; a previous root the reference left
+        # untrimmed is that tree under a chain of entry-less nodes.
+        depth = None if root == prev_data else tree.untrimmed_depth(prev_data)
+    except MissingBlock as exc:
+        raise _fail("inversion", f"blocks do not cover the inverse ops: {exc}") from None
+    except AtrepoError as exc:
+        raise _fail("inversion", str(exc)) from None
+    if root != prev_data:
+        if depth is None:
+            raise _fail("inversion", f"inverted tree has root {root}, prevData is {prev_data}")
+        message = f"prevData {prev_data}: untrimmed root ({depth} entry-less nodes over {root})"
+        if strict_shape:
+            raise _fail("inversion", message)
+        warnings.append(message)
+    return TreeCheck(True, tuple(warnings))
 
 
 def validate_sync(

@@ -16,13 +16,24 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .car import CarIndex, CarReader, Readable, block_reader
+from .car import CarIndex, CarReader, Readable
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import InvalidCAR, InvalidCommit, MissingBlock
 from .keys import PublicKey
 from .memory import collector_paused
 from .mst.tree import MST, NodeLoader
+
+
+#: How every MST node block starts: a map of two entries whose first key is
+#: "e" (canonical DAG-CBOR orders the keys "e", "l"). The index keeps blocks
+#: that start so, in file order, and the walk then reads no node twice.
+MST_NODE_PREFIX = b"\xa2\x61e"
+#: Most bytes of such blocks the index keeps (nodes average ~330 bytes, so
+#: this holds every node of a repository of about 350k records); blocks past
+#: it are read back by offset instead. Bounds what a file of node-shaped junk
+#: can make us hold.
+KEEP_NODE_BYTES = 32 << 20
 
 
 @dataclass(slots=True)
@@ -37,6 +48,8 @@ class RepoSummary:
     height: int = -1
     streamed: bool = True
     last_key: str | None = field(default=None, repr=False)
+    #: False when the root is left untrimmed (entry-less over the real root), as the reference can leave it.
+    canonical: bool = True
 
 
 class _OutOfOrder(Exception):
@@ -63,19 +76,18 @@ class _StreamSource:
 
 
 class _IndexSource:
-    """Blocks of an indexed CAR, read by offset; remembers which blocks the walk used.
+    """Blocks of an indexed CAR by CID; remembers which blocks the walk used.
 
     ``referenced`` is a bitmap over the index's ordinals (one bit a block), so
-    counting the blocks nothing referred to costs no set of CIDs. ``get`` is
+    counting the blocks nothing referred to needs no set of CIDs. ``get`` is
     what the node loader calls: every call is one node.
     """
 
-    __slots__ = ("_index", "_read", "find", "nodes", "referenced")
+    __slots__ = ("_load", "find", "nodes", "referenced")
 
-    def __init__(self, index: CarIndex, read: Callable[[int, int], bytes]) -> None:
-        self._index = index
+    def __init__(self, index: CarIndex, stream: Readable, base: int) -> None:
         self.find = index.finder()
-        self._read = read
+        self._load = index.loader(stream, base)
         self.referenced = bytearray((len(index) + 7) >> 3)
         self.nodes = 0
 
@@ -87,14 +99,12 @@ class _IndexSource:
         return ordinal
 
     def read(self, cid: CID) -> bytes | None:
-        """The block's bytes, hash-checked again: the file is read twice and could change between."""
-        ordinal = self.mark(cid)
+        """The block's bytes (marked as referenced), or None when the CAR lacks it."""
+        ordinal = self.find(cid)
         if ordinal < 0:
             return None
-        data = self._read(*self._index.location(ordinal))
-        if not cid.matches(data):
-            raise InvalidCAR(f"block {cid} changed after it was indexed", self._index.location(ordinal)[0])
-        return data
+        self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
+        return self._load(ordinal, cid)
 
     def get(self, cid: CID) -> bytes | None:
         """A node's bytes (for ``NodeLoader``)."""
@@ -111,13 +121,15 @@ def verify_repo_car(
     key: PublicKey | None = None,
     did: str | None = None,
     summary: RepoSummary | None = None,
+    strict_shape: bool = False,
 ) -> Iterator[tuple[str, CID]]:
     """Verify a full-repository CAR and yield its (key, record CID) pairs in key order.
 
     Raises ``InvalidCAR``, ``InvalidCommit``, ``InvalidSignature``, ``InvalidMST``
     or ``MissingBlock`` at the first problem. ``summary`` is filled as it goes.
+    An untrimmed root is accepted (``summary.canonical`` False) unless ``strict_shape``.
     """
-    for name, cid, _data in _verify(stream, key, did, summary, False):
+    for name, cid, _data in _verify(stream, key, did, summary, False, strict_shape):
         yield name, cid
 
 
@@ -127,9 +139,10 @@ def iter_repo_records(
     key: PublicKey | None = None,
     did: str | None = None,
     summary: RepoSummary | None = None,
+    strict_shape: bool = False,
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Like ``verify_repo_car`` but also yields each record's block bytes."""
-    yield from _verify(stream, key, did, summary, True)
+    yield from _verify(stream, key, did, summary, True, strict_shape)
 
 
 def _verify(
@@ -138,6 +151,7 @@ def _verify(
     did: str | None,
     summary: RepoSummary | None,
     with_data: bool,
+    strict_shape: bool = False,
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Try the one-pass streamed walk; on the first block out of pre-order, index and walk again."""
     info = summary if summary is not None else RepoSummary()
@@ -145,22 +159,27 @@ def _verify(
     reader = CarReader(stream)
     if not reader.roots:
         raise InvalidCAR("CAR has no root (a repository CAR's first root is its commit)")
+    if len(reader.roots) > 1:
+        raise InvalidCAR(f"CAR has {len(reader.roots)} roots, a repository CAR has exactly one (its commit)")
     with collector_paused():
         try:
-            yield from _stream_path(reader, key, did, info)
+            yield from _stream_path(reader, key, did, info, strict_shape)
             return
         except _OutOfOrder:
             pass
         if not _seekable(stream):
             raise InvalidCAR("blocks are not in pre-order and the stream cannot seek to index them")
         stream.seek(start)  # type: ignore[attr-defined]
-        yield from _index_path(stream, start, key, did, info, with_data)
+        yield from _index_path(stream, start, key, did, info, with_data, strict_shape)
 
 
-def _open_tree(loader: NodeLoader, commit: SignedCommit, info: RepoSummary) -> MST:
+def _open_tree(
+    loader: NodeLoader, commit: SignedCommit, info: RepoSummary, strict_shape: bool = False
+) -> MST:
     """The tree under the commit, its root node checked; both paths open it here."""
-    tree = MST.load(loader, commit.data)
+    tree = MST.load(loader, commit.data, strict_shape=strict_shape)
     info.height = tree.layer + 1
+    info.canonical = tree.canonical
     return tree
 
 
@@ -168,7 +187,7 @@ def _open_tree(loader: NodeLoader, commit: SignedCommit, info: RepoSummary) -> M
 
 
 def _stream_path(
-    reader: CarReader, key: PublicKey | None, did: str | None, info: RepoSummary
+    reader: CarReader, key: PublicKey | None, did: str | None, info: RepoSummary, strict_shape: bool = False
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Verify a CAR in the streamable pre-order; raise ``_OutOfOrder`` at the first block that is not."""
     root = reader.roots[0]
@@ -180,7 +199,7 @@ def _stream_path(
     source.consumed = 1
     commit = info.commit = _check_commit(first[1], root, key, did)
     # the reader checked every block's hash as it read it
-    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info)
+    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
     yield from _walk_streamed(tree, source, info)
     _summarize_streamed(blocks, tree, commit, source, info)
 
@@ -211,18 +230,13 @@ def _summarize_streamed(
     info: RepoSummary,
 ) -> None:
     """Count what follows the walk (read to the end, so every hash is checked) and fill the summary."""
-    # An empty tree's root node is never read (its CID is well known);
-    # when the file carries it, it is a node, not an unreferenced block.
-    empty_root = 1 if tree.root is None else 0
+    # The root node is always read, the empty one too, so it is among the consumed blocks.
     rest = 0
-    for cid, _data, _offset in blocks:
-        if empty_root == 1 and cid == commit.data:
-            empty_root = 2
-        else:
-            rest += 1
-    info.nodes = source.consumed - info.records - 1 + (empty_root == 2)
+    for _cid, _data, _offset in blocks:
+        rest += 1
+    info.nodes = source.consumed - info.records - 1
     info.unreferenced = rest
-    info.blocks = source.consumed + rest + (empty_root == 2)
+    info.blocks = source.consumed + rest
 
 
 # --- index path: any block order, read by offset from a compact index ------------------------------
@@ -235,11 +249,12 @@ def _index_path(
     did: str | None,
     info: RepoSummary,
     with_data: bool,
+    strict_shape: bool = False,
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Index every block (hash-checked), then walk the tree reading blocks by offset."""
     info.streamed = False
-    index = CarIndex.build(stream)
-    source = _IndexSource(index, block_reader(stream, start))
+    index = CarIndex.build(stream, keep_prefix=MST_NODE_PREFIX, keep_bytes=KEEP_NODE_BYTES)
+    source = _IndexSource(index, stream, start)
     root = index.roots[0]
     raw_commit = source.read(root)
     if raw_commit is None:
@@ -247,8 +262,10 @@ def _index_path(
     # a commit the stream path already checked is not checked twice
     commit = info.commit = info.commit or _check_commit(raw_commit, root, key, did)
     # ``source.read`` checks each block's hash, so the loader need not
-    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info)
-    empty_root = tree.root is None and source.mark(commit.data) >= 0
+    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
+    # An empty tree's root node may go unread (its CID is well known); when the
+    # file carries it, it is a node, not an unreferenced block.
+    empty_root = tree.root is None and not source.nodes and source.mark(commit.data) >= 0
     yield from _walk_indexed(tree, source, info, with_data)
     _summarize_indexed(index, source, info, empty_root)
 

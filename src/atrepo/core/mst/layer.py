@@ -54,9 +54,10 @@ def show_key(key: bytes) -> str:
     so a message stays one line, and the cut keeps a megabyte key from making a
     megabyte message (the length says how much was left out).
     """
-    if len(key) <= SHOWN_KEY_BYTES:
-        return repr(key.decode("latin-1"))
-    return f"{key[:SHOWN_KEY_BYTES].decode('latin-1')!r}... ({len(key)} bytes)"
+    shown = repr(key[:SHOWN_KEY_BYTES].decode("latin-1"))
+    if len(shown) > SHOWN_KEY_BYTES + 2:  # escapes make repr() up to 4x longer
+        shown = shown[:SHOWN_KEY_BYTES] + "..."
+    return shown if len(key) <= SHOWN_KEY_BYTES else f"{shown}... ({len(key)} bytes)"
 
 
 def key_problem(key: bytes) -> str | None:

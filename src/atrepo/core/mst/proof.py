@@ -18,16 +18,26 @@ from .tree import MST
 
 
 def proof_blocks(tree: MST, key: str | bytes, into: BlockMap | None = None) -> BlockMap:
-    """Blocks of the nodes on the lookup path of ``key`` (inclusion or exclusion)."""
+    """Blocks of the nodes on the lookup path of ``key`` (inclusion or exclusion).
+
+    The path starts at the root node, the empty node for an empty tree.
+    """
     out = into if into is not None else BlockMap()
+    out.put(*tree.root_block())
     for node in tree.path(key):
         out.put(node.cid, node.encode())
     return out
 
 
 def covering_blocks(tree: MST, keys: Iterable[str | bytes], into: BlockMap | None = None) -> BlockMap:
-    """Nodes a consumer needs to invert operations on ``keys`` in any order."""
+    """Nodes a consumer needs to invert operations on ``keys`` in any order.
+
+    The root node is always among them, even when no path reaches it (the
+    empty node of an emptied tree, or no keys at all): a consumer opens the
+    tree by reading the node its root CID names.
+    """
     out = into if into is not None else BlockMap()
+    out.put(*tree.root_block())
     for key in keys:
         proof_blocks(tree, key, out)
         for below in (True, False):

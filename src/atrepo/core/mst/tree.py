@@ -76,6 +76,16 @@ class NodeLoader:
                 cache.popitem(last=False)
         return node
 
+    def keep(self, cid: CID, node: Node) -> None:
+        """Hold a node read ahead of the walk, so reading it again costs no block.
+
+        ``MST.load`` reads an untrimmed root's chain of entry-less nodes to learn
+        the layer; a source that hands out each block once (a CAR stream) could
+        not give them a second time. Uncached loaders keep such nodes for good
+        (a handful at most); a caching loader may evict them like any other.
+        """
+        self._cache[cid] = node
+
 
 def _key(key: str | bytes) -> bytes:
     raw = key.encode("utf-8") if isinstance(key, str) else key
@@ -115,19 +125,57 @@ class MST:
         return cls(NodeLoader(source), None, -1)
 
     @classmethod
-    def load(cls, source: BlockSource | NodeLoader, root: CID) -> MST:
-        """Open the tree rooted at ``root`` (read lazily from ``source``)."""
+    def load(cls, source: BlockSource | NodeLoader, root: CID, *, strict_shape: bool = False) -> MST:
+        """Open the tree rooted at ``root`` (read lazily from ``source``).
+
+        The root node is always read, the empty one too: whoever hands over a
+        tree must hand over the node its root CID names, and reading it is
+        what proves they did.
+
+        An entry-less root whose only content is a left link is not canonical
+        (trees are trimmed at the top), but the reference implementation's
+        ``add`` can leave one, so by default such a tree is opened, its layer
+        found by reading down the chain of entry-less nodes, and ``canonical``
+        is False. ``strict_shape`` refuses it.
+        """
         loader = source if isinstance(source, NodeLoader) else NodeLoader(source)
-        if root == EMPTY_MST_ROOT:
-            return cls(loader, None, -1)
         if not root.is_dag_cbor:
             raise InvalidMST(f"root {root} is not a dag-cbor sha256 link")
         node = loader.load(root)
-        if not node.keys:
-            if node.subs[0] is None:
-                raise InvalidMST(f"root {root}: entry-less root of a non-empty tree")  # pragma: no cover
+        if node.keys:
+            return cls(loader, node, node.layer)
+        if node.subs[0] is None:
+            return cls(loader, None, -1)  # the empty node: the empty tree
+        if strict_shape:
             raise InvalidMST(f"root {root}: entry-less node at the top of the tree (must be trimmed)")
-        return cls(loader, node, node.layer)
+        return cls(loader, node, cls._untrimmed_layer(loader, node))
+
+    @staticmethod
+    def _untrimmed_layer(loader: NodeLoader, top: Node) -> int:
+        """Layer of an entry-less root: the first node with keys below it, plus the chain's length.
+
+        The chain's nodes stay with the loader, so walking the tree afterwards
+        reads no block twice.
+        """
+        node = top
+        depth = 0
+        while not node.keys:
+            sub = node.subs[0]
+            if sub is None:
+                raise InvalidMST(f"node {node.cid}: entry-less node without a subtree")
+            depth += 1
+            if depth > limits.MAX_MST_LAYER:
+                raise LimitExceeded(
+                    "MAX_MST_LAYER", depth, limits.MAX_MST_LAYER, "entry-less chain at the root"
+                )
+            child = sub if type(sub) is Node else loader.load(sub)  # type: ignore[arg-type]
+            if type(sub) is not Node:
+                loader.keep(sub, child)  # type: ignore[arg-type]
+            node = child
+        layer = node.layer + depth
+        if layer > limits.MAX_MST_LAYER:
+            raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, "entry-less chain at the root")
+        return layer
 
     @classmethod
     def build(cls, items: Iterable[tuple[str | bytes, CID]], source: BlockSource | None = None) -> MST:
@@ -261,6 +309,37 @@ class MST:
     def is_empty(self) -> bool:
         return self._root is None
 
+    @property
+    def canonical(self) -> bool:
+        """False for a root left untrimmed: entry-less, holding only a left link."""
+        root = self._root
+        return root is None or bool(root.keys)
+
+    def root_block(self) -> tuple[CID, bytes]:
+        """The root node's CID and bytes (the empty node for the empty tree)."""
+        root = self._root
+        if root is None:
+            return EMPTY_MST_ROOT, _EMPTY_NODE_BYTES
+        return root.cid, root.encode()
+
+    def untrimmed_depth(self, cid: CID) -> int | None:
+        """How many entry-less nodes wrap this tree's root to give ``cid``, or None.
+
+        An untrimmed root (see ``load``) is the canonical root under a chain of
+        entry-less nodes, each linking only the one below. Comparing a claimed
+        root with this tree's root so wrapped needs no block: the wrappers are
+        computed, at most up to the highest layer a tree may have.
+        """
+        root = self._root
+        if root is None:
+            return None  # the empty node has nothing to wrap
+        link = root.cid
+        for depth in range(1, limits.MAX_MST_LAYER - self.layer + 1):
+            link = CID.for_dag_cbor(encode_node([], [], [link]))
+            if link == cid:
+                return depth
+        return None
+
     def __repr__(self) -> str:
         return f"MST(root={self.root_cid}, layer={self.layer})"
 
@@ -285,16 +364,22 @@ class MST:
         return node
 
     def get(self, key: str | bytes) -> CID | None:
-        """The CID stored at ``key``, or None."""
-        return self._find(key.encode() if isinstance(key, str) else key, None)
+        """The CID stored at ``key``, or None.
 
-    def _find(self, raw: bytes, trail: builtins.list[Node] | None) -> CID | None:
-        """Descend to ``raw``; collect the nodes passed into ``trail`` when given."""
+        A key's layer is fixed by its hash, so the lookup stops at that layer:
+        a key missing from the node of its own layer is missing from the tree,
+        and nodes below it are never read (a proof need not carry them).
+        """
+        raw = key.encode() if isinstance(key, str) else key
+        return self._find(raw, None, key_layer(raw))
+
+    def _find(self, raw: bytes, trail: builtins.list[Node] | None, floor: int = -1) -> CID | None:
+        """Descend to ``raw`` down to layer ``floor``; collect the nodes passed into ``trail``."""
         sub: Sub = self._root
         layer = self.layer
         lo: bytes | None = None
         hi: bytes | None = None
-        while sub is not None:
+        while sub is not None and layer >= floor:
             node = self._resolve(sub, layer, lo, hi)
             assert node is not None
             if trail is not None:
@@ -446,6 +531,10 @@ class MST:
                 right = _make([], [], [right], wrap)
             return MST(self.loader, Node([raw], [value], [left, right], height), height)
         new = self._insert(root, layer, raw, value, height, None, None)
+        if not new.keys:
+            # Only an untrimmed root (read from elsewhere) stays entry-less here;
+            # a tree this library writes is trimmed after every change.
+            return self._trimmed(new, layer)
         if new is root:
             return self
         return MST(self.loader, new, layer)
@@ -515,8 +604,10 @@ class MST:
         new = self._delete(self._root, self.layer, raw, height, None, None)
         if new is _UNCHANGED:
             return self
-        layer = self.layer
-        root: Node | None = new  # type: ignore[assignment]
+        return self._trimmed(new, self.layer)  # type: ignore[arg-type]
+
+    def _trimmed(self, root: Node | None, layer: int) -> MST:
+        """A tree over ``root`` with entry-less nodes removed from the top."""
         while root is not None and not root.keys:
             root = self._resolve(root.subs[0], layer - 1, None, None)
             layer -= 1
@@ -555,12 +646,15 @@ class MST:
     def _merge(
         self, a: Sub, b: Sub, layer: int, lo: bytes | None, mid: bytes, hi: bytes | None
     ) -> Node | None:
-        """Join two adjacent subtrees of one layer (left keys < mid < right keys)."""
+        """Join two adjacent subtrees of one layer (left keys < mid < right keys).
+
+        When one side is empty the other is relinked as it is, unread: its
+        context is checked whenever something reads it later, and a consumer
+        inverting a commit need not be sent a block no check reads.
+        """
         if a is None:
-            self._resolve(b, layer, mid, hi)
             return b  # type: ignore[return-value]
         if b is None:
-            self._resolve(a, layer, lo, mid)
             return a  # type: ignore[return-value]
         na = self._resolve(a, layer, lo, mid)
         nb = self._resolve(b, layer, mid, hi)

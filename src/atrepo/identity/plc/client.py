@@ -16,7 +16,7 @@ from atrepo.identity import limits
 from atrepo.identity.fetch import get_bounded
 from atrepo.identity.plc.operations import AuditResult, verify_audit_log
 
-__all__ = ["MAX_AUDIT_LOG_BYTES", "fetch_verified_log", "submit_operation"]
+__all__ = ["MAX_AUDIT_LOG_BYTES", "fetch_verified_log", "submit_operation", "verify_audit_log_bytes"]
 
 #: Largest audit log read (a DID is rate-limited to ~100 ops a week of <= 4 KB).
 MAX_AUDIT_LOG_BYTES = 4 * 1024 * 1024
@@ -35,6 +35,11 @@ async def fetch_verified_log(
         raise ResolutionError(f"{did}: not found in the directory at {plc_url}")
     if status != 200:
         raise ResolutionError(f"{did}: HTTP {status} from {url}")
+    return verify_audit_log_bytes(body, did)
+
+
+def verify_audit_log_bytes(body: bytes, did: str) -> AuditResult:
+    """Parse and verify an audit log body as a directory sent it (pure; the fuzz target's entry)."""
     log = parse_outside_json(body, lambda why: ResolutionError(f"{did}: audit log: {why}"))
     if not isinstance(log, list):
         raise ResolutionError(f"{did}: audit log is not a JSON array")

@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -189,9 +189,21 @@ class AuditResult:
 
 
 def format_timestamp(ms: int) -> str:
-    """``YYYY-MM-DDTHH:mm:ss.sssZ`` from milliseconds since the Unix epoch."""
-    secs, millis = divmod(ms, 1000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    """``YYYY-MM-DDTHH:mm:ss.sssZ`` from milliseconds since the Unix epoch.
+
+    Years 1 to 9999, always four digits as JavaScript's ``toISOString`` writes
+    them (``strftime("%Y")`` gives "999" on some platforms, which
+    :func:`parse_timestamp` would then refuse). Epoch arithmetic rather than
+    ``fromtimestamp`` keeps years before 1970 working everywhere.
+    """
+    try:
+        when = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        raise PLCRuleError("timestamp", f"{ms} ms since the epoch is outside years 1 to 9999") from None
+    return (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}.{when.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> int:
@@ -204,7 +216,8 @@ def parse_timestamp(text: str) -> int:
         when = datetime(y, mo, d, h, mi, s, tzinfo=UTC)
     except ValueError as exc:
         raise PLCRuleError("audit-log", f"createdAt {text!r}: {exc}") from None
-    return int((when - _EPOCH).total_seconds()) * 1000 + ms
+    # Exact integer arithmetic (a float of seconds loses milliseconds far from 1970).
+    return (when - _EPOCH) // timedelta(milliseconds=1) + ms
 
 
 # --------------------------------------------------------------------------
@@ -600,6 +613,8 @@ def verify_audit_log(
     ``createdAt``; every entry's CID and DID must match and the recorded
     ``nullified`` flags must equal the ones the replay produces.
     """
+    if not isinstance(log, Sequence) or isinstance(log, str | bytes | bytearray):
+        raise PLCRuleError("audit-log", f"an audit log is an array, not {type(log).__name__}")
     entries = [e if isinstance(e, LogEntry) else LogEntry.from_json(i, e) for i, e in enumerate(log)]
     if not entries:
         raise PLCRuleError("audit-log", "an audit log has at least the genesis operation")
