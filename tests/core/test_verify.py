@@ -10,11 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atrepo.core import cbor
-from atrepo.core.car import encode_car_header, write_car
+from atrepo.core import cbor, limits
+from atrepo.core import verify as verify_module
+from atrepo.core.car import CarIndex, encode_car_header, write_car
 from atrepo.core.cid import CID, EMPTY_MST_ROOT
 from atrepo.core.commit import sign_commit
-from atrepo.core.errors import InvalidCAR, InvalidCommit, InvalidMST, InvalidSignature, MissingBlock
+from atrepo.core.errors import (
+    InvalidCAR,
+    InvalidCommit,
+    InvalidMST,
+    InvalidSignature,
+    LimitExceeded,
+    MissingBlock,
+)
 from atrepo.core.keys import PrivateKey
 from atrepo.core.repo import Repo
 from atrepo.core.verify import RepoSummary, iter_repo_records, verify_repo_bytes, verify_repo_car
@@ -316,3 +324,174 @@ def test_records_in_order_for_any_block_order(n: int, seed: int, shuffle: bool) 
     assert summary.streamed == (order == blocks)
     assert summary.unreferenced == 0
     assert summary.blocks == len(blocks)
+
+
+# --- any block order: the index path ---------------------------------------------------------------
+
+
+def reference_order(repo: Repo) -> list[Block]:
+    """The reference host's export order: commit, nodes level by level, then records as met."""
+    data = dict(repo.export_blocks())
+    levels: dict[int, list[Any]] = {}
+    for _cid, node, layer in repo.tree.nodes():  # pre-order: each level comes out in key order
+        levels.setdefault(layer, []).append(node)
+    out = [(repo.commit.cid, repo.commit.raw)]
+    records: list[CID] = []
+    for layer in sorted(levels, reverse=True):
+        for node in levels[layer]:
+            out.append((node.cid, data[node.cid]))
+            records.extend(node.vals)
+    seen: set[CID] = set()
+    for cid in records:
+        if cid not in seen:
+            seen.add(cid)
+            out.append((cid, data[cid]))
+    return out
+
+
+def junk(count: int, salt: int = 0) -> list[Block]:
+    """Tiny valid blocks nothing refers to."""
+    return [(CID.for_dag_cbor(raw), raw) for raw in (cbor.encode([salt, i]) for i in range(count))]
+
+
+def facts(summary: RepoSummary) -> tuple[int, int, int, int, int]:
+    return summary.records, summary.blocks, summary.nodes, summary.unreferenced, summary.height
+
+
+ORDERS = {
+    "reference": reference_order,
+    "reversed": lambda repo: [BLOCKS[0], *BLOCKS[:0:-1]],
+    "shuffled": lambda repo: random.Random(7).sample(BLOCKS, len(BLOCKS)),
+    "records first": lambda repo: sorted(BLOCKS, key=lambda b: b[0] in set(NODES)),
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("keep", [True, False])
+def test_any_order_verifies_like_pre_order(order: str, keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same records, same summary, whether MST nodes are kept from the index pass or read again."""
+    if not keep:
+        monkeypatch.setattr(verify_module, "KEEP_NODE_BYTES", 0)
+    streamed, expected = verify(car_of(REPO), key=KEY.public_key, did=DID)
+    assert streamed.streamed
+    summary, items = verify(car_of(REPO, ORDERS[order](REPO)), key=KEY.public_key, did=DID)
+    assert not summary.streamed
+    assert items == expected == RECORDS
+    assert facts(summary) == facts(streamed)
+    assert summary.commit == streamed.commit
+    # with the bytes too (read back by offset when not kept, hash-checked again)
+    data = dict(BLOCKS)
+    got = list(iter_repo_records(io.BytesIO(car_of(REPO, ORDERS[order](REPO)))))
+    assert [(path, cid) for path, cid, _ in got] == RECORDS
+    assert all(raw == data[cid] for _, cid, raw in got)
+
+
+def test_reference_order_from_a_file(tmp_path: Any) -> None:
+    """A real file: blocks not kept are read with ``pread``; the stream may start mid-file."""
+    path = tmp_path / "repo.car"
+    path.write_bytes(b"padding" + car_of(REPO, reference_order(REPO)))
+    with open(path, "rb") as fh:
+        fh.seek(len(b"padding"))
+        got = list(iter_repo_records(fh, key=KEY.public_key))
+    data = dict(BLOCKS)
+    assert [(p, c) for p, c, _ in got] == RECORDS
+    assert all(raw == data[cid] for _, cid, raw in got)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 120),
+    st.randoms(use_true_random=False),
+    st.integers(0, 5),
+    st.integers(0, 5),
+)
+def test_shuffled_with_junk_and_duplicates(n: int, rng: random.Random, extra: int, dups: int) -> None:
+    """Any order, junk and repeated sections: the same records and counts as the pre-order file."""
+    repo = make_repo(n, rng.randrange(2**32))
+    blocks = list(repo.export_blocks())
+    _, expected = verify(car_of(repo, blocks))
+    order = blocks + junk(extra) + [rng.choice(blocks) for _ in range(dups)]
+    rng.shuffle(order)
+    summary, items = verify(car_of(repo, order), key=KEY.public_key, did=DID)
+    assert items == expected
+    assert summary.records == len(expected)
+    assert summary.nodes == len(blocks) - 1 - len({cid for _, cid in expected})
+    if summary.streamed:  # happened to be streamable: trailing sections are simply counted
+        assert summary.blocks == len(order)
+    else:
+        assert summary.blocks == len(blocks) + extra
+        assert summary.unreferenced == extra
+
+
+def test_index_limit() -> None:
+    data = car_of(REPO, BLOCKS[::-1])
+    assert len(CarIndex.build(io.BytesIO(data), max_blocks=len(BLOCKS))) == len(BLOCKS)
+    with pytest.raises(LimitExceeded, match="MAX_CAR_INDEX_BLOCKS") as info:
+        CarIndex.build(io.BytesIO(data), max_blocks=len(BLOCKS) - 1)
+    assert info.value.limit == "MAX_CAR_INDEX_BLOCKS"
+    assert info.value.value == len(BLOCKS)
+
+
+def test_index_limit_in_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file padded with junk before its tree is refused at the limit, not indexed without end."""
+    monkeypatch.setattr(limits, "MAX_CAR_INDEX_BLOCKS", 1000)
+    padded = car_of(REPO, [BLOCKS[0], *junk(2000), *BLOCKS[1:]])
+    with pytest.raises(LimitExceeded, match="MAX_CAR_INDEX_BLOCKS exceeded: 1001 > 1000"):
+        list(verify_repo_car(io.BytesIO(padded)))
+    # duplicates are not distinct blocks and do not count
+    monkeypatch.setattr(limits, "MAX_CAR_INDEX_BLOCKS", len(BLOCKS))
+    summary, items = verify(car_of(REPO, BLOCKS[::-1] + BLOCKS[:50]))
+    assert items == RECORDS and summary.blocks == len(BLOCKS)
+
+
+def test_many_tiny_blocks_stay_compact() -> None:
+    """Tiny unreferenced blocks before the tree: the compact index, not CID objects, holds them."""
+    import tracemalloc
+
+    count = 60_000  # tracemalloc slows every allocation; the bound is per block, so a smaller file shows it
+    padded = car_of(REPO, [BLOCKS[0], *junk(count), *BLOCKS[1:]])
+    tracemalloc.start()
+    try:
+        summary, items = verify(padded)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert items == RECORDS and summary.unreferenced == count and not summary.streamed
+    # The index costs ~60 bytes a block (36 of CID, 8 of location, 4 of kept
+    # position, 8-16 of slots); allow 100, plus 2 MB for the walk of the small
+    # tree and the read buffers. The dict of CID objects it replaces took ~270.
+    assert peak < (2 << 20) + 100 * count, f"peak {peak} bytes for {count} blocks"
+
+
+def test_index_finds_every_kind_of_cid() -> None:
+    """dag-cbor, raw and a two-byte-codec CID (side dict), duplicates, growth from a tiny table."""
+    raw_block = b"raw bytes"
+    json_block = b'{"a":1}'
+    import hashlib
+
+    json_cid = CID(b"\x01\xa9\x02\x12\x20" + hashlib.sha256(json_block).digest())  # dag-json 0x0129
+    blocks = [*junk(3000), (CID.for_raw(raw_block), raw_block), (json_cid, json_block), *junk(10)]
+    data = write_car([blocks[0][0]], blocks)
+    index = CarIndex.build(io.BufferedReader(NoSeek(data)))  # no size hint: the table grows
+    assert len(index) == 3002  # the last ten repeat the first ten
+    find = index.finder()
+    stream = io.BytesIO(data)
+    load = index.loader(stream)
+    for cid, block in random.Random(3).sample(blocks, len(blocks)):
+        ordinal = find(cid)
+        assert ordinal >= 0 and load(ordinal, cid) == block
+        assert index.find(cid) == ordinal
+    assert find(CID.for_dag_cbor(b"absent")) == -1
+    assert find(CID(json_cid.raw[:-1] + b"\x00")) == -1
+    assert find(CID.for_raw(blocks[0][1])) == -1  # same bytes as block 0, another codec
+
+
+def test_block_changed_after_indexing() -> None:
+    """Blocks read back by offset are hash-checked again."""
+    data = car_of(REPO, BLOCKS[::-1])
+    stream = io.BytesIO(data)
+    index = CarIndex.build(stream)
+    cid, block = BLOCKS[-1]
+    stream.getbuffer()[data.index(block)] ^= 1
+    with pytest.raises(InvalidCAR, match="changed after it was indexed"):
+        index.loader(stream)(index.find(cid), cid)

@@ -18,6 +18,7 @@ have verified. Errors carry the byte offset of the item that was wrong.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -596,6 +597,9 @@ def index_car(
 #: Width of one table entry in ``CarIndex``: a CIDv1 with one-byte codec and
 #: multihash varints and a 32-byte digest (every sha2-256 CID a repository uses).
 _ENTRY = 36
+#: Bits of a block's length in a ``CarIndex`` location (the offset sits above them).
+_LENGTH_BITS = 22
+_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
 #: Slot-table size per entry, at least (the load factor stays at or below 1/2).
 _LOAD_SHIFT = 1
 #: Typical bytes a block in a repository CAR (records ~350, nodes ~300), to size the table up front.
@@ -609,14 +613,15 @@ _GUESS_MISS_COST = 4
 
 
 class CarIndex:
-    """Where each block of a CAR file is, in about 64 bytes a block and no object per block.
+    """Where each block of a CAR file is, in about 60 bytes a block and no object per block.
 
     A full-repository CAR in any order but the streamable one must be indexed
     before its tree can be walked. A ``dict`` of ``CID`` objects costs ~600
     bytes a block (1.35 GB for a hostile file of 5M tiny blocks), so this keeps
     flat arrays: block ``i`` (in file order, duplicates skipped) has its binary
-    CID at ``cids[36*i : 36*i+36]`` and its data at ``offsets[i]`` (from where
-    the CAR starts in the stream), ``lengths[i]`` bytes long. Lookup is linear
+    CID at ``cids[36*i : 36*i+36]``, and ``where[i]`` packs the offset of its
+    data (from where the CAR starts in the stream) above its 22-bit length
+    (sections are at most ``MAX_CAR_BLOCK_BYTES``, 2 MiB). Lookup is linear
     probing in ``slots`` (``array('I')`` of ordinal + 1, 0 for empty), keyed by
     Python's ``hash`` of the CID bytes: SipHash with a per-process random key,
     so a hostile file cannot pile its blocks into one probe run. A CID is
@@ -638,19 +643,17 @@ class CarIndex:
         "_count",
         "_kept",
         "_kept_at",
-        "_lengths",
         "_mask",
         "_odd",
-        "_offsets",
         "_slots",
+        "_where",
         "roots",
     )
 
     def __init__(self, roots: list[CID], expected_blocks: int = 0) -> None:
         self.roots = roots
         self._cids = bytearray()
-        self._offsets = array("Q")
-        self._lengths = array("I")
+        self._where = array("Q")
         self._kept_at = array("I")
         self._kept = bytearray()
         self._odd: dict[bytes, int] = {}
@@ -681,6 +684,8 @@ class CarIndex:
         """
         if not 0 < max_blocks < 1 << 31:
             raise ValueError(f"max_blocks must be in 1..2**31-1, not {max_blocks}")
+        if max_block_bytes > _LENGTH_MASK:
+            raise ValueError(f"max_block_bytes above {_LENGTH_MASK} cannot be indexed")
         expected = min(_remaining_bytes(stream) // _TYPICAL_BLOCK_BYTES, max_blocks)
         index = cls([], expected)
         keep = (keep_prefix, min(keep_bytes, (1 << 32) - 2)) if keep_prefix and keep_bytes > 0 else None
@@ -719,8 +724,7 @@ class CarIndex:
         pfx_cbor = _PFX_DAG_CBOR
         cids = self._cids
         held_cid = cids.startswith
-        add_offset = self._offsets.append
-        add_length = self._lengths.append
+        add_where = self._where.append
         add_kept_at = self._kept_at.append
         kept = self._kept
         slots = self._slots
@@ -790,8 +794,7 @@ class CarIndex:
                     count += 1
                     slots[i] = count
                     cids += raw
-                    add_offset(base + data_at)
-                    add_length(stop - data_at)
+                    add_where((base + data_at) << _LENGTH_BITS | (stop - data_at))
                     if count >= grow_at:
                         self._count = count
                         self._grow()
@@ -815,11 +818,12 @@ class CarIndex:
             return
         count = self._count
         if count >= max_blocks:
-            raise LimitExceeded("MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}")
+            raise LimitExceeded(
+                "MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}"
+            )
         self._odd[cid.raw] = count
         self._cids += bytes(_ENTRY)  # a placeholder no probe reaches (odd ordinals are not in slots)
-        self._offsets.append(base + data_at)
-        self._lengths.append(stop - data_at)
+        self._where.append((base + data_at) << _LENGTH_BITS | (stop - data_at))
         self._kept_at.append(0)
         self._count = count + 1
 
@@ -909,7 +913,8 @@ class CarIndex:
 
     def location(self, ordinal: int) -> tuple[int, int]:
         """(offset of the block's data from the start of the CAR, its length)."""
-        return self._offsets[ordinal], self._lengths[ordinal]
+        where = self._where[ordinal]
+        return where >> _LENGTH_BITS, where & _LENGTH_MASK
 
     def loader(self, stream: Readable, base: int = 0) -> Callable[[int, CID], bytes]:
         """``load(ordinal, cid)``: the block's data, from memory if kept, else read and hash-checked again.
@@ -919,18 +924,18 @@ class CarIndex:
         where the CAR starts in the stream.
         """
         read = block_reader(stream, base)
-        offsets = self._offsets
-        lengths = self._lengths
+        locations = self._where
         kept_at = self._kept_at
         kept = bytes(self._kept) if len(self._kept) < 4096 else memoryview(self._kept).toreadonly()
         sha = _sha256
 
         def load(ordinal: int, cid: CID) -> bytes:
+            where = locations[ordinal]
             at = kept_at[ordinal]
             if at:
-                return bytes(kept[at - 1 : at - 1 + lengths[ordinal]])
-            offset = offsets[ordinal]
-            data = read(offset, lengths[ordinal])
+                return bytes(kept[at - 1 : at - 1 + (where & _LENGTH_MASK)])
+            offset = where >> _LENGTH_BITS
+            data = read(offset, where & _LENGTH_MASK)
             raw = cid.raw
             if len(raw) == _ENTRY and raw[2] == 0x12:  # sha2-256: the digest is the last 32 bytes
                 same = raw.endswith(sha(data).digest())
@@ -947,48 +952,50 @@ class CarIndex:
         return (
             len(self._cids)
             + len(self._kept)
-            + sum(a.itemsize * len(a) for a in (self._offsets, self._lengths, self._kept_at, self._slots))
+            + sum(a.itemsize * len(a) for a in (self._where, self._kept_at, self._slots))
         )
 
 
 def _remaining_bytes(stream: Readable) -> int:
-    """Bytes from the stream's position to its end, or 0 when it cannot tell."""
+    """Bytes from the stream's position to its end when it can seek, else 0 (a sizing hint only).
+
+    Seeking to the end and back is cheap on files and ``BytesIO`` alike; asking
+    a ``BytesIO`` for its buffer instead would copy the whole file.
+    """
+    tell = getattr(stream, "tell", None)
+    seek = getattr(stream, "seek", None)
+    if tell is None or seek is None:
+        return 0
     try:
-        here = stream.tell()  # type: ignore[attr-defined]
-        size = os.fstat(stream.fileno()).st_size  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        getbuffer = getattr(stream, "getbuffer", None)
-        if getbuffer is None:
-            return 0
-        try:
-            with getbuffer() as whole:
-                return max(0, len(whole) - stream.tell())  # type: ignore[attr-defined]
-        except (OSError, ValueError):
-            return 0
-    return max(0, size - here)
+        here = int(tell())
+        end = int(seek(0, os.SEEK_END))
+        seek(here)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return 0
+    return max(0, end - here)
 
 
 def block_reader(stream: Readable, base: int = 0) -> Callable[[int, int], bytes]:
     """``read(offset, length)`` for blocks located by an index: ``pread`` on a file, else seek and read.
 
     ``base`` is where the CAR starts in the stream (index offsets count from
-    there). ``pread`` does not move the stream and costs one system call.
+    there). ``pread`` does not move the stream and costs one system call; it is
+    used only on plain files, since wrappers such as ``GzipFile`` hand out the
+    descriptor of the compressed file underneath.
     """
-    try:
-        fd = stream.fileno()  # type: ignore[attr-defined]
-        os.fstat(fd)
-    except (AttributeError, OSError, ValueError):
-        fd = -1
-    if fd >= 0 and hasattr(os, "pread"):
-        pread = os.pread
+    raw = getattr(stream, "raw", stream)
+    if type(stream) in (io.BufferedReader, io.BufferedRandom, io.FileIO) and type(raw) is io.FileIO:
+        pread = getattr(os, "pread", None)
+        if pread is not None:
+            fd = raw.fileno()
 
-        def read_file(offset: int, length: int) -> bytes:
-            data = pread(fd, length, base + offset)
-            if len(data) != length:
-                data = read_block_at(stream, base + offset, length)  # type: ignore[arg-type]
-            return data
+            def read_file(offset: int, length: int) -> bytes:
+                data: bytes = pread(fd, length, base + offset)
+                if len(data) != length:  # the file shrank: say so with its offset
+                    data = read_block_at(stream, base + offset, length)  # type: ignore[arg-type]
+                return data
 
-        return read_file
+            return read_file
 
     def read_stream(offset: int, length: int) -> bytes:
         return read_block_at(stream, base + offset, length)  # type: ignore[arg-type]

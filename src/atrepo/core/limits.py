@@ -54,8 +54,8 @@ MAX_CAR_HEADER_BYTES = 65_536
 #: varint make the reader buffer an arbitrary amount.
 MAX_CAR_BLOCK_BYTES = 2_097_152
 #: Most distinct blocks indexed to verify a CAR that is not in the streamable
-#: order (``car.CarIndex``, about 55 bytes a block, so at most ~440 MB; a
-#: dict of CIDs would take ten times that). A repository holds its records
+#: order (``car.CarIndex``, about 60 bytes a block, so at most ~480 MB; a
+#: dict of CIDs would take several times that). A repository holds its records
 #: plus about 0.27 MST nodes per record. Under the reference host's write rate
 #: limits (35,000 points a day, 3 per create) an account gains at most ~4.3M
 #: records, ~5.4M blocks, a year; this admits such a repository, and refuses a

@@ -235,27 +235,21 @@ class Repo:
         if tree.root is None:
             yield tree.root_cid, tree.new_blocks().require(tree.root_cid)
             return
-        yield from self._export_node(tree.root, tree.layer, None, None)
-
-    def _export_node(
-        self, node: Any, layer: int, lo: bytes | None, hi: bytes | None
-    ) -> Iterator[tuple[CID, bytes]]:
-        yield node.cid, node.encode()
-        keys = node.keys
-        n = len(keys)
-        for i in range(n + 1):
-            if i:
-                val = node.vals[i - 1]
-                raw = self.source.get(val)
+        # The tree's walk, yielding each node as it is opened (pre-order) and
+        # each record as it is passed (key order): the streamable order.
+        walker = tree.walker()
+        stack = walker.stack
+        get = self.source.get
+        while stack:
+            if len(stack[-1]) == 4:  # a subtree slot
+                node = walker.open()
+                yield node.cid, node.encode()
+            else:
+                key, val = stack.pop()
+                raw = get(val)
                 if raw is None:
-                    raise MissingBlock(val, f"record {keys[i - 1].decode()}")
+                    raise MissingBlock(val, f"record {key.decode()}")
                 yield val, raw
-            sub = node.subs[i]
-            if sub is not None:
-                clo = keys[i - 1] if i else lo
-                chi = keys[i] if i < n else hi
-                child = self.tree._resolve(sub, layer - 1, clo, chi)
-                yield from self._export_node(child, layer - 1, clo, chi)
 
     # --- writing ------------------------------------------------------------------
     def apply_writes(

@@ -4,7 +4,7 @@
 (sizes, CAR and commit, message/commit agreement, future revs, signature, op
 well-formedness, forward check in the new tree, inversion back to
 ``prevData``) and returns the verified result or raises ``InvalidCommitEvent``
-whose ``check`` names the failed check. ``check_chain`` then compares a
+whose ``rule`` names the failed check. ``check_chain`` then compares a
 verified commit with the stored ``(rev, data)`` of its repository.
 
 The tree checks read only the nodes they need (``check_tree_ops``), so any

@@ -5,17 +5,27 @@ order, validating every node and requiring every record block, while the
 (key, CID) pairs are yielded. When the CAR is in the streamable pre-order
 (commit, root, then depth-first with each record before the subtree after it)
 blocks are consumed as they arrive and memory is bounded by the tree height.
-Any other order switches to an index of block offsets (the stream must then be
-seekable) and the walk reads blocks by offset; blocks are never all held in
-memory, and blocks no record or node refers to are counted, not kept.
+Any other order (the reference host writes nodes level by level, then the
+records) switches to the index path: one pass builds a compact index of every
+block (``car.CarIndex``: hash-checked, about 60 bytes a block, at most
+``MAX_CAR_INDEX_BLOCKS``; MST nodes kept in memory up to ``KEEP_NODE_BYTES``),
+then the tree is walked against it, reading any other block it needs by offset
+(the stream must then be seekable). Blocks no record or node refers to are
+counted, not kept.
+
+Reading order: ``_verify`` picks the path; ``_stream_path`` and ``_index_path``
+each check the commit, open the tree with ``_open_tree`` (shared, so a rule
+about the root applies to both), walk it (``_walk_streamed``/``_walk_indexed``)
+and fill the summary (``_summarize_streamed``/``_summarize_indexed``).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from . import limits
 from .car import CarIndex, CarReader, Readable
 from .cid import CID
 from .commit import SignedCommit, decode_commit
@@ -24,15 +34,15 @@ from .keys import PublicKey
 from .memory import collector_paused
 from .mst.tree import MST, NodeLoader
 
-
 #: How every MST node block starts: a map of two entries whose first key is
 #: "e" (canonical DAG-CBOR orders the keys "e", "l"). The index keeps blocks
 #: that start so, in file order, and the walk then reads no node twice.
 MST_NODE_PREFIX = b"\xa2\x61e"
-#: Most bytes of such blocks the index keeps (nodes average ~330 bytes, so
-#: this holds every node of a repository of about 350k records); blocks past
-#: it are read back by offset instead. Bounds what a file of node-shaped junk
-#: can make us hold.
+#: Most bytes of such blocks the index keeps (nodes average ~300 bytes and a
+#: repository has ~0.27 nodes a record, so this holds every node of one of
+#: ~400k records); blocks past it are read back by offset instead. Keeping
+#: them saves a read and a second hash per node; the cap bounds what a file
+#: of node-shaped junk can make us hold.
 KEEP_NODE_BYTES = 32 << 20
 
 
@@ -83,10 +93,13 @@ class _IndexSource:
     what the node loader calls: every call is one node.
     """
 
-    __slots__ = ("_load", "find", "nodes", "referenced")
+    __slots__ = ("_find_node", "_load", "find", "nodes", "referenced")
 
     def __init__(self, index: CarIndex, stream: Readable, base: int) -> None:
+        # Two finders, since each guesses from the runs it has seen: nodes and
+        # records are separate runs in the orders writers use.
         self.find = index.finder()
+        self._find_node = index.finder()
         self._load = index.loader(stream, base)
         self.referenced = bytearray((len(index) + 7) >> 3)
         self.nodes = 0
@@ -107,9 +120,13 @@ class _IndexSource:
         return self._load(ordinal, cid)
 
     def get(self, cid: CID) -> bytes | None:
-        """A node's bytes (for ``NodeLoader``)."""
+        """A node's bytes (for ``NodeLoader``); ``read`` written out, once per node."""
         self.nodes += 1
-        return self.read(cid)
+        ordinal = self._find_node(cid)
+        if ordinal < 0:
+            return None
+        self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
+        return self._load(ordinal, cid)
 
     def referenced_count(self) -> int:
         return int.from_bytes(self.referenced, "little").bit_count()
@@ -210,7 +227,7 @@ def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary) -> Itera
     count = 0
     name = None
     try:
-        for raw, val in tree._walk_raw():
+        for raw, val in tree.walk_raw():
             data = get(val)
             if data is None:  # pragma: no cover - _StreamSource raises instead
                 raise MissingBlock(val)
@@ -253,7 +270,12 @@ def _index_path(
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Index every block (hash-checked), then walk the tree reading blocks by offset."""
     info.streamed = False
-    index = CarIndex.build(stream, keep_prefix=MST_NODE_PREFIX, keep_bytes=KEEP_NODE_BYTES)
+    index = CarIndex.build(
+        stream,
+        max_blocks=limits.MAX_CAR_INDEX_BLOCKS,  # read now, so configuration can lower it
+        keep_prefix=MST_NODE_PREFIX,
+        keep_bytes=KEEP_NODE_BYTES,
+    )
     source = _IndexSource(index, stream, start)
     root = index.roots[0]
     raw_commit = source.read(root)
@@ -285,7 +307,7 @@ def _walk_indexed(
     count = 0
     name = info.last_key
     try:
-        for raw, val in tree._walk_raw():
+        for raw, val in tree.walk_raw():
             if with_data:
                 found = read(val)
                 if found is None:

@@ -9,15 +9,13 @@ is opened first, so a smaller shared subtree inside it can still be skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..action import Action, action_of
 from ..blocks import BlockMap
 from ..cid import CID, EMPTY_MST_ROOT
-from .node import Node, Sub
+from .node import Node
 from .tree import MST
-
-_SUB = 0
-_LEAF = 1
 
 
 @dataclass(slots=True)
@@ -55,94 +53,83 @@ class TreeDiff:
         return [r for r in self.records if r.new is None]
 
 
-class _Cursor:
-    """In-order token stream over a tree whose subtrees can be opened or skipped."""
-
-    __slots__ = ("opened", "stack", "tree")
-
-    def __init__(self, tree: MST) -> None:
-        self.tree = tree
-        self.opened: dict[CID, Node] = {}
-        # tokens: (_SUB, sub, layer, lo, hi, cid) or (_LEAF, key, val)
-        self.stack: list[tuple] = []  # type: ignore[type-arg]
-        root = tree.root
-        if root is not None:
-            self.stack.append((_SUB, root, tree.layer, None, None, root.cid))
-
-    def open(self) -> None:
-        _, sub, layer, lo, hi, cid = self.stack.pop()
-        node = self.tree._resolve(sub, layer, lo, hi)
-        assert node is not None
-        self.opened[cid] = node
-        keys, vals, subs = node.keys, node.vals, node.subs
-        n = len(keys)
-        push = self.stack.append
-        for i in range(n, -1, -1):
-            if i < n:
-                push((_LEAF, keys[i], vals[i]))
-            child: Sub = subs[i]
-            if child is not None:
-                ccid = child if type(child) is CID else child.cid  # type: ignore[union-attr]
-                push((_SUB, child, layer - 1, keys[i - 1] if i else lo, keys[i] if i < n else hi, ccid))
+def _link_of(slot: tuple[Any, ...]) -> CID:
+    """The CID a subtree slot links (computed, once, for a node built in memory)."""
+    sub = slot[0]
+    return sub if type(sub) is CID else sub.cid
 
 
 def diff_trees(old: MST, new: MST) -> TreeDiff:
     """Record and node differences that turn ``old`` into ``new``."""
     out = TreeDiff()
-    a = _Cursor(old)
-    b = _Cursor(new)
+    a = old.walker()
+    b = new.walker()
+    opened_a: dict[CID, Node] = {}
+    opened_b: dict[CID, Node] = {}
+
+    def open_a() -> None:
+        node = a.open()
+        opened_a[node.cid] = node
+
+    def open_b() -> None:
+        node = b.open()
+        opened_b[node.cid] = node
+
+    # Walker tokens: (key, value) entries and (sub, layer, lo, hi) subtree slots.
     sa, sb = a.stack, b.stack
     records = out.records
     while sa or sb:
         if not sb:
             ta = sa[-1]
-            if ta[0] == _SUB:
-                a.open()
+            if len(ta) == 4:
+                open_a()
             else:
                 sa.pop()
-                records.append(RecordChange(ta[1].decode(), ta[2], None))
+                records.append(RecordChange(ta[0].decode(), ta[1], None))
             continue
         if not sa:
             tb = sb[-1]
-            if tb[0] == _SUB:
-                b.open()
+            if len(tb) == 4:
+                open_b()
             else:
                 sb.pop()
-                records.append(RecordChange(tb[1].decode(), None, tb[2]))
+                records.append(RecordChange(tb[0].decode(), None, tb[1]))
             continue
         ta, tb = sa[-1], sb[-1]
-        if ta[0] == _SUB and tb[0] == _SUB:
-            if ta[5] == tb[5]:
+        sub_a = len(ta) == 4
+        sub_b = len(tb) == 4
+        if sub_a and sub_b:
+            if _link_of(ta) == _link_of(tb):
                 sa.pop()
                 sb.pop()
-            elif ta[2] > tb[2]:
-                a.open()
-            elif tb[2] > ta[2]:
-                b.open()
+            elif ta[1] > tb[1]:
+                open_a()
+            elif tb[1] > ta[1]:
+                open_b()
             else:
-                a.open()
-                b.open()
-        elif ta[0] == _SUB:
-            a.open()
-        elif tb[0] == _SUB:
-            b.open()
+                open_a()
+                open_b()
+        elif sub_a:
+            open_a()
+        elif sub_b:
+            open_b()
         else:
-            ka, kb = ta[1], tb[1]
+            ka, kb = ta[0], tb[0]
             if ka < kb:
                 sa.pop()
-                records.append(RecordChange(ka.decode(), ta[2], None))
+                records.append(RecordChange(ka.decode(), ta[1], None))
             elif kb < ka:
                 sb.pop()
-                records.append(RecordChange(kb.decode(), None, tb[2]))
+                records.append(RecordChange(kb.decode(), None, tb[1]))
             else:
                 sa.pop()
                 sb.pop()
-                if ta[2] != tb[2]:
-                    records.append(RecordChange(ka.decode(), ta[2], tb[2]))
-    out.new_nodes = b.opened.keys() - a.opened.keys()
-    out.removed_nodes = a.opened.keys() - b.opened.keys()
+                if ta[1] != tb[1]:
+                    records.append(RecordChange(ka.decode(), ta[1], tb[1]))
+    out.new_nodes = opened_b.keys() - opened_a.keys()
+    out.removed_nodes = opened_a.keys() - opened_b.keys()
     for cid in out.new_nodes:
-        out.new_blocks.put(cid, b.opened[cid].encode())
+        out.new_blocks.put(cid, opened_b[cid].encode())
     if new.root is None and old.root is not None:
         out.new_nodes.add(EMPTY_MST_ROOT)
         out.new_blocks.put(EMPTY_MST_ROOT, new.new_blocks().require(EMPTY_MST_ROOT))

@@ -1,17 +1,51 @@
-"""MST nodes: the in-memory form, the wire encoding and strict decoding.
+"""MST nodes: what a node is, its wire form, and what is checked when.
 
-Wire form (DAG-CBOR): ``{"e": [{"k": suffix, "p": shared, "t": link|null,
-"v": link}, ...], "l": link|null}``. In memory a node holds full keys, their
-values and ``len(keys) + 1`` subtree slots (slot 0 is ``l``, slot i+1 is entry
-i's ``t``); a slot is ``None``, a ``CID`` (not loaded) or a ``Node`` (built in
-memory). Nodes never change after construction; only their encoding is cached.
+**What a node is.** A Merkle Search Tree maps keys (repo paths,
+``collection/rkey``) to values (record CIDs). A node holds a run of keys in
+increasing order, each with its value, and ``len(keys) + 1`` subtree slots
+around them: slot 0 holds keys below the first key, slot i+1 keys between key
+i and key i+1 (the last slot: above the last key). A slot is ``None`` (no
+subtree), a ``CID`` (a node still to be read) or a ``Node`` (built in memory).
+
+**The layer rule.** Every key has a layer: the number of leading zero bits of
+SHA-256(key), counted in pairs (``layer.key_layer``; fanout 4). All keys of a
+node share one layer, and the node's subtrees are exactly one layer below it;
+layer-0 nodes have no subtrees. Keys of higher layers are rarer, so the tree
+is balanced on average, and its shape follows from the key set alone: the
+same keys always give the same nodes and the same root CID. An entry-less
+node only keeps a deeper subtree in its place (its layer, -1 here, comes from
+its parent); the root is trimmed of such nodes.
+
+**Wire form and prefix compression.** A node is the DAG-CBOR map
+``{"e": [{"k": suffix, "p": shared, "t": link|null, "v": link}, ...],
+"l": link|null}``: ``l`` is slot 0, entry i's ``t`` is slot i+1. Each key is
+stored as the length ``p`` of the prefix it shares with the key before it and
+the rest, ``k`` (the first key whole, ``p`` 0). The compression must be the
+shortest: ``p`` is the whole shared prefix, no less. Here nodes are encoded by
+joining pre-encoded pieces, not through the general encoder (the tests compare
+both), and an updated node re-encodes from its old bytes or pieces; that
+cache lives in the private ``_Encoding`` and never changes what the node is.
+
+**What is checked when.** ``decode_node`` checks everything a block shows
+about itself: the exact fields and their types, the shortest prefix
+compression, strictly increasing keys, key syntax and length
+(``MAX_MST_KEY_BYTES``, before each key is rebuilt), one layer for all keys,
+no subtree links at layer 0, node links that are dag-cbor SHA-256 CIDs, and
+the entry limit. Where the node stands (the layer its parent expects, the key
+range between the parent's keys, the placement of entry-less nodes) is
+checked by ``walk.resolve`` each time a link is followed.
+
+**Frozen.** A ``Node`` never changes once made: its fields refuse writes
+(``__setattr__`` raises), and updates make new nodes (``with_sub``,
+``with_val``) that share what did not change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, NoReturn, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 from .. import cbor, limits
 from ..cid import CID
@@ -42,89 +76,111 @@ def keys_valid(keys: list[bytes]) -> bool:
     return _KEYS_FULLMATCH(joined) is not None and joined.count(b"\n") == len(keys) - 1
 
 
-class Node:
-    """One MST node. ``layer`` is -1 for an entry-less node (known from context).
+class _Encoding:
+    """A node's wire form and the pieces it is assembled from: the one mutable part of a node.
 
-    ``_heads``/``_tails`` cache the encoded parts of each entry that do not
-    depend on subtrees (key suffix and prefix length; value link), so a node
-    rebuilt with a new child - every node on an update's path - re-encodes by
-    joining cached pieces with the one changed link.
+    Everything here is a cache of what the node's fields already determine, so
+    filling it in never changes what the node is; it lives apart from the node
+    so the node itself can refuse every write. Only this module and the bulk
+    builder in ``tree.py`` touch it.
+
+    ``heads``/``tails`` are the encoded parts of each entry that do not depend
+    on subtrees (``{k, p, t:`` and ``v: link``); ``parts`` is the whole map as a
+    list of pieces, with ``pending`` naming the one subtree link still to fill
+    in; ``splice`` is (bytes, start, end, slot) for a node derived from a
+    decoded one, whose bytes are the old ones with one link replaced;
+    ``entries`` holds the decoded ``e`` array until ``heads`` are made from it.
     """
 
-    __slots__ = (
-        "_cid",
-        "_data",
-        "_heads",
-        "_loaded",
-        "_parts",
-        "_pending",
-        "_splice",
-        "_tails",
-        "_wire",
-        "keys",
-        "layer",
-        "subs",
-        "vals",
-    )
-
-    keys: list[bytes]
-    vals: list[CID]
-    subs: list[Sub]
-    layer: int
-    _cid: CID | None
-    _data: bytes | None
-    _heads: list[bytes] | None
-    _tails: list[bytes] | None
-    _parts: list[bytes] | None
-    _pending: int
+    __slots__ = ("cid", "data", "entries", "heads", "loaded", "parts", "pending", "splice", "tails")
 
     def __init__(
         self,
-        keys: list[bytes],
-        vals: list[CID],
-        subs: list[Sub],
-        layer: int,
         heads: list[bytes] | None = None,
         tails: list[bytes] | None = None,
+        data: bytes | None = None,
+        cid: CID | None = None,
+        entries: list[dict[str, Any]] | None = None,
+        loaded: bool = False,
     ) -> None:
-        self.keys = keys
-        self.vals = vals
-        self.subs = subs
-        self.layer = layer
-        self._cid = None
-        self._data = None
-        self._heads = heads
-        self._tails = tails
-        self._parts = None
-        self._pending = -1
-        self._splice: tuple[bytes, int, int, int] | None = None
-        self._loaded = False
-        self._wire: list[dict[str, Any]] | None = None
+        self.cid = cid
+        self.data = data
+        self.heads = heads
+        self.tails = tails
+        self.parts: list[bytes] | None = None
+        self.pending = -1
+        self.splice: tuple[bytes, int, int, int] | None = None
+        self.loaded = loaded
+        self.entries = entries
+
+
+class _Fields:
+    """A node's layout while it is filled in; ``_node`` then makes it a ``Node``.
+
+    Writing the fields through ``Node``'s guard would double the cost of
+    making a node (every update and every decoded block makes some), so they
+    are written here, unguarded, and the object's class is switched to
+    ``Node`` (same layout, no new slots) before anyone else sees it.
+    """
+
+    __slots__ = ("_enc", "keys", "layer", "subs", "vals")
+
+
+class Node(_Fields):
+    """One MST node, frozen: ``keys``, ``vals``, ``subs`` and ``layer`` never change.
+
+    ``layer`` is -1 for an entry-less node (its layer is known from context).
+    The lists must not be modified either (they are typed as read-only
+    sequences; copying them on every read would cost more than the walk).
+    Changes build new nodes with ``with_sub``/``with_val``, which reuse this
+    node's encoded pieces. Equality is identity; compare nodes by ``cid``.
+    """
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        # Read-only to type checkers; at run time plain slots (read at full speed)
+        # that ``__setattr__`` guards.
+        @property
+        def keys(self) -> Sequence[bytes]:
+            """Full keys in increasing order."""
+
+        @property
+        def vals(self) -> Sequence[CID]:
+            """Record CID of each key."""
+
+        @property
+        def subs(self) -> Sequence[Sub]:
+            """``len(keys) + 1`` subtree slots: slot 0 left of every key, slot i+1 right of key i."""
+
+        @property
+        def layer(self) -> int:
+            """Layer of every key here; -1 when there are none."""
+
+        _enc: _Encoding
+
+    def __new__(cls, keys: Sequence[bytes], vals: Sequence[CID], subs: Sequence[Sub], layer: int) -> Node:
+        return _node(keys, vals, subs, layer, None)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Node is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Node is frozen: cannot delete {name}")
 
     @property
     def cid(self) -> CID:
         """CID of this node's encoding (computed once; encodes new children first)."""
-        cid = self._cid
+        enc = self._enc
+        cid = enc.cid
         if cid is None:
-            cid = self._cid = CID.for_dag_cbor(self.encode())
+            cid = enc.cid = CID.for_dag_cbor(self.encode())
         return cid
 
-    def heads(self) -> list[bytes]:
-        heads = self._heads
-        if heads is None:
-            wire = self._wire
-            if wire is not None:
-                heads = self._heads = [_head(e["k"], e["p"]) for e in wire]
-                self._wire = None
-            else:
-                heads = self._heads = entry_heads(self.keys)
-        return heads
-
-    def tails(self) -> list[bytes]:
-        tails = self._tails
-        if tails is None:
-            tails = self._tails = [b"\x61v" + _link(v) for v in self.vals]
-        return tails
+    @property
+    def loaded(self) -> bool:
+        """Whether the node was decoded from a block (False: built in memory)."""
+        return self._enc.loaded
 
     def with_sub(self, index: int, sub: Sub) -> Node:
         """The same entries with subtree slot ``index`` replaced.
@@ -134,10 +190,11 @@ class Node:
         may change length); otherwise the new node copies this node's encoded
         pieces and recomputes only the changed link.
         """
-        subs = self.subs.copy()
+        subs = list(self.subs)
         subs[index] = sub
-        data = self._data
-        if data is not None and self._loaded:
+        enc = self._enc
+        data = enc.data
+        if data is not None and enc.loaded:
             old = self.subs[index]
             old_link = _NULL if old is None else _link(old if type(old) is CID else old.cid)  # type: ignore[union-attr]
             if index == 0:
@@ -152,77 +209,126 @@ class Node:
             else:
                 start = -1
             if start >= 0:
-                node = Node(self.keys, self.vals, subs, self.layer, self._heads, self._tails)
-                node._wire = self._wire
-                node._splice = (data, start, start + len(old_link), index)
-                return node
-        node = Node(self.keys, self.vals, subs, self.layer, self.heads(), self.tails())
-        if self._pending < 0 and self._splice is None:
-            parts = self._parts
+                spliced = _Encoding(enc.heads, enc.tails)
+                spliced.entries = enc.entries
+                spliced.splice = (data, start, start + len(old_link), index)
+                return _node(self.keys, self.vals, subs, self.layer, spliced)
+        new = _Encoding(_heads(self), _tails(self))
+        if enc.pending < 0 and enc.splice is None:
+            parts = enc.parts
             if parts is None:
-                parts = self._parts = self._all_parts()
-            node._parts = parts.copy()
-            node._pending = index
-        return node
+                parts = enc.parts = _all_parts(self)
+            new.parts = parts.copy()
+            new.pending = index
+        return _node(self.keys, self.vals, subs, self.layer, new)
 
     def with_val(self, index: int, val: CID) -> Node:
         """The same keys and subtrees with value ``index`` replaced."""
-        vals = self.vals.copy()
+        vals = list(self.vals)
         vals[index] = val
-        tails = self.tails().copy()
+        enc = self._enc
+        tails = _tails(self).copy()
         tails[index] = b"\x61v" + _link(val)
-        node = Node(self.keys, vals, self.subs, self.layer, self.heads(), tails)
-        if self._pending < 0 and self._parts is not None:
-            parts = node._parts = self._parts.copy()
+        new = _Encoding(_heads(self), tails)
+        if enc.pending < 0 and enc.parts is not None:
+            parts = new.parts = enc.parts.copy()
             parts[3 * index + 3] = tails[index]
-        return node
-
-    def _all_parts(self) -> list[bytes]:
-        heads = self.heads()
-        tails = self.tails()
-        subs = self.subs
-        n = len(heads)
-        end = 3 * n + 1
-        parts = [_NULL] * (end + 1)
-        parts[0] = _array_header(n)
-        parts[1:end:3] = heads
-        parts[3:end:3] = tails
-        if subs.count(None) == n + 1:
-            parts[end] = b"\x61l\xf6"
-        else:
-            links = [_NULL if s is None else _link(s if type(s) is CID else s.cid) for s in subs]  # type: ignore[union-attr]
-            parts[2:end:3] = links[1:]
-            parts[end] = b"\x61l" + links[0]
-        return parts
+        return _node(self.keys, vals, self.subs, self.layer, new)
 
     def encode(self) -> bytes:
-        data = self._data
+        """The node's canonical DAG-CBOR bytes (assembled once, then kept)."""
+        enc = self._enc
+        data = enc.data
         if data is None:
-            splice = self._splice
+            splice = enc.splice
             if splice is not None:
                 base, start, end, index = splice
                 sub = self.subs[index]
                 link = _NULL if sub is None else _link(sub if type(sub) is CID else sub.cid)  # type: ignore[union-attr]
-                self._splice = None
-                data = self._data = b"".join((base[:start], link, base[end:]))
+                enc.splice = None
+                data = enc.data = b"".join((base[:start], link, base[end:]))
                 return data
-            parts = self._parts
+            parts = enc.parts
             if parts is None:
-                parts = self._parts = self._all_parts()
-            elif self._pending >= 0:
-                index = self._pending
+                parts = enc.parts = _all_parts(self)
+            elif enc.pending >= 0:
+                index = enc.pending
                 sub = self.subs[index]
                 link = _NULL if sub is None else _link(sub if type(sub) is CID else sub.cid)  # type: ignore[union-attr]
                 if index:
                     parts[3 * index - 1] = link
                 else:
                     parts[-1] = b"\x61l" + link
-                self._pending = -1
-            data = self._data = b"".join(parts)
+                enc.pending = -1
+            data = enc.data = b"".join(parts)
         return data
 
     def __repr__(self) -> str:
         return f"Node(layer={self.layer}, keys={len(self.keys)})"
+
+
+_new_fields = object.__new__
+
+
+def _node(
+    keys: Sequence[bytes], vals: Sequence[CID], subs: Sequence[Sub], layer: int, enc: _Encoding | None
+) -> Node:
+    """A new node: fields written unguarded, then the object made a ``Node`` (see ``_Fields``).
+
+    What ``Node(...)`` does, without the call through the class; the hot
+    paths that make nodes (decoding, updates, the builder) call it directly.
+    """
+    node: Any = _new_fields(_Fields)
+    node.keys = keys
+    node.vals = vals
+    node.subs = subs
+    node.layer = layer
+    node._enc = _Encoding() if enc is None else enc
+    node.__class__ = Node
+    return node  # type: ignore[no-any-return]
+
+
+def _heads(node: Node) -> list[bytes]:
+    """Each entry's encoded ``{k, p, t:`` prefix (from the decoded entries when there are some)."""
+    enc = node._enc
+    heads = enc.heads
+    if heads is None:
+        entries = enc.entries
+        if entries is not None:
+            heads = enc.heads = [_head(e["k"], e["p"]) for e in entries]
+            enc.entries = None
+        else:
+            heads = enc.heads = entry_heads(node.keys)
+    return heads
+
+
+def _tails(node: Node) -> list[bytes]:
+    """Each entry's encoded ``v: link``."""
+    enc = node._enc
+    tails = enc.tails
+    if tails is None:
+        tails = enc.tails = [b"\x61v" + _link(v) for v in node.vals]
+    return tails
+
+
+def _all_parts(node: Node) -> list[bytes]:
+    """The whole map as pieces: header, then head, subtree link and tail per entry, then ``l``."""
+    heads = _heads(node)
+    tails = _tails(node)
+    subs = node.subs
+    n = len(heads)
+    end = 3 * n + 1
+    parts = [_NULL] * (end + 1)
+    parts[0] = _array_header(n)
+    parts[1:end:3] = heads
+    parts[3:end:3] = tails
+    if subs.count(None) == n + 1:
+        parts[end] = b"\x61l\xf6"
+    else:
+        links = [_NULL if s is None else _link(s if type(s) is CID else s.cid) for s in subs]  # type: ignore[union-attr]
+        parts[2:end:3] = links[1:]
+        parts[end] = b"\x61l" + links[0]
+    return parts
 
 
 _NULL = b"\xf6"
@@ -262,7 +368,7 @@ def _head(suffix: bytes, p: int) -> bytes:
     )
 
 
-def entry_heads(keys: list[bytes]) -> list[bytes]:
+def entry_heads(keys: Sequence[bytes]) -> list[bytes]:
     """Encoded ``{k, p, t:`` prefix of each entry (prefix-compressed against the previous key)."""
     out = []
     prev = b""
@@ -421,9 +527,4 @@ def _finish(
 ) -> Node:
     if layer == 0 and subs.count(None) != len(subs):
         raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
-    node = Node(keys, vals, subs, layer)
-    node._data = data
-    node._cid = cid
-    node._wire = entries
-    node._loaded = True
-    return node
+    return _node(keys, vals, subs, layer, _Encoding(None, None, data, cid, entries, True))

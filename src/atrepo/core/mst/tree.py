@@ -6,6 +6,12 @@ unchanged node with the old one. Nodes are read lazily through a ``NodeLoader``
 there raises ``MissingBlock``, so partial trees (proofs, commit diffs) work
 until they touch what they lack. New nodes are plain in-memory ``Node``
 objects; their CIDs are computed only when asked for, bottom-up, once.
+
+Reads go down through ``walk.py``: ``resolve`` checks each node against where
+its parent links it, ``top``/``child``/``children`` step through ``Position``
+values, and whole-tree reads (``walk_raw``, ``range_raw``, ``nodes``, the diff,
+the repository export) run on a ``Walker``. The write recursions use the same
+``resolve`` and ``child_bounds``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import itertools
 import operator
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 from .. import limits
@@ -25,7 +31,21 @@ from ..cid import CID, EMPTY_MST_ROOT
 from ..errors import InvalidMST, LimitExceeded, MissingBlock
 from ..memory import collector_paused
 from .layer import key_layer, key_problem, show_key
-from .node import _BHDR, _SMALL, Node, Sub, _array_header, _head, _link, decode_node, encode_node, keys_valid
+from .node import (
+    _BHDR,
+    _SMALL,
+    Node,
+    Sub,
+    _array_header,
+    _Encoding,
+    _head,
+    _link,
+    _node,
+    decode_node,
+    encode_node,
+    keys_valid,
+)
+from .walk import Position, Walker, child_bounds, resolve
 
 Op = tuple[Literal["set", "delete"], str, CID | None]
 
@@ -95,7 +115,7 @@ def _key(key: str | bytes) -> bytes:
     return raw
 
 
-def _make(keys: list[bytes], vals: list[CID], subs: list[Sub], layer: int) -> Node | None:
+def _make(keys: Sequence[bytes], vals: Sequence[CID], subs: Sequence[Sub], layer: int) -> Node | None:
     """A node, or None when it would hold nothing at all."""
     if not keys:
         if subs[0] is None:
@@ -181,119 +201,19 @@ class MST:
     def build(cls, items: Iterable[tuple[str | bytes, CID]], source: BlockSource | None = None) -> MST:
         """Build from (key, CID) pairs sorted by key, in one linear pass.
 
-        Keys of a layer-0 node are neighbours in the sorted input, so prefix
-        compression reuses the shared prefix of adjacent input keys; a node
-        higher up takes the minimum over the keys between its entries.
+        The steps: check and encode the keys (``_prepare_keys``), find each
+        key's layer (``_layers``), then sweep the keys once, left to right,
+        with one open node per layer (``_Builder``).
         """
         pairs = items if isinstance(items, builtins.list) else builtins.list(items)
         loader = NodeLoader(source)
-        n = len(pairs)
-        if not n:
+        if not pairs:
             return cls(loader, None, -1)
-        names, values = zip(*pairs, strict=True)
-        try:
-            keys: builtins.list[bytes] = builtins.list(map(str.encode, names))
-        except TypeError:
-            keys = [k.encode() if isinstance(k, str) else k for k in names]
-        vals: builtins.list[CID] = builtins.list(values)
-        # One pass over all keys; per key only when it fails, to name the bad one.
-        if not keys_valid(keys) or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
-            for raw in keys:
-                _key(raw)
-        if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-            bad = next(b for a, b in itertools.pairwise(keys) if not a < b)
-            raise InvalidMST(f"build input not strictly sorted at {bad.decode()!r}")
-        shared = [0]
-        shared += [
-            (m := min(len(a), len(b)))
-            - ((int.from_bytes(a[:m], "big") ^ int.from_bytes(b[:m], "big")).bit_length() + 7) // 8
-            for a, b in zip(keys, itertools.islice(keys, 1, None), strict=False)
-        ]
-        sha = _sha256
-        layers = [_LAYER_OF_FIRST_BYTE[sha(k).digest()[0]] for k in keys]
-        if -1 in layers:
-            layers = [lay if lay >= 0 else key_layer(k) for lay, k in zip(layers, keys, strict=True)]
-        top = max(layers)
-        if top > limits.MAX_MST_LAYER:
-            raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
-        max_entries = limits.MAX_MST_NODE_ENTRIES
-        # each value's encoded "v" piece
-        tails = [_TAIL36 + v.raw if len(v.raw) == 36 else b"\x61v" + _link(v) for v in vals]
-        # each key's whole entry as a leaf entry (no subtree), compressed against its neighbour
-        leaf_entries = [
-            b"\xa4\x61k%b%b\x61p%b\x61t\xf6%b" % (_BHDR[len(s)], s, _SMALL[p], t)
-            if len(s := k[p:]) < 24 and p < 24
-            else _head(s, p) + b"\xf6" + t
-            for k, p, t in zip(keys, shared, tails, strict=True)
-        ]
-        # per layer: indices of the keys collected so far, and subtree slots
-        idx: builtins.list[builtins.list[int]] = [[] for _ in range(top + 1)]
-        subs: builtins.list[builtins.list[Sub]] = [[None] for _ in range(top + 1)]
-
-        def close(layer: int) -> Node | None:
-            members = idx[layer]
-            slots = subs[layer]
-            idx[layer] = []
-            subs[layer] = [None]
-            if not members:
-                return None if slots[0] is None else Node([], [], slots, layer)
-            count = len(members)
-            if count > max_entries:
-                raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
-            heads = []
-            last = -1
-            for j in members:
-                if last < 0:
-                    p = 0
-                elif j == last + 1:
-                    p = shared[j]
-                else:
-                    p = min(shared[last + 1 : j + 1])
-                heads.append(_head(keys[j][p:], p))
-                last = j
-            return Node(
-                [keys[j] for j in members],
-                [vals[j] for j in members],
-                slots,
-                layer,
-                heads,
-                [tails[j] for j in members],
-            )
-
-        def leaf(start: int, end: int) -> Node | None:
-            """The layer-0 node of keys[start:end] (all layer 0, neighbours in the input)."""
-            count = end - start
-            if not count:
-                return None
-            if count > max_entries:
-                raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, max_entries, "MST build")
-            parts = [_array_header(count), _head(keys[start], 0) + b"\xf6" + tails[start]]
-            parts += leaf_entries[start + 1 : end]
-            parts.append(b"\x61l\xf6")
-            node = Node(keys[start:end], vals[start:end], [None] * (count + 1), 0)
-            node._data = b"".join(parts)  # encoded now: a leaf has no children to wait for
-            return node
-
+        keys, vals = _prepare_keys(pairs)
+        layers, top = _layers(keys)
+        builder = _Builder(keys, vals, top)
         with collector_paused():
-            if not top:
-                root = leaf(0, n)
-            else:
-                # Only keys above layer 0 drive the loop; each run of layer-0 keys
-                # between them is one leaf, cut straight from the input.
-                run = 0
-                for i in [i for i, height in enumerate(layers) if height]:
-                    height = layers[i]
-                    subs[1][-1] = leaf(run, i)
-                    for layer in range(1, height):
-                        if idx[layer] or subs[layer][0] is not None:
-                            subs[layer + 1][-1] = close(layer)
-                    idx[height].append(i)
-                    subs[height].append(None)
-                    run = i + 1
-                subs[1][-1] = leaf(run, n)
-                for layer in range(1, top):
-                    subs[layer + 1][-1] = close(layer)
-                root = close(top)
+            root = builder.run(layers)
         return cls(loader, root, top)
 
     # --- identity ------------------------------------------------------------
@@ -344,24 +264,40 @@ class MST:
         return f"MST(root={self.root_cid}, layer={self.layer})"
 
     # --- reading -------------------------------------------------------------
-    def _resolve(self, sub: Sub, layer: int, lo: bytes | None, hi: bytes | None) -> Node | None:
-        """Follow a subtree slot, checking the node fits where it was found."""
-        if sub is None:
-            return None
-        if type(sub) is Node:
-            return sub
-        node = self.loader.load(sub)  # type: ignore[arg-type]
-        keys = node.keys
-        if keys:
-            if node.layer != layer:
-                raise InvalidMST(f"node {sub}: keys at layer {node.layer} where layer {layer} belongs")
-            if (lo is not None and keys[0] <= lo) or (hi is not None and keys[-1] >= hi):
-                raise InvalidMST(f"node {sub}: keys outside the range its parent gives")
-        elif layer <= 0:
-            raise InvalidMST(f"node {sub}: entry-less node at layer 0")
-        elif node.subs[0] is None:
-            raise InvalidMST(f"node {sub}: entry-less node without a subtree")
-        return node
+    # Every read goes down through ``walk.resolve``, which checks each node
+    # against the context its parent gives (see ``walk.py``).
+    def resolve(self, sub: Sub, layer: int, lo: bytes | None, hi: bytes | None) -> Node | None:
+        """Follow a subtree slot (layer and bounds from its parent), checking the node fits there."""
+        return resolve(self.loader, sub, layer, lo, hi)
+
+    # Kept for callers not yet moved to the public name (bench/repo_fixtures.py).
+    _resolve = resolve
+
+    def top(self) -> Position | None:
+        """The root with its context, where single-step descents start (None when empty)."""
+        root = self._root
+        return None if root is None else Position(root, self.layer, None, None)
+
+    def child(self, pos: Position, index: int) -> Position | None:
+        """The subtree in slot ``index`` of ``pos``, read and checked; None for an empty slot."""
+        lo, hi = child_bounds(pos.node.keys, index, pos.lo, pos.hi)
+        below = pos.layer - 1
+        node = resolve(self.loader, pos.node.subs[index], below, lo, hi)
+        return None if node is None else Position(node, below, lo, hi)
+
+    def children(self, pos: Position) -> builtins.list[Position]:
+        """Every subtree of ``pos`` in key order, read and checked (empty slots left out)."""
+        out = []
+        for index, sub in enumerate(pos.node.subs):
+            if sub is not None:
+                child = self.child(pos, index)
+                assert child is not None
+                out.append(child)
+        return out
+
+    def walker(self, *, reverse: bool = False) -> Walker:
+        """A fresh explicit-stack walk over the whole tree (see ``walk.Walker``)."""
+        return Walker(self, reverse=reverse)
 
     def get(self, key: str | bytes) -> CID | None:
         """The CID stored at ``key``, or None.
@@ -371,73 +307,60 @@ class MST:
         and nodes below it are never read (a proof need not carry them).
         """
         raw = key.encode() if isinstance(key, str) else key
-        return self._find(raw, None, key_layer(raw))
+        return self._descend(raw, key_layer(raw), None, 0)[0]
 
-    def _find(self, raw: bytes, trail: builtins.list[Node] | None, floor: int = -1) -> CID | None:
-        """Descend to ``raw`` down to layer ``floor``; collect the nodes passed into ``trail``."""
+    def _descend(
+        self, raw: bytes, floor: int, trail: builtins.list[Node] | None, toward: int
+    ) -> tuple[CID | None, bytes | None]:
+        """Follow the lookup path of ``raw`` down to layer ``floor``: every descent by key.
+
+        ``toward`` 0 stops at ``raw`` and gives its value; -1 (1) passes by it
+        and gives the nearest key below (above) it, the last one met on the
+        way down. The nodes passed are added to ``trail``.
+        """
+        loader = self.loader
         sub: Sub = self._root
         layer = self.layer
         lo: bytes | None = None
         hi: bytes | None = None
+        best: bytes | None = None
         while sub is not None and layer >= floor:
-            node = self._resolve(sub, layer, lo, hi)
-            assert node is not None
+            node = sub if type(sub) is Node else resolve(loader, sub, layer, lo, hi)
             if trail is not None:
-                trail.append(node)
-            keys = node.keys
-            i = bisect_left(keys, raw)
-            if i < len(keys) and keys[i] == raw:
-                return node.vals[i]
+                trail.append(node)  # type: ignore[arg-type]
+            keys = node.keys  # type: ignore[union-attr]
+            if toward <= 0:
+                i = bisect_left(keys, raw)
+                if toward:
+                    if i:
+                        best = keys[i - 1]
+                elif i < len(keys) and keys[i] == raw:
+                    return node.vals[i], None  # type: ignore[union-attr]
+            else:
+                i = bisect_right(keys, raw)
+                if i < len(keys):
+                    best = keys[i]
+            # child_bounds(keys, i, lo, hi), written out: a call per level
+            # would cost a tenth of a lookup.
             if i:
                 lo = keys[i - 1]
             if i < len(keys):
                 hi = keys[i]
-            sub = node.subs[i]
+            sub = node.subs[i]  # type: ignore[union-attr]
             layer -= 1
-        return None
+        return None, best
 
     def __contains__(self, key: str | bytes) -> bool:
         return self.get(key) is not None
 
     def walk(self, *, reverse: bool = False) -> Iterator[tuple[str, CID]]:
         """Every (key, CID) in key order (or reverse), validating what it reads."""
-        for raw, val in self._walk_raw(reverse=reverse):
+        for raw, val in Walker(self, reverse=reverse).entries():
             yield raw.decode(), val
 
-    def _walk_raw(self, *, reverse: bool = False) -> Iterator[tuple[bytes, CID]]:
-        """In-order (key, CID) with an explicit stack: no generator per tree level."""
-        root = self._root
-        if root is None:
-            return
-        resolve = self._resolve
-        # Entries are (key, val) pairs or (sub, layer, lo, hi) subtrees still to open.
-        stack: builtins.list[tuple] = [(root, self.layer, None, None)]  # type: ignore[type-arg]
-        pop = stack.pop
-        push = stack.append
-        while stack:
-            item = pop()
-            if len(item) == 2:
-                yield item
-                continue
-            sub, layer, lo, hi = item
-            node = sub if type(sub) is Node else resolve(sub, layer, lo, hi)
-            keys, vals, subs = node.keys, node.vals, node.subs  # type: ignore[union-attr]
-            n = len(keys)
-            below = layer - 1
-            if reverse:
-                for i in range(n + 1):
-                    child = subs[i]
-                    if child is not None:
-                        push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
-                    if i < n:
-                        push((keys[i], vals[i]))
-            else:
-                for i in range(n, -1, -1):
-                    if i < n:
-                        push((keys[i], vals[i]))
-                    child = subs[i]
-                    if child is not None:
-                        push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
+    def walk_raw(self, *, reverse: bool = False) -> Iterator[tuple[bytes, CID]]:
+        """Like ``walk`` with keys as bytes (no decoding per key)."""
+        return Walker(self, reverse=reverse).entries()
 
     def list(
         self,
@@ -472,47 +395,15 @@ class MST:
     def range_raw(
         self, lower: bytes | None, upper: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, CID]]:
-        """Entries with lower <= key (forward) or key < upper (reverse), pruning subtrees."""
-        if self._root is None:
-            return
-        yield from self._range_node(self._root, self.layer, None, None, lower, upper, reverse)
+        """Entries with lower <= key (forward) or key < upper (reverse).
 
-    def _range_node(
-        self,
-        node: Node,
-        layer: int,
-        lo: bytes | None,
-        hi: bytes | None,
-        lower: bytes | None,
-        upper: bytes | None,
-        reverse: bool,
-    ) -> Iterator[tuple[bytes, CID]]:
-        keys, vals, subs = node.keys, node.vals, node.subs
-        n = len(keys)
-        if reverse:
-            end = bisect_left(keys, upper) if upper is not None else n
-            for i in range(end, -1, -1):
-                sub = subs[i]
-                if sub is not None:
-                    clo = keys[i - 1] if i else lo
-                    chi = keys[i] if i < n else hi
-                    child = self._resolve(sub, layer - 1, clo, chi)
-                    assert child is not None
-                    yield from self._range_node(child, layer - 1, clo, chi, lower, upper, reverse)
-                if i:
-                    yield keys[i - 1], vals[i - 1]
-        else:
-            begin = bisect_left(keys, lower) if lower is not None else 0
-            for i in range(begin, n + 1):
-                sub = subs[i]
-                if sub is not None:
-                    clo = keys[i - 1] if i else lo
-                    chi = keys[i] if i < n else hi
-                    child = self._resolve(sub, layer - 1, clo, chi)
-                    assert child is not None
-                    yield from self._range_node(child, layer - 1, clo, chi, lower, upper, reverse)
-                if i < n:
-                    yield keys[i], vals[i]
+        Only the nodes on the bound's path are read to find where to start.
+        """
+        walker = Walker(self, reverse=reverse)
+        bound = upper if reverse else lower
+        if bound is not None:
+            walker.seek(bound)
+        yield from walker.entries()
 
     # --- writing -------------------------------------------------------------
     def set(self, key: str | bytes, value: CID) -> MST:
@@ -542,7 +433,7 @@ class MST:
     def _insert(
         self, sub: Sub, layer: int, key: bytes, val: CID, height: int, lo: bytes | None, hi: bytes | None
     ) -> Node:
-        node = self._resolve(sub, layer, lo, hi)
+        node = resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             if height == layer:
                 return Node([key], [val], [None, None], layer)
@@ -550,8 +441,7 @@ class MST:
             return Node([], [], [child], layer)
         keys = node.keys
         i = bisect_left(keys, key)
-        clo = keys[i - 1] if i else lo
-        chi = keys[i] if i < len(keys) else hi
+        clo, chi = child_bounds(keys, i, lo, hi)
         if height == layer:
             if i < len(keys) and keys[i] == key:
                 if node.vals[i] == val:
@@ -577,13 +467,12 @@ class MST:
         self, sub: Sub, layer: int, key: bytes, lo: bytes | None, hi: bytes | None
     ) -> tuple[Node | None, Node | None]:
         """Cut a subtree into the parts below and above ``key`` (not in it)."""
-        node = self._resolve(sub, layer, lo, hi)
+        node = resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             return None, None
         keys = node.keys
         i = bisect_left(keys, key)
-        clo = keys[i - 1] if i else lo
-        chi = keys[i] if i < len(keys) else hi
+        clo, chi = child_bounds(keys, i, lo, hi)
         cl, cr = self._split(node.subs[i], layer - 1, key, clo, chi)
         if cl is None and not i:
             return None, sub  # type: ignore[return-value]
@@ -609,7 +498,7 @@ class MST:
     def _trimmed(self, root: Node | None, layer: int) -> MST:
         """A tree over ``root`` with entry-less nodes removed from the top."""
         while root is not None and not root.keys:
-            root = self._resolve(root.subs[0], layer - 1, None, None)
+            root = resolve(self.loader, root.subs[0], layer - 1, None, None)
             layer -= 1
         if root is None:
             return MST(self.loader, None, -1)
@@ -618,16 +507,17 @@ class MST:
     def _delete(
         self, sub: Sub, layer: int, key: bytes, height: int, lo: bytes | None, hi: bytes | None
     ) -> Node | None | object:
-        node = self._resolve(sub, layer, lo, hi)
+        node = resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             return _UNCHANGED
         keys = node.keys
         i = bisect_left(keys, key)
-        clo = keys[i - 1] if i else lo
+        clo, chi = child_bounds(keys, i, lo, hi)
         if height == layer:
             if i >= len(keys) or keys[i] != key:
                 return _UNCHANGED
-            chi = keys[i + 1] if i + 1 < len(keys) else hi
+            # the slots either side of the key become one: from slot i's low bound to slot i+1's high
+            chi = child_bounds(keys, i + 1, lo, hi)[1]
             merged = self._merge(node.subs[i], node.subs[i + 1], layer - 1, clo, key, chi)
             return _make(
                 [*keys[:i], *keys[i + 1 :]],
@@ -635,7 +525,6 @@ class MST:
                 [*node.subs[:i], merged, *node.subs[i + 2 :]],
                 layer,
             )
-        chi = keys[i] if i < len(keys) else hi
         child = self._delete(node.subs[i], layer - 1, key, height, clo, chi)
         if child is _UNCHANGED:
             return _UNCHANGED
@@ -656,16 +545,17 @@ class MST:
             return b  # type: ignore[return-value]
         if b is None:
             return a  # type: ignore[return-value]
-        na = self._resolve(a, layer, lo, mid)
-        nb = self._resolve(b, layer, mid, hi)
+        na = resolve(self.loader, a, layer, lo, mid)
+        nb = resolve(self.loader, b, layer, mid, hi)
         assert na is not None and nb is not None
-        alo = na.keys[-1] if na.keys else lo
-        bhi = nb.keys[0] if nb.keys else hi
+        # the inner slots meeting at ``mid``: na's last and nb's first
+        alo = child_bounds(na.keys, len(na.keys), lo, mid)[0]
+        bhi = child_bounds(nb.keys, 0, mid, hi)[1]
         inner = self._merge(na.subs[-1], nb.subs[0], layer - 1, alo, mid, bhi)
-        keys = na.keys + nb.keys
+        keys = [*na.keys, *nb.keys]
         if len(keys) > limits.MAX_MST_NODE_ENTRIES:
             raise LimitExceeded("MAX_MST_NODE_ENTRIES", len(keys), limits.MAX_MST_NODE_ENTRIES, mid.decode())
-        return _make(keys, na.vals + nb.vals, [*na.subs[:-1], inner, *nb.subs[1:]], layer)
+        return _make(keys, [*na.vals, *nb.vals], [*na.subs[:-1], inner, *nb.subs[1:]], layer)
 
     def apply(self, ops: Iterable[Op]) -> MST:
         """Apply ("set", key, cid) / ("delete", key, None) operations in order."""
@@ -690,10 +580,9 @@ class MST:
         stack = [root]
         while stack:
             node = stack.pop()
-            if node._loaded:  # decoded from the source, not new
+            if node.loaded:  # decoded from the source, not new
                 continue
-            if node._data is not None and node._cid is not None:
-                out.put(node._cid, node._data)
+            out.put(node.cid, node.encode())
             for sub in node.subs:
                 if type(sub) is Node:
                     stack.append(sub)
@@ -701,58 +590,184 @@ class MST:
 
     def node_cids(self) -> Iterator[CID]:
         """Every node CID of the tree, in pre-order (loads what it walks)."""
-        for cid, _node, _layer in self.nodes():
+        for cid, _n, _layer in self.nodes():
             yield cid
 
     def nodes(self) -> Iterator[tuple[CID, Node, int]]:
-        """(CID, node, layer) for every node in pre-order."""
-        if self._root is None:
-            return
-        stack: list[tuple[Node, int, bytes | None, bytes | None]] = [(self._root, self.layer, None, None)]
+        """(CID, node, layer) for every node in pre-order (loads what it walks)."""
+        walker = Walker(self)
+        stack = walker.stack
+        pop = stack.pop
+        open_ = walker.open
         while stack:
-            node, layer, lo, hi = stack.pop()
-            yield node.cid, node, layer
-            keys = node.keys
-            n = len(keys)
-            for i in range(n, -1, -1):
-                sub = node.subs[i]
-                if sub is not None:
-                    clo = keys[i - 1] if i else lo
-                    chi = keys[i] if i < n else hi
-                    child = self._resolve(sub, layer - 1, clo, chi)
-                    assert child is not None
-                    stack.append((child, layer - 1, clo, chi))
+            top = stack[-1]
+            if len(top) == 2:  # an entry: passed over
+                pop()
+            else:
+                node = open_()
+                yield node.cid, node, top[1]
 
     def path(self, key: str | bytes) -> builtins.list[Node]:
         """Nodes on the lookup path of ``key`` from the root (where it is or would be)."""
         out: builtins.list[Node] = []
-        self._find(key.encode() if isinstance(key, str) else key, out)
+        self._descend(key.encode() if isinstance(key, str) else key, -1, out, 0)
         return out
 
     def neighbor(self, key: str | bytes, *, below: bool) -> bytes | None:
         """The nearest key strictly below (or above) ``key``, or None."""
         raw = key.encode() if isinstance(key, str) else key
-        best: bytes | None = None
-        sub: Sub = self._root
-        layer = self.layer
-        lo: bytes | None = None
-        hi: bytes | None = None
-        while sub is not None:
-            node = self._resolve(sub, layer, lo, hi)
-            assert node is not None
-            keys = node.keys
-            if below:
-                i = bisect_left(keys, raw)
-                if i:
-                    best = keys[i - 1]
+        return self._descend(raw, -1, None, -1 if below else 1)[1]
+
+
+def _prepare_keys(pairs: list[tuple[str | bytes, CID]]) -> tuple[list[bytes], list[CID]]:
+    """Keys as bytes and values as lists, refusing a bad key or unsorted input.
+
+    Syntax is checked in one pass over all keys, and key by key only when that
+    fails, to name the bad one.
+    """
+    names, values = zip(*pairs, strict=True)
+    try:
+        keys: list[bytes] = list(map(str.encode, names))
+    except TypeError:
+        keys = [k.encode() if isinstance(k, str) else k for k in names]
+    vals: list[CID] = list(values)
+    # One pass over all keys; per key only when it fails, to name the bad one.
+    if not keys_valid(keys) or max(map(len, keys)) > limits.MAX_MST_KEY_BYTES:
+        for raw in keys:
+            _key(raw)
+    if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        bad = next(b for a, b in itertools.pairwise(keys) if not a < b)
+        raise InvalidMST(f"build input not strictly sorted at {bad.decode()!r}")
+    return keys, vals
+
+
+def _layers(keys: list[bytes]) -> tuple[list[int], int]:
+    """Each key's layer and the highest; most layers are read off the hash's first byte."""
+    sha = _sha256
+    layers = [_LAYER_OF_FIRST_BYTE[sha(k).digest()[0]] for k in keys]
+    if -1 in layers:
+        layers = [lay if lay >= 0 else key_layer(k) for lay, k in zip(layers, keys, strict=True)]
+    top = max(layers)
+    if top > limits.MAX_MST_LAYER:
+        raise LimitExceeded("MAX_MST_LAYER", top, limits.MAX_MST_LAYER, "MST build")
+    return layers, top
+
+
+def _shared_prefixes(keys: list[bytes]) -> list[int]:
+    """Length of the prefix each key shares with the one before it (0 for the first).
+
+    Keys of a layer-0 node are neighbours in the sorted input, so these are
+    their prefix lengths as they are; a node higher up takes the minimum over
+    the keys between its entries. The length comes from the XOR of the two
+    keys read as integers: its bit length says where they first differ.
+    """
+    shared = [0]
+    shared += [
+        (m := min(len(a), len(b)))
+        - ((int.from_bytes(a[:m], "big") ^ int.from_bytes(b[:m], "big")).bit_length() + 7) // 8
+        for a, b in zip(keys, itertools.islice(keys, 1, None), strict=False)
+    ]
+    return shared
+
+
+class _Builder:
+    """One left-to-right sweep over sorted keys, holding one unfinished node per layer.
+
+    For each layer, ``idx`` lists the keys the open node has collected so far
+    and ``subs`` its subtree slots, the last of which is still being filled.
+    A key above layer 0 closes every open node below its layer (they become
+    its left neighbour's right subtree) and joins the open node of its own
+    layer. Runs of layer-0 keys between them are cut from the input whole
+    (``leaf``). Entries are encoded here once each and handed to the nodes as
+    cached pieces, so computing the root CID afterwards only joins bytes.
+    """
+
+    __slots__ = ("idx", "keys", "leaf_entries", "shared", "subs", "tails", "top", "vals")
+
+    def __init__(self, keys: list[bytes], vals: list[CID], top: int) -> None:
+        self.keys = keys
+        self.vals = vals
+        self.top = top
+        shared = self.shared = _shared_prefixes(keys)
+        # each value's encoded "v" piece
+        tails = self.tails = [_TAIL36 + v.raw if len(v.raw) == 36 else b"\x61v" + _link(v) for v in vals]
+        # each key's whole entry as a leaf entry (no subtree), compressed against its neighbour
+        self.leaf_entries = [
+            b"\xa4\x61k%b%b\x61p%b\x61t\xf6%b" % (_BHDR[len(s)], s, _SMALL[p], t)
+            if len(s := k[p:]) < 24 and p < 24
+            else _head(s, p) + b"\xf6" + t
+            for k, p, t in zip(keys, shared, tails, strict=True)
+        ]
+        self.idx: list[list[int]] = [[] for _ in range(top + 1)]
+        self.subs: list[list[Sub]] = [[None] for _ in range(top + 1)]
+
+    def run(self, layers: list[int]) -> Node | None:
+        """The root: every key placed, then every open node closed from the bottom up."""
+        n = len(self.keys)
+        top = self.top
+        leaf = self.leaf
+        if not top:
+            return leaf(0, n)
+        idx, subs, close = self.idx, self.subs, self.close
+        # Only keys above layer 0 drive the loop; each run of layer-0 keys
+        # between them is one leaf, cut straight from the input.
+        run = 0
+        for i in [i for i, height in enumerate(layers) if height]:
+            height = layers[i]
+            subs[1][-1] = leaf(run, i)
+            for layer in range(1, height):
+                if idx[layer] or subs[layer][0] is not None:
+                    subs[layer + 1][-1] = close(layer)
+            idx[height].append(i)
+            subs[height].append(None)
+            run = i + 1
+        subs[1][-1] = leaf(run, n)
+        for layer in range(1, top):
+            subs[layer + 1][-1] = close(layer)
+        return close(top)
+
+    def close(self, layer: int) -> Node | None:
+        """Finish the open node of ``layer`` (None if it holds nothing) and start a new one."""
+        members = self.idx[layer]
+        slots = self.subs[layer]
+        self.idx[layer] = []
+        self.subs[layer] = [None]
+        if not members:
+            return None if slots[0] is None else Node([], [], slots, layer)
+        count = len(members)
+        if count > limits.MAX_MST_NODE_ENTRIES:
+            raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, limits.MAX_MST_NODE_ENTRIES, "MST build")
+        keys, vals, shared, tails = self.keys, self.vals, self.shared, self.tails
+        heads = []
+        last = -1
+        for j in members:
+            if last < 0:
+                p = 0
+            elif j == last + 1:
+                p = shared[j]
             else:
-                i = bisect_right(keys, raw)
-                if i < len(keys):
-                    best = keys[i]
-            if i:
-                lo = keys[i - 1]
-            if i < len(keys):
-                hi = keys[i]
-            sub = node.subs[i]
-            layer -= 1
-        return best
+                p = min(shared[last + 1 : j + 1])
+            heads.append(_head(keys[j][p:], p))
+            last = j
+        return _node(
+            [keys[j] for j in members],
+            [vals[j] for j in members],
+            slots,
+            layer,
+            _Encoding(heads, [tails[j] for j in members]),
+        )
+
+    def leaf(self, start: int, end: int) -> Node | None:
+        """The layer-0 node of keys[start:end] (all layer 0, neighbours in the input)."""
+        count = end - start
+        if not count:
+            return None
+        if count > limits.MAX_MST_NODE_ENTRIES:
+            raise LimitExceeded("MAX_MST_NODE_ENTRIES", count, limits.MAX_MST_NODE_ENTRIES, "MST build")
+        keys = self.keys
+        parts = [_array_header(count), _head(keys[start], 0) + b"\xf6" + self.tails[start]]
+        parts += self.leaf_entries[start + 1 : end]
+        parts.append(b"\x61l\xf6")
+        # encoded now: a leaf has no children to wait for
+        enc = _Encoding(data=b"".join(parts))
+        return _node(keys[start:end], self.vals[start:end], [None] * (count + 1), 0, enc)
