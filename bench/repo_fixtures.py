@@ -260,20 +260,14 @@ def _reference_order(fx: RepoFixture) -> list[tuple[bytes, bytes]]:
     out = [(fx.commit, blocks.require(commit))]
     tree = MST.load(blocks, CID(fx.data))
     leaves: list[CID] = []
-    level = [] if tree.root is None else [(tree.root, tree.layer, None, None)]
+    top = tree.top()
+    level = [] if top is None else [top]
     while level:
         below = []
-        for node, layer, lo, hi in level:
-            out.append((node.cid.raw, blocks.require(node.cid)))
-            keys = node.keys
-            n = len(keys)
-            for i in range(n + 1):
-                sub = node.subs[i]
-                if sub is not None:
-                    clo = keys[i - 1] if i else lo
-                    chi = keys[i] if i < n else hi
-                    below.append((tree._resolve(sub, layer - 1, clo, chi), layer - 1, clo, chi))
-            leaves.extend(node.vals)
+        for pos in level:
+            out.append((pos.node.cid.raw, blocks.require(pos.node.cid)))
+            below.extend(tree.children(pos))
+            leaves.extend(pos.node.vals)
         level = below
     seen: set[CID] = set()
     for cid in leaves:

@@ -32,6 +32,7 @@ from .varint import encode_varint, scan_varint, varint_size
 
 __all__ = [
     "Block",
+    "CarBlockSet",
     "CarDecoder",
     "CarIndex",
     "CarReader",
@@ -954,6 +955,210 @@ class CarIndex:
             + len(self._kept)
             + sum(a.itemsize * len(a) for a in (self._where, self._kept_at, self._slots))
         )
+
+
+class CarBlockSet:
+    """Every block of a CAR hash-checked in one pass: MST nodes kept, every other CID remembered.
+
+    The fast companion of ``CarIndex`` for verifying a repository CAR that fits
+    in memory. Blocks whose data starts with ``keep_prefix`` (MST nodes) and
+    whose CID is dag-cbor are kept (binary CID -> data, in one ``dict``); of
+    every other block only the binary CID is held, packed 36 bytes after 36
+    bytes into one of a few thousand ``bytearray`` buckets chosen by Python's
+    ``hash`` of the CID (SipHash with a per-process key, so a hostile file
+    cannot pile its CIDs into one bucket), about 45 bytes a block where a
+    ``set`` of CIDs takes ~120. CIDs of another length (exotic in a
+    repository) go to a small ``set``. Nothing is probed in Python: a block
+    costs a hash, a dict store or a ``find`` and an append.
+
+    A reader *takes* each block it uses (``take``, ``take_kept``), so what is
+    left at the end (``len``) is what nothing used; a block taken twice is not
+    there the second time.
+
+    ``build`` gives up, returning None, when it would hold more than
+    ``max_blocks`` distinct blocks or ``keep_bytes`` of kept data (checked
+    after each chunk read, so it overshoots by at most one chunk's blocks): the
+    caller then indexes with ``CarIndex``, whose limits and errors are the
+    exact ones. Format errors and hash mismatches are raised as ``CarIndex``
+    raises them.
+    """
+
+    __slots__ = ("_buckets", "_count", "_kept_bytes", "_mask", "_odd", "kept", "roots")
+
+    def __init__(self, roots: list[CID], expected_blocks: int = 0) -> None:
+        self.roots = roots
+        self.kept: dict[bytes, bytes] = {}
+        self._odd: set[bytes] = set()
+        self._kept_bytes = 0
+        self._count = 0  # CIDs put in the buckets
+        buckets = 64
+        while buckets * _BUCKET_BLOCKS < expected_blocks:
+            buckets <<= 1
+        self._buckets = [bytearray() for _ in range(buckets)]
+        self._mask = buckets - 1
+
+    @classmethod
+    def build(
+        cls,
+        stream: Readable,
+        *,
+        keep_prefix: bytes,
+        keep_bytes: int,
+        max_blocks: int,
+        max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
+    ) -> CarBlockSet | None:
+        """Read the whole CAR once from the stream's position; None when it exceeds the budget."""
+        found = cls([], min(_remaining_bytes(stream) // _TYPICAL_BLOCK_BYTES, max_blocks))
+
+        def scan(buf: bytes, pos: int, base: int, _out: list[Block]) -> tuple[int, int]:
+            return found._scan(buf, pos, base, max_block_bytes, keep_prefix, keep_bytes, max_blocks)
+
+        try:
+            reader = CarReader(stream, max_block_bytes=max_block_bytes, sections=scan)
+            found.roots = reader.roots
+            for _ in reader:  # every section goes to the buckets; the reader yields none
+                pass
+        except _OverBudget:
+            return None
+        return found
+
+    def __len__(self) -> int:
+        """Distinct blocks held (all of them until a reader takes some)."""
+        return len(self.kept) + len(self._odd) + sum(map(len, self._buckets)) // _ENTRY
+
+    def take_kept(self, raw: bytes) -> bytes | None:
+        """A kept block's data (binary CID ``raw``), taken out; None when not kept or taken already."""
+        return self.kept.pop(raw, None)
+
+    def taker(self) -> Callable[[bytes], bool]:
+        """``take(raw)``: whether a block with binary CID ``raw`` is held, taking it out if so.
+
+        A closure for calls in a loop. A kept block counts too: a record can
+        be shaped like an MST node.
+        """
+        buckets = self._buckets
+        mask = self._mask
+        odd = self._odd
+        kept_pop = self.kept.pop
+
+        def take(raw: bytes) -> bool:
+            if len(raw) == _ENTRY:
+                bucket = buckets[hash(raw) & mask]
+                at = bucket.find(raw)
+                if at >= 0 and (not at % _ENTRY or (at := _find_entry(bucket, raw, at)) >= 0):
+                    del bucket[at : at + _ENTRY]
+                    return True
+            elif raw in odd:
+                odd.remove(raw)
+                return True
+            return kept_pop(raw, None) is not None
+
+        return take
+
+    def _scan(
+        self,
+        buf: bytes,
+        pos: int,
+        base: int,
+        max_section: int,
+        keep_prefix: bytes,
+        keep_bytes: int,
+        max_blocks: int,
+    ) -> tuple[int, int]:
+        """Take in every complete section in ``buf[pos:]``; same contract as ``_parse_sections``.
+
+        The per-block hot loop: the data is hashed through a view of the buffer
+        (no copy) and compared in place with the CID's digest; the only object
+        made for a block is its binary CID (and, for a kept one, its data).
+        """
+        end = len(buf)
+        view = memoryview(buf)
+        sha = _sha256
+        startswith = buf.startswith
+        pfx_cbor = _PFX_DAG_CBOR
+        pfx_raw = _PFX_RAW
+        kept = self.kept
+        buckets = self._buckets
+        mask = self._mask
+        kept_bytes = self._kept_bytes
+        count = self._count
+        try:
+            while pos < end:
+                start = pos
+                byte = buf[pos]
+                if byte < 0x80:
+                    size = byte
+                    pos += 1
+                elif pos + 1 < end and 0 < buf[pos + 1] < 0x80:
+                    size = (byte & 0x7F) | (buf[pos + 1] << 7)
+                    pos += 2
+                else:
+                    size, pos = scan_varint(buf, pos, end, base)
+                    if pos < 0:
+                        return start, 1
+                if size > max_section:
+                    raise LimitExceeded(
+                        "MAX_CAR_BLOCK_BYTES", size, max_section, f"CAR block section at byte {base + start}"
+                    )
+                if size == 0:
+                    raise InvalidCAR("empty block section (no CID)", base + start)
+                stop = pos + size
+                if stop > end:
+                    return start, stop - end
+                cbor = startswith(pfx_cbor, pos)
+                if cbor or startswith(pfx_raw, pos):
+                    data_at = pos + _ENTRY
+                    if data_at > stop:
+                        raise InvalidCAR(
+                            f"CID runs past the end of its block section (section at byte {base + start})",
+                            base + pos,
+                        )
+                    if not startswith(sha(view[data_at:stop]).digest(), pos + 4):
+                        cid = CID(buf[pos:data_at])
+                        raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
+                    raw = buf[pos:data_at]
+                    if cbor and startswith(keep_prefix, data_at):
+                        if raw not in kept:
+                            kept[raw] = buf[data_at:stop]
+                            kept_bytes += stop - data_at
+                        pos = stop
+                        continue
+                else:
+                    cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
+                    _check_odd_hash(cid, buf[data_at:stop], base + start)
+                    raw = cid.raw
+                    if len(raw) != _ENTRY:
+                        self._odd.add(raw)
+                        pos = stop
+                        continue
+                bucket = buckets[hash(raw) & mask]
+                at = bucket.find(raw)
+                if at < 0 or (at % _ENTRY and _find_entry(bucket, raw, at) < 0):  # not a repeat
+                    bucket += raw
+                    count += 1
+                pos = stop
+            return pos, 0
+        finally:
+            self._kept_bytes = kept_bytes
+            self._count = count
+            view.release()
+            if kept_bytes > keep_bytes or count + len(kept) + len(self._odd) > max_blocks:
+                raise _OverBudget
+
+
+#: CIDs a ``CarBlockSet`` bucket holds on average when the file's size is a fair guess.
+_BUCKET_BLOCKS = 8
+
+
+def _find_entry(bucket: bytearray, raw: bytes, at: int) -> int:
+    """Where ``raw`` is a whole entry of ``bucket`` (found unaligned at ``at`` first), or -1."""
+    while at >= 0 and at % _ENTRY:
+        at = bucket.find(raw, at + 1)
+    return at
+
+
+class _OverBudget(Exception):
+    """``CarBlockSet`` would hold more than its budget."""
 
 
 def _remaining_bytes(stream: Readable) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import limits
-from .car import CarIndex, CarReader, Readable
+from .car import CarBlockSet, CarIndex, CarReader, Readable
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import InvalidCAR, InvalidCommit, MissingBlock
@@ -44,6 +44,9 @@ MST_NODE_PREFIX = b"\xa2\x61e"
 #: them saves a read and a second hash per node; the cap bounds what a file
 #: of node-shaped junk can make us hold.
 KEEP_NODE_BYTES = 32 << 20
+#: Most distinct blocks the set path holds (``car.CarBlockSet``, ~100 bytes a
+#: block besides the nodes it keeps); a larger CAR goes to the compact index.
+SET_PATH_BLOCKS = 400_000
 
 
 @dataclass(slots=True)
@@ -64,6 +67,10 @@ class RepoSummary:
 
 class _OutOfOrder(Exception):
     """The next block is not the one pre-order walking needs."""
+
+
+class _Fallback(Exception):
+    """The set path met something only the index path answers exactly (a missing block, a repeat)."""
 
 
 class _StreamSource:
@@ -186,6 +193,20 @@ def _verify(
             pass
         if not _seekable(stream):
             raise InvalidCAR("blocks are not in pre-order and the stream cannot seek to index them")
+        if info.commit is not None and not with_data:
+            stream.seek(start)  # type: ignore[attr-defined]
+            found = CarBlockSet.build(
+                stream,
+                keep_prefix=MST_NODE_PREFIX,
+                keep_bytes=KEEP_NODE_BYTES,
+                max_blocks=min(SET_PATH_BLOCKS, limits.MAX_CAR_INDEX_BLOCKS),
+            )
+            if found is not None:
+                try:
+                    yield from _set_path(found, info, strict_shape)
+                    return
+                except _Fallback:
+                    pass
         stream.seek(start)  # type: ignore[attr-defined]
         yield from _index_path(stream, start, key, did, info, with_data, strict_shape)
 
@@ -254,6 +275,78 @@ def _summarize_streamed(
     info.nodes = source.consumed - info.records - 1
     info.unreferenced = rest
     info.blocks = source.consumed + rest
+
+
+# --- set path: any block order, every block hash-checked in one pass, nodes kept -------------------
+
+
+class _TakeSource:
+    """Hands out each kept node once, taking it from the set (``get`` is the node loader's call)."""
+
+    __slots__ = ("_take", "nodes")
+
+    def __init__(self, found: CarBlockSet) -> None:
+        self._take = found.take_kept
+        self.nodes = 0
+
+    def get(self, cid: CID) -> bytes | None:
+        self.nodes += 1
+        data = self._take(cid.raw)
+        if data is None:  # missing, not node-shaped or read twice: the index path says which
+            raise _Fallback
+        return data
+
+
+def _set_path(found: CarBlockSet, info: RepoSummary, strict_shape: bool) -> Iterator[tuple[str, CID, bytes]]:
+    """Walk the tree over the blocks of one pass (``CarBlockSet``); raise ``_Fallback`` at any doubt.
+
+    The commit was checked by the stream path. Every block the walk uses is
+    taken from the set, so what remains at the end is unreferenced. Anything
+    the set cannot answer exactly (a block missing, a record block used twice,
+    a node not kept) goes back to the index path, which resumes the walk after
+    the last key yielded and raises the precise error.
+    """
+    info.streamed = False
+    commit = info.commit
+    assert commit is not None
+    blocks = len(found)
+    if not found.taker()(found.roots[0].raw):
+        raise _Fallback
+    source = _TakeSource(found)
+    # the set path checked every block's hash as it read it
+    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
+    empty_root = False
+    if tree.root is None and not source.nodes:  # an empty tree's root node may go unread
+        empty_root = found.take_kept(commit.data.raw) is not None
+    yield from _walk_taken(tree, found, info)
+    info.blocks = blocks
+    info.unreferenced = len(found)
+    info.nodes = source.nodes + empty_root
+
+
+def _walk_taken(tree: MST, found: CarBlockSet, info: RepoSummary) -> Iterator[tuple[str, CID, bytes]]:
+    """Each record in key order, its block taken from the set.
+
+    Records the stream path yielded before it gave up are counted, not yielded again.
+    """
+    resume = info.last_key.encode() if info.last_key is not None else None
+    take = found.taker()
+    count = 0
+    name = info.last_key
+    try:
+        for raw, val in tree.walk_raw():
+            if not take(val.raw):  # missing or used twice: the index path tells
+                raise _Fallback
+            count += 1
+            if resume is not None:
+                if raw <= resume:
+                    continue
+                resume = None
+            name = raw.decode()
+            yield name, val, b""
+    finally:  # the summary stays right however the walk ends
+        info.records = count
+        info.last_key = name
 
 
 # --- index path: any block order, read by offset from a compact index ------------------------------

@@ -270,9 +270,6 @@ class MST:
         """Follow a subtree slot (layer and bounds from its parent), checking the node fits there."""
         return resolve(self.loader, sub, layer, lo, hi)
 
-    # Kept for callers not yet moved to the public name (bench/repo_fixtures.py).
-    _resolve = resolve
-
     def top(self) -> Position | None:
         """The root with its context, where single-step descents start (None when empty)."""
         root = self._root
@@ -433,7 +430,7 @@ class MST:
     def _insert(
         self, sub: Sub, layer: int, key: bytes, val: CID, height: int, lo: bytes | None, hi: bytes | None
     ) -> Node:
-        node = resolve(self.loader, sub, layer, lo, hi)
+        node = sub if type(sub) is Node else resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             if height == layer:
                 return Node([key], [val], [None, None], layer)
@@ -467,7 +464,7 @@ class MST:
         self, sub: Sub, layer: int, key: bytes, lo: bytes | None, hi: bytes | None
     ) -> tuple[Node | None, Node | None]:
         """Cut a subtree into the parts below and above ``key`` (not in it)."""
-        node = resolve(self.loader, sub, layer, lo, hi)
+        node = sub if type(sub) is Node else resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             return None, None
         keys = node.keys
@@ -507,7 +504,7 @@ class MST:
     def _delete(
         self, sub: Sub, layer: int, key: bytes, height: int, lo: bytes | None, hi: bytes | None
     ) -> Node | None | object:
-        node = resolve(self.loader, sub, layer, lo, hi)
+        node = sub if type(sub) is Node else resolve(self.loader, sub, layer, lo, hi)
         if node is None:
             return _UNCHANGED
         keys = node.keys
@@ -769,5 +766,5 @@ class _Builder:
         parts += self.leaf_entries[start + 1 : end]
         parts.append(b"\x61l\xf6")
         # encoded now: a leaf has no children to wait for
-        enc = _Encoding(data=b"".join(parts))
+        enc = _Encoding(None, None, b"".join(parts))
         return _node(keys[start:end], self.vals[start:end], [None] * (count + 1), 0, enc)

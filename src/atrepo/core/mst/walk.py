@@ -134,6 +134,7 @@ class Walker:
         n = len(keys)
         below = layer - 1
         push = stack.append
+        # Each child slot's bounds are ``child_bounds(keys, i, lo, hi)``, written out.
         if self.reverse:
             end = n if bound is None else bisect_left(keys, bound)
             for i in range(end + 1):
@@ -153,7 +154,7 @@ class Walker:
         return node  # type: ignore[return-value]
 
     def seek(self, bound: bytes) -> None:
-        """Drop everything before ``bound`` (forward) or at and after it (reverse).
+        """Move a fresh walk to ``bound``, dropping what is before it (reverse: at or after it).
 
         Opens only the nodes on ``bound``'s path; afterwards the walk goes on
         from the first entry in range.
