@@ -9,8 +9,10 @@ blocks by CID gives any order at all. This group runs what a user runs,
 repository in three orders (``repo_fixtures.CAR_ORDERS``):
 
 - **pre-order**: the streamable order (one pass, memory bounded by tree height);
-- **breadth-first**: the reference host's order (the compact index path);
-- **shuffled**: the commit first, every other block in a seeded random order.
+- **breadth-first**: the reference host's order (one pass: the nodes and the
+  upper layers' records are set aside until the walk wants them, the rest streams);
+- **shuffled**: the commit first, every other block in a seeded random order
+  (one pass, nearly every block set aside: nodes with their bytes, records by CID).
 
 One sample is one process, start to exit, so records/s includes interpreter
 start-up and imports (about 0.2 s here). Peak RSS is the child's

@@ -366,15 +366,35 @@ ORDERS = {
 }
 
 
+def count_index_paths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the walks that had to go to the index path (one entry a call)."""
+    calls: list[int] = []
+    original = verify_module._index_path
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "_index_path", counted)
+    return calls
+
+
+PATHS = ["one pass", "index, nodes kept", "index, nodes read back"]
+
+
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("keep", [True, False])
-def test_any_order_verifies_like_pre_order(order: str, keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same records, same summary, whether MST nodes are kept from the index pass or read again."""
-    if not keep:
+@pytest.mark.parametrize("path", PATHS)
+def test_any_order_verifies_like_pre_order(order: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same records, same summary: in one pass with a stash, or indexed with MST nodes kept or read again."""
+    if path != "one pass":
+        monkeypatch.setattr(verify_module, "STASH_BYTES", 0)  # no stash: the index path
+    if path == "index, nodes read back":
         monkeypatch.setattr(verify_module, "KEEP_NODE_BYTES", 0)
     streamed, expected = verify(car_of(REPO), key=KEY.public_key, did=DID)
     assert streamed.streamed
+    indexed = count_index_paths(monkeypatch)
     summary, items = verify(car_of(REPO, ORDERS[order](REPO)), key=KEY.public_key, did=DID)
+    assert len(indexed) == (path != "one pass")
     assert not summary.streamed
     assert items == expected == RECORDS
     assert facts(summary) == facts(streamed)
@@ -384,6 +404,57 @@ def test_any_order_verifies_like_pre_order(order: str, keep: bool, monkeypatch: 
     got = list(iter_repo_records(io.BytesIO(car_of(REPO, ORDERS[order](REPO)))))
     assert [(path, cid) for path, cid, _ in got] == RECORDS
     assert all(raw == data[cid] for _, cid, raw in got)
+
+
+def test_stash_over_budget_goes_to_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``STASH_BYTES`` the one pass gives up and the index path finishes, resuming."""
+    monkeypatch.setattr(verify_module, "STASH_BYTES", 3000)
+    indexed = count_index_paths(monkeypatch)
+    _, expected = verify(car_of(REPO))
+    for reorder in ORDERS.values():
+        summary, items = verify(car_of(REPO, reorder(REPO)))
+        assert items == expected and summary.unreferenced == 0 and summary.blocks == len(BLOCKS)
+    assert len(indexed) == len(ORDERS)
+
+
+def test_what_one_pass_cannot_count_goes_to_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks left over after a stashed walk may repeat used ones: the index counts them exactly."""
+    indexed = count_index_paths(monkeypatch)
+    order = reference_order(REPO)
+    # a repeat of a used record after the walk, and junk set aside: both counted as the index counts
+    for extra in ([order[-1]], junk(3), [order[1]]):
+        summary, items = verify(car_of(REPO, order + extra))
+        assert items == RECORDS and not summary.streamed
+        assert summary.blocks == len(BLOCKS) + (len(extra) if extra[0] not in BLOCKS else 0)
+        assert summary.unreferenced == summary.blocks - len(BLOCKS)
+    assert len(indexed) == 3
+    # nothing left over: one pass, no index
+    indexed.clear()
+    summary, items = verify(car_of(REPO, order))
+    assert items == RECORDS and not indexed and summary.blocks == len(BLOCKS)
+
+
+def test_record_shaped_like_a_node() -> None:
+    """A record whose bytes start like an MST node is set aside with the nodes and still found."""
+    records = [("com.example.x/a", {"e": 1, "$type": "x.y"}), ("com.example.x/b", {"$type": "x.y"})]
+    repo = Repo.build(DID, KEY, records)
+    blocks = list(repo.export_blocks())
+    record = next(b for b in blocks if b[0] == repo.tree.get("com.example.x/a"))
+    assert record[1].startswith(verify_module.MST_NODE_PREFIX)
+    for order in (blocks[:1] + blocks[:0:-1], [blocks[0], record, *(b for b in blocks[1:] if b != record)]):
+        summary, items = verify(car_of(repo, order), key=KEY.public_key)
+        assert items == list(repo.walk()) and summary.unreferenced == 0 and not summary.streamed
+
+
+def test_block_set_aside_and_then_wanted_as_a_node() -> None:
+    """A link to a block that is not a node: the index path decodes it and says why, stash or not."""
+    record_cid, record = next(b for b in BLOCKS if b[0] == RECORDS[0][1])
+    wrapper = cbor.encode({"e": [], "l": record_cid})  # an entry-less root whose subtree is a record
+    wrapper_cid = CID.for_dag_cbor(wrapper)
+    commit = sign_commit(DID, wrapper_cid, "3kgnjdpmjtc2b", KEY)
+    data = write_car([commit.cid], [(commit.cid, commit.raw), (record_cid, record), (wrapper_cid, wrapper)])
+    with pytest.raises(InvalidMST):
+        list(verify_repo_car(io.BytesIO(data)))
 
 
 def test_reference_order_from_a_file(tmp_path: Any) -> None:

@@ -2,16 +2,24 @@
 
 The commit is checked (shape, DID, signature), then the tree is walked in key
 order, validating every node and requiring every record block, while the
-(key, CID) pairs are yielded. When the CAR is in the streamable pre-order
-(commit, root, then depth-first with each record before the subtree after it)
-blocks are consumed as they arrive and memory is bounded by the tree height.
-Any other order (the reference host writes nodes level by level, then the
-records) switches to the index path: one pass builds a compact index of every
-block (``car.CarIndex``: hash-checked, about 60 bytes a block, at most
-``MAX_CAR_INDEX_BLOCKS``; MST nodes kept in memory up to ``KEEP_NODE_BYTES``),
-then the tree is walked against it, reading any other block it needs by offset
-(the stream must then be seekable). Blocks no record or node refers to are
-counted, not kept.
+(key, CID) pairs are yielded. Blocks are consumed as they arrive: in the
+streamable pre-order (commit, root, then depth-first with each record before
+the subtree after it) each block is the one the walk asks for next, and memory
+is bounded by the tree height. A block that arrives before the walk wants it
+is set aside (the *stash*): an MST node with its bytes, any other block by its
+CID alone (its hash is checked as it is read, so only its presence matters
+later). In the reference host's order (nodes level by level, then the records
+in walk order) only the nodes are set aside and the records stream; in a
+shuffled file most blocks are. The stash is bounded (``STASH_BYTES`` and
+``MAX_CAR_INDEX_BLOCKS``) and used only on a seekable stream.
+
+Whatever one pass cannot answer exactly (a missing block, a record block used
+twice, a node that is not node-shaped, blocks left over whose count must be
+exact, the stash over its bound, the commit not first) hands over to the index
+path: one pass builds a compact index of every block (``car.CarIndex``:
+hash-checked, about 60 bytes a block, MST nodes kept up to
+``KEEP_NODE_BYTES``), then the tree is walked against it, resuming after the
+last key already yielded and raising the precise error.
 
 Reading order: ``_verify`` picks the path; ``_stream_path`` and ``_index_path``
 each check the commit, open the tree with ``_open_tree`` (shared, so a rule
@@ -24,9 +32,10 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from . import limits
-from .car import CarBlockSet, CarIndex, CarReader, Readable
+from .car import Block, CarIndex, CarReader, Readable
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import InvalidCAR, InvalidCommit, MissingBlock
@@ -36,7 +45,10 @@ from .mst.tree import MST, NodeLoader
 
 #: How every MST node block starts: a map of two entries whose first key is
 #: "e" (canonical DAG-CBOR orders the keys "e", "l"). The index keeps blocks
-#: that start so, in file order, and the walk then reads no node twice.
+#: that start so, in file order, and the walk then reads no node twice; the
+#: one-pass walk sets them aside with their bytes. A record can start so too:
+#: the prefix only decides where a block waits, and ``decode_node`` checks
+#: every node in full.
 MST_NODE_PREFIX = b"\xa2\x61e"
 #: Most bytes of such blocks the index keeps (nodes average ~300 bytes and a
 #: repository has ~0.27 nodes a record, so this holds every node of one of
@@ -44,9 +56,19 @@ MST_NODE_PREFIX = b"\xa2\x61e"
 #: them saves a read and a second hash per node; the cap bounds what a file
 #: of node-shaped junk can make us hold.
 KEEP_NODE_BYTES = 32 << 20
-#: Most distinct blocks the set path holds (``car.CarBlockSet``, ~100 bytes a
-#: block besides the nodes it keeps); a larger CAR goes to the compact index.
-SET_PATH_BLOCKS = 400_000
+#: Most bytes the one-pass walk sets aside for blocks that arrive before it
+#: wants them, as counted with the two costs below (a record is held by its
+#: CID alone unless its bytes are asked for). A shuffled 200k-record
+#: repository counts ~45 MB; past this the index path takes over.
+STASH_BYTES = 64 << 20
+#: What a block set aside by its CID costs (an ``int`` of 64 bytes and a set slot).
+_STASH_ENTRY_BYTES = 100
+#: What a block set aside with its bytes costs besides them (key, object header, dict slot).
+_STASH_KEPT_BYTES = 160
+_PFX_DAG_CBOR = b"\x01\x71\x12\x20"
+
+#: What the walks yield: (key, CID, bytes) when the bytes are asked for, else (key, CID).
+Item = tuple[Any, ...]
 
 
 @dataclass(slots=True)
@@ -69,27 +91,101 @@ class _OutOfOrder(Exception):
     """The next block is not the one pre-order walking needs."""
 
 
-class _Fallback(Exception):
-    """The set path met something only the index path answers exactly (a missing block, a repeat)."""
-
-
 class _StreamSource:
-    """Hands out blocks in arrival order, only if each is the one asked for."""
+    """Hands out blocks in arrival order, setting aside (when allowed) those that come early.
 
-    __slots__ = ("_it", "consumed")
+    ``get`` is what the node loader calls (one call a node); ``take`` is a
+    record's block. Either reads on until the block arrives, stashing what
+    comes before it: nodes (blocks shaped like one) with their bytes, any
+    other block by its CID alone (held as an ``int``, 64 bytes where ``bytes``
+    take 80), or with its bytes when ``with_data``. A block is taken out of the
+    stash when used, so a block used twice is not found the second time and
+    the index path answers. ``_OutOfOrder`` means one pass cannot finish: the
+    stash is not allowed or full, or a block is missing.
+    """
 
-    def __init__(self, blocks: Iterator[tuple[CID, bytes, int]]) -> None:
+    __slots__ = ("_budget", "_it", "_others", "_room", "_with_data", "consumed", "kept", "stashed")
+
+    def __init__(self, blocks: Iterator[Block], *, stash: bool, with_data: bool) -> None:
         self._it = blocks
+        #: blocks handed out by ``get`` (records are counted by the walk)
         self.consumed = 0
+        self.stashed = False
+        #: set-aside node-shaped blocks (and every block when ``with_data``): CID bytes -> data
+        self.kept: dict[bytes, bytes] = {}
+        #: the other blocks set aside, their binary CIDs as big-endian integers (one
+        #: to one: a CID's first byte, its version, is never 0)
+        self._others: set[int] = set()
+        self._with_data = with_data
+        # read now, so configuration can lower them; no stash at all on a stream that cannot seek
+        self._room = limits.MAX_CAR_INDEX_BLOCKS if stash else 0
+        self._budget = STASH_BYTES if stash else -1
 
     def get(self, cid: CID) -> bytes | None:
+        raw = cid.raw
+        if self.stashed:
+            data = self.kept.pop(raw, None)
+            if data is not None:
+                self.consumed += 1
+                return data
+            if int.from_bytes(raw) in self._others:  # not shaped like a node: the index path says why
+                raise _OutOfOrder
         item = next(self._it, None)
-        if item is None:
-            raise _OutOfOrder
+        if item is None or item[0].raw != raw:
+            item = self.read_until(raw, item)
         self.consumed += 1
-        if item[0].raw != cid.raw:
-            raise _OutOfOrder
         return item[1]
+
+    def take(self, raw: bytes) -> bytes:
+        """A record's block (its bytes, or b"" when set aside by CID alone); not counted in ``consumed``."""
+        if self.stashed:
+            others = self._others
+            number = int.from_bytes(raw)
+            if number in others:
+                others.remove(number)
+                return b""
+            data = self.kept.pop(raw, None)
+            if data is not None:
+                return data
+        item = next(self._it, None)
+        if item is None or item[0].raw != raw:
+            item = self.read_until(raw, item)
+        return item[1]
+
+    def read_until(self, raw: bytes, item: Block | None) -> Block:
+        """Set ``item`` aside and read on until the block ``raw`` arrives (missing: ``_OutOfOrder``)."""
+        it = self._it
+        kept = self.kept
+        add = self._others.add
+        from_bytes = int.from_bytes
+        with_data = self._with_data
+        room = self._room
+        budget = self._budget
+        self.stashed = True
+        try:
+            while item is not None:
+                other = item[0].raw
+                if other == raw:
+                    return item
+                data = item[1]
+                room -= 1
+                if with_data or (data.startswith(MST_NODE_PREFIX) and other.startswith(_PFX_DAG_CBOR)):
+                    budget -= len(data) + _STASH_KEPT_BYTES
+                    kept[other] = data
+                else:
+                    budget -= _STASH_ENTRY_BYTES
+                    add(from_bytes(other))
+                if room < 0 or budget < 0:
+                    raise _OutOfOrder
+                item = next(it, None)
+            raise _OutOfOrder  # the stream ended first: missing, or used twice
+        finally:
+            self._room = room
+            self._budget = budget
+
+    def left(self) -> int:
+        """Blocks set aside and never used."""
+        return len(self.kept) + len(self._others)
 
 
 class _IndexSource:
@@ -153,8 +249,8 @@ def verify_repo_car(
     or ``MissingBlock`` at the first problem. ``summary`` is filled as it goes.
     An untrimmed root is accepted (``summary.canonical`` False) unless ``strict_shape``.
     """
-    for name, cid, _data in _verify(stream, key, did, summary, False, strict_shape):
-        yield name, cid
+    # _verify yields (key, CID) pairs when not asked for the bytes: no layer re-packs them
+    return cast(Iterator[tuple[str, CID]], _verify(stream, key, did, summary, False, strict_shape))
 
 
 def iter_repo_records(
@@ -166,7 +262,7 @@ def iter_repo_records(
     strict_shape: bool = False,
 ) -> Iterator[tuple[str, CID, bytes]]:
     """Like ``verify_repo_car`` but also yields each record's block bytes."""
-    yield from _verify(stream, key, did, summary, True, strict_shape)
+    return cast(Iterator[tuple[str, CID, bytes]], _verify(stream, key, did, summary, True, strict_shape))
 
 
 def _verify(
@@ -176,8 +272,11 @@ def _verify(
     summary: RepoSummary | None,
     with_data: bool,
     strict_shape: bool = False,
-) -> Iterator[tuple[str, CID, bytes]]:
-    """Try the one-pass streamed walk; on the first block out of pre-order, index and walk again."""
+) -> Iterator[Item]:
+    """Try the one-pass walk; when it cannot finish exactly, index and walk again (resuming).
+
+    Yields (key, CID, bytes) with ``with_data``, else (key, CID).
+    """
     info = summary if summary is not None else RepoSummary()
     start = stream.tell() if _seekable(stream) else 0  # type: ignore[attr-defined]
     reader = CarReader(stream)
@@ -185,28 +284,15 @@ def _verify(
         raise InvalidCAR("CAR has no root (a repository CAR's first root is its commit)")
     if len(reader.roots) > 1:
         raise InvalidCAR(f"CAR has {len(reader.roots)} roots, a repository CAR has exactly one (its commit)")
+    seekable = _seekable(stream)
     with collector_paused():
         try:
-            yield from _stream_path(reader, key, did, info, strict_shape)
+            yield from _stream_path(reader, key, did, info, with_data, seekable, strict_shape)
             return
         except _OutOfOrder:
             pass
-        if not _seekable(stream):
+        if not seekable:
             raise InvalidCAR("blocks are not in pre-order and the stream cannot seek to index them")
-        if info.commit is not None and not with_data:
-            stream.seek(start)  # type: ignore[attr-defined]
-            found = CarBlockSet.build(
-                stream,
-                keep_prefix=MST_NODE_PREFIX,
-                keep_bytes=KEEP_NODE_BYTES,
-                max_blocks=min(SET_PATH_BLOCKS, limits.MAX_CAR_INDEX_BLOCKS),
-            )
-            if found is not None:
-                try:
-                    yield from _set_path(found, info, strict_shape)
-                    return
-                except _Fallback:
-                    pass
         stream.seek(start)  # type: ignore[attr-defined]
         yield from _index_path(stream, start, key, did, info, with_data, strict_shape)
 
@@ -221,40 +307,47 @@ def _open_tree(
     return tree
 
 
-# --- stream path: blocks consumed as they arrive, memory bounded by tree height --------------------
+# --- stream path: blocks consumed as they arrive, early ones set aside -----------------------------
 
 
 def _stream_path(
-    reader: CarReader, key: PublicKey | None, did: str | None, info: RepoSummary, strict_shape: bool = False
-) -> Iterator[tuple[str, CID, bytes]]:
-    """Verify a CAR in the streamable pre-order; raise ``_OutOfOrder`` at the first block that is not."""
+    reader: CarReader,
+    key: PublicKey | None,
+    did: str | None,
+    info: RepoSummary,
+    with_data: bool,
+    stash: bool,
+    strict_shape: bool = False,
+) -> Iterator[Item]:
+    """Verify a CAR in one pass; raise ``_OutOfOrder`` where that cannot be done exactly.
+
+    Without ``stash`` (a stream that cannot seek) that is the first block out of pre-order.
+    """
     root = reader.roots[0]
     blocks = iter(reader)
+    source = _StreamSource(blocks, stash=stash, with_data=with_data)
     first = next(blocks, None)
     if first is None or first[0] != root:
-        raise _OutOfOrder
-    source = _StreamSource(blocks)
+        first = source.read_until(root.raw, first)  # the commit comes later: set aside what comes first
     source.consumed = 1
     commit = info.commit = _check_commit(first[1], root, key, did)
     # the reader checked every block's hash as it read it
     tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
-    yield from _walk_streamed(tree, source, info)
+    yield from _walk_streamed(tree, source, info, with_data)
     _summarize_streamed(blocks, tree, commit, source, info)
 
 
-def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary) -> Iterator[tuple[str, CID, bytes]]:
-    """Each record in key order, its block the next one in the stream."""
-    get = source.get
+def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
+    """Each record in key order, its block the next one in the stream (or set aside earlier)."""
+    take = source.take
     count = 0
     name = None
     try:
         for raw, val in tree.walk_raw():
-            data = get(val)
-            if data is None:  # pragma: no cover - _StreamSource raises instead
-                raise MissingBlock(val)
+            data = take(val.raw)
             name = raw.decode()
             count += 1
-            yield name, val, data
+            yield (name, val, data) if with_data else (name, val)
     finally:  # the summary stays right however the walk ends
         info.records = count
         info.last_key = name
@@ -272,81 +365,15 @@ def _summarize_streamed(
     rest = 0
     for _cid, _data, _offset in blocks:
         rest += 1
-    info.nodes = source.consumed - info.records - 1
+    if source.stashed:
+        # Distinct counts, as the index path gives them: a block set aside and
+        # never used, or one after the walk, may repeat a block already used.
+        if rest or source.left():
+            raise _OutOfOrder
+        info.streamed = False
+    info.nodes = source.consumed - 1
     info.unreferenced = rest
-    info.blocks = source.consumed + rest
-
-
-# --- set path: any block order, every block hash-checked in one pass, nodes kept -------------------
-
-
-class _TakeSource:
-    """Hands out each kept node once, taking it from the set (``get`` is the node loader's call)."""
-
-    __slots__ = ("_take", "nodes")
-
-    def __init__(self, found: CarBlockSet) -> None:
-        self._take = found.take_kept
-        self.nodes = 0
-
-    def get(self, cid: CID) -> bytes | None:
-        self.nodes += 1
-        data = self._take(cid.raw)
-        if data is None:  # missing, not node-shaped or read twice: the index path says which
-            raise _Fallback
-        return data
-
-
-def _set_path(found: CarBlockSet, info: RepoSummary, strict_shape: bool) -> Iterator[tuple[str, CID, bytes]]:
-    """Walk the tree over the blocks of one pass (``CarBlockSet``); raise ``_Fallback`` at any doubt.
-
-    The commit was checked by the stream path. Every block the walk uses is
-    taken from the set, so what remains at the end is unreferenced. Anything
-    the set cannot answer exactly (a block missing, a record block used twice,
-    a node not kept) goes back to the index path, which resumes the walk after
-    the last key yielded and raises the precise error.
-    """
-    info.streamed = False
-    commit = info.commit
-    assert commit is not None
-    blocks = len(found)
-    if not found.taker()(found.roots[0].raw):
-        raise _Fallback
-    source = _TakeSource(found)
-    # the set path checked every block's hash as it read it
-    tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
-    empty_root = False
-    if tree.root is None and not source.nodes:  # an empty tree's root node may go unread
-        empty_root = found.take_kept(commit.data.raw) is not None
-    yield from _walk_taken(tree, found, info)
-    info.blocks = blocks
-    info.unreferenced = len(found)
-    info.nodes = source.nodes + empty_root
-
-
-def _walk_taken(tree: MST, found: CarBlockSet, info: RepoSummary) -> Iterator[tuple[str, CID, bytes]]:
-    """Each record in key order, its block taken from the set.
-
-    Records the stream path yielded before it gave up are counted, not yielded again.
-    """
-    resume = info.last_key.encode() if info.last_key is not None else None
-    take = found.taker()
-    count = 0
-    name = info.last_key
-    try:
-        for raw, val in tree.walk_raw():
-            if not take(val.raw):  # missing or used twice: the index path tells
-                raise _Fallback
-            count += 1
-            if resume is not None:
-                if raw <= resume:
-                    continue
-                resume = None
-            name = raw.decode()
-            yield name, val, b""
-    finally:  # the summary stays right however the walk ends
-        info.records = count
-        info.last_key = name
+    info.blocks = source.consumed + info.records + rest
 
 
 # --- index path: any block order, read by offset from a compact index ------------------------------
@@ -360,7 +387,7 @@ def _index_path(
     info: RepoSummary,
     with_data: bool,
     strict_shape: bool = False,
-) -> Iterator[tuple[str, CID, bytes]]:
+) -> Iterator[Item]:
     """Index every block (hash-checked), then walk the tree reading blocks by offset."""
     info.streamed = False
     index = CarIndex.build(
@@ -385,9 +412,7 @@ def _index_path(
     _summarize_indexed(index, source, info, empty_root)
 
 
-def _walk_indexed(
-    tree: MST, source: _IndexSource, info: RepoSummary, with_data: bool
-) -> Iterator[tuple[str, CID, bytes]]:
+def _walk_indexed(tree: MST, source: _IndexSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
     """Each record in key order, required in the index (and read when ``with_data``).
 
     Records the stream path yielded before it gave up are counted, not yielded again.
@@ -417,7 +442,7 @@ def _walk_indexed(
                     continue
                 resume = None
             name = raw.decode()
-            yield name, val, data
+            yield (name, val, data) if with_data else (name, val)
     finally:  # the summary stays right however the walk ends
         info.records = count
         info.last_key = name
