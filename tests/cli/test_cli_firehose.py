@@ -319,3 +319,16 @@ def test_demo(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout
     rows, summary = rows_and_summary(proc.stdout)
     assert len(rows) == 5 and summary["commits"] == 5
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000, b"{not json", b"\xff\xfe", b'{"a": NaN}'])
+def test_malformed_keys_file_is_a_typed_error(
+    alice: tuple[PrivateKey, list[CommitResult]], tmp_path: Path, content: bytes
+) -> None:
+    path = stream_file(tmp_path / "s.stream", events(alice[1][:1]))
+    keys = tmp_path / "keys.json"
+    keys.write_bytes(content)
+    proc = run("firehose", "verify", str(path), "--keys", str(keys))
+    assert proc.returncode == 1
+    assert "InputFileError" in proc.stderr and "--keys" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr) < 2_000

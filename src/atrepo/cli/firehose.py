@@ -7,14 +7,13 @@ keys and formats the tracker's outcomes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..core.errors import AtrepoError, InvalidEvent
+from ..core.errors import AtrepoError, InputFileError, InvalidEvent
 from ..core.events import (
     AccountEvent,
     CommitEvent,
@@ -27,6 +26,7 @@ from ..core.events import (
     decode_frame,
     iter_stream_frames,
 )
+from ..core.jsonio import parse_outside_json
 from ..core.keys import PublicKey, parse_did_key
 from ..core.tracker import Outcome, RepoTracker
 from .files import open_stream
@@ -45,9 +45,10 @@ class _Keys:
         self.table: dict[str, str] | None = None
         if keys_file is not None:
             try:
-                loaded = json.loads(keys_file.read_text())
-            except (OSError, ValueError) as exc:
+                text = keys_file.read_bytes()
+            except OSError as exc:
                 raise typer.BadParameter(f"cannot read {keys_file}: {exc}", param_hint="--keys") from None
+            loaded = parse_outside_json(text, lambda why: InputFileError(f"--keys {keys_file}: {why}"))
             if not isinstance(loaded, dict):
                 raise typer.BadParameter("--keys must be a JSON object mapping DID to did:key")
             self.table = {str(k): str(v) for k, v in loaded.items()}
