@@ -26,6 +26,7 @@ from atrepo.core.car import (
 from atrepo.core.cid import CID
 from atrepo.core.errors import AtrepoError, InvalidCAR, LimitExceeded
 from atrepo.core.varint import decode_varint, encode_varint, varint_size
+from support import feed_in_chunks
 
 Block = tuple[CID, bytes]
 
@@ -93,15 +94,7 @@ def via_trickle(data: bytes) -> tuple[list[CID], list[Block]]:
 def push(data: bytes, sizes: list[int], **kw: object) -> tuple[list[CID] | None, list[Section]]:
     """Feed ``data`` to a ``CarDecoder`` in chunks of the given sizes (the last repeats), then close."""
     decoder = CarDecoder(**kw)  # type: ignore[arg-type]
-    got: list[Section] = []
-    at = 0
-    i = 0
-    while at < len(data):
-        size = sizes[min(i, len(sizes) - 1)]
-        got += decoder.feed(data[at : at + size])
-        at += size
-        i += 1
-    decoder.close()
+    got: list[Section] = feed_in_chunks(decoder, data, sizes)
     return decoder.roots, got
 
 

@@ -33,6 +33,7 @@ from atrepo.core.events import (
     write_stream_frame,
 )
 from atrepo.core.varint import encode_varint
+from support import feed_in_chunks
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 REV = "3kgnjdpmjtc2b"
@@ -610,16 +611,7 @@ STREAM = b"".join(
 
 
 def push_frames(data: bytes, sizes: list[int], **kw: Any) -> list[tuple[int, bytes]]:
-    decoder = FrameStreamDecoder(**kw)
-    got: list[tuple[int, bytes]] = []
-    at = 0
-    i = 0
-    while at < len(data):
-        size = sizes[min(i, len(sizes) - 1)]
-        got += decoder.feed(data[at : at + size])
-        at += size
-        i += 1
-    decoder.close()
+    got: list[tuple[int, bytes]] = feed_in_chunks(FrameStreamDecoder(**kw), data, sizes)
     return got
 
 
