@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,10 +16,11 @@ from atrepo.core import cbor, limits
 from atrepo.core.car import Block as Section
 from atrepo.core.car import (
     CarDecoder,
+    CarIndex,
     CarReader,
     CarWriter,
+    Readable,
     encode_car_header,
-    index_car,
     read_block_at,
     read_car,
     write_car,
@@ -271,11 +273,11 @@ def test_round_trip_property(blocks: list[Block], data: st.DataObject) -> None:
     mem_roots, mem = read_car(car)
     assert mem_roots == roots
     assert dict(mem.items()) == dict(order)
-    idx_roots, index = index_car(io.BytesIO(car))
+    idx_roots, where = _index(car)
     assert idx_roots == roots
     stream = io.BytesIO(car)
     for cid, block in order:
-        assert read_block_at(stream, *index[cid], cid=cid) == block
+        assert read_block_at(stream, *where(cid), cid=cid) == block
 
 
 # --- errors with offsets -----------------------------------------------------------
@@ -567,30 +569,45 @@ def test_mutated_cars_push_like_pull(data: st.DataObject) -> None:
 # --- random access -----------------------------------------------------------------
 
 
+def _index(data: bytes | Readable, **kw: Any) -> tuple[list[CID], Callable[[CID], tuple[int, int]]]:
+    """Index a CAR; return its roots and ``where(cid)`` -> (offset, length) of the block's data."""
+    index = CarIndex.build(io.BytesIO(data) if isinstance(data, bytes) else data, **kw)
+    find = index.finder()
+
+    def where(cid: CID) -> tuple[int, int]:
+        ordinal = find(cid)
+        assert ordinal >= 0, cid
+        return index.location(ordinal)
+
+    return index.roots, where
+
+
 def test_index_and_read_block_at() -> None:
     blocks = [*BLOCKS[::-1], BLOCKS[2]]
     data = write_car([ROOT], blocks)
-    roots, index = index_car(io.BytesIO(data))
-    assert roots == [ROOT]
-    assert set(index) == {c for c, _ in BLOCKS}
+    index = CarIndex.build(io.BytesIO(data))
+    assert index.roots == [ROOT]
+    find = index.finder()
+    assert sorted(find(c) for c, _ in BLOCKS) == list(range(len(BLOCKS)))  # duplicates skipped
+    _, where = _index(data)
     stream = io.BytesIO(data)
     for cid, block in BLOCKS:
-        offset, length = index[cid]
+        offset, length = where(cid)
         assert data[offset : offset + length] == block
         assert read_block_at(stream, offset, length) == block
         assert read_block_at(stream, offset, length, cid) == block
     # first section wins for duplicates
     first = data.index(BLOCKS[2][0].raw) + 36
-    assert index[BLOCKS[2][0]][0] == first
+    assert where(BLOCKS[2][0])[0] == first
 
 
 def test_index_checks_hashes() -> None:
     cid, block = BLOCKS[0]
     data = write_car([cid], [(cid, block + b"!")])
     with pytest.raises(InvalidCAR, match="does not match"):
-        index_car(io.BytesIO(data))
-    _, index = index_car(io.BytesIO(data), verify_hashes=False)
-    offset, length = index[cid]
+        _index(data)
+    _, where = _index(data, verify_hashes=False)
+    offset, length = where(cid)
     with pytest.raises(InvalidCAR, match="does not match") as info:
         read_block_at(io.BytesIO(data), offset, length, cid)
     assert info.value.offset == offset
@@ -598,8 +615,8 @@ def test_index_checks_hashes() -> None:
 
 def test_read_block_at_truncated() -> None:
     data = write_car([ROOT], BLOCKS[:2])
-    _, index = index_car(io.BytesIO(data))
-    offset, length = index[BLOCKS[1][0]]
+    _, where = _index(data)
+    offset, length = where(BLOCKS[1][0])
     with pytest.raises(InvalidCAR, match="truncated block data") as info:
         read_block_at(io.BytesIO(data[:-1]), offset, length)
     assert info.value.offset == offset
@@ -607,11 +624,11 @@ def test_read_block_at_truncated() -> None:
 
 def test_index_from_a_trickling_stream() -> None:
     data = write_car([ROOT], BLOCKS)
-    roots, index = index_car(Trickle(data, 7))
+    roots, where = _index(Trickle(data, 7))
     assert roots == [ROOT]
     stream = io.BytesIO(data)
     for cid, block in BLOCKS:
-        assert read_block_at(stream, *index[cid], cid=cid) == block
+        assert read_block_at(stream, *where(cid), cid=cid) == block
 
 
 # --- hostile input -------------------------------------------------------------------

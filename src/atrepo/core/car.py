@@ -28,7 +28,7 @@ from . import cbor, limits
 from .blocks import BlockMap
 from .cid import CID
 from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidCID, LimitExceeded
-from .varint import encode_varint, scan_varint, varint_size
+from .varint import encode_varint, scan_varint
 
 __all__ = [
     "Block",
@@ -40,7 +40,6 @@ __all__ = [
     "ReceiveBuffer",
     "block_reader",
     "encode_car_header",
-    "index_car",
     "read_block_at",
     "read_car",
     "write_car",
@@ -572,28 +571,6 @@ def read_car(
     return decoder.roots, blocks
 
 
-def index_car(
-    stream: Readable,
-    *,
-    verify_hashes: bool = True,
-    max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
-) -> tuple[list[CID], dict[CID, tuple[int, int]]]:
-    """Map each CID to ``(offset of its data, data length)`` without keeping the data.
-
-    For files whose blocks are not in walk order: index once (hashes checked
-    here), then fetch blocks with ``read_block_at``. Offsets count from the
-    stream position at the start; the first section for a CID wins.
-    """
-    reader = CarReader(stream, verify_hashes=verify_hashes, max_block_bytes=max_block_bytes)
-    index: dict[CID, tuple[int, int]] = {}
-    for cid, data, offset in reader:
-        if cid not in index:
-            cid_len = len(cid.raw)
-            size = cid_len + len(data)
-            index[cid] = (offset + varint_size(size) + cid_len, len(data))
-    return reader.roots, index
-
-
 #: Width of one table entry in ``CarIndex``: a CIDv1 with one-byte codec and
 #: multihash varints and a 32-byte digest (every sha2-256 CID a repository uses).
 _ENTRY = 36
@@ -1004,7 +981,7 @@ def block_reader(stream: Readable, base: int = 0) -> Callable[[int, int], bytes]
 
 
 def read_block_at(stream: SeekableReadable, offset: int, length: int, cid: CID | None = None) -> bytes:
-    """Read ``length`` bytes at ``offset`` (an ``index_car`` entry); check them against ``cid`` if given."""
+    """Read ``length`` bytes at ``offset`` (a ``CarIndex`` location); check them against ``cid`` if given."""
     stream.seek(offset)
     parts: list[bytes] = []
     have = 0
