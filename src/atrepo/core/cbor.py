@@ -15,7 +15,8 @@ from typing import Any
 
 from . import limits
 from .cid import CID
-from .codec import decode_raw, encode_raw
+from .codec import decode_raw as _decode
+from .codec import encode_raw as _encode
 from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
 
 __all__ = [
@@ -28,8 +29,6 @@ __all__ = [
     "encode_with_cid",
 ]
 
-_decode = decode_raw
-_encode = encode_raw
 
 #: Every byte that is not a definite array/map header: deleting these leaves a
 #: count that bounds the nesting depth from above.

@@ -207,13 +207,6 @@ class _IndexSource:
         self.referenced = bytearray((len(index) + 7) >> 3)
         self.nodes = 0
 
-    def mark(self, cid: CID) -> int:
-        """The block's ordinal, marked as referenced; -1 when the CAR lacks it."""
-        ordinal = self.find(cid)
-        if ordinal >= 0:
-            self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
-        return ordinal
-
     def read(self, cid: CID) -> bytes | None:
         """The block's bytes (marked as referenced), or None when the CAR lacks it."""
         ordinal = self.find(cid)
@@ -334,7 +327,7 @@ def _stream_path(
     # the reader checked every block's hash as it read it
     tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
     yield from _walk_streamed(tree, source, info, with_data)
-    _summarize_streamed(blocks, tree, commit, source, info)
+    _summarize_streamed(blocks, source, info)
 
 
 def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
@@ -354,11 +347,7 @@ def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary, with_dat
 
 
 def _summarize_streamed(
-    blocks: Iterator[tuple[CID, bytes, int]],
-    tree: MST,
-    commit: SignedCommit,
-    source: _StreamSource,
-    info: RepoSummary,
+    blocks: Iterator[tuple[CID, bytes, int]], source: _StreamSource, info: RepoSummary
 ) -> None:
     """Count what follows the walk (read to the end, so every hash is checked) and fill the summary."""
     # The root node is always read, the empty one too, so it is among the consumed blocks.
@@ -405,11 +394,8 @@ def _index_path(
     commit = info.commit = info.commit or _check_commit(raw_commit, root, key, did)
     # ``source.read`` checks each block's hash, so the loader need not
     tree = _open_tree(NodeLoader(source, cache_size=0, check_hashes=False), commit, info, strict_shape)
-    # An empty tree's root node may go unread (its CID is well known); when the
-    # file carries it, it is a node, not an unreferenced block.
-    empty_root = tree.root is None and not source.nodes and source.mark(commit.data) >= 0
     yield from _walk_indexed(tree, source, info, with_data)
-    _summarize_indexed(index, source, info, empty_root)
+    _summarize_indexed(index, source, info)
 
 
 def _walk_indexed(tree: MST, source: _IndexSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
@@ -448,11 +434,12 @@ def _walk_indexed(tree: MST, source: _IndexSource, info: RepoSummary, with_data:
         info.last_key = name
 
 
-def _summarize_indexed(index: CarIndex, source: _IndexSource, info: RepoSummary, empty_root: bool) -> None:
+def _summarize_indexed(index: CarIndex, source: _IndexSource, info: RepoSummary) -> None:
+    # The root node is always read (the empty one too), so ``source.nodes`` counts it.
     blocks = len(index)
     info.blocks = blocks
     info.unreferenced = blocks - source.referenced_count()
-    info.nodes = source.nodes + empty_root
+    info.nodes = source.nodes
 
 
 def _check_commit(raw: bytes, cid: CID, key: PublicKey | None, did: str | None) -> SignedCommit:
