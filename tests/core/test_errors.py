@@ -11,7 +11,13 @@ import atrepo
 from atrepo.core import errors, limits
 from atrepo.core.errors import AtrepoError, InvalidCommitEvent, InvalidSyntax, PLCRuleError
 
-XRPC_STANDARD = {"InvalidRequest", "UpstreamFailure", "InternalServerError", "HandleNotFound"}
+XRPC_STANDARD = {
+    "InvalidRequest",
+    "UpstreamFailure",
+    "InternalServerError",
+    "HandleNotFound",
+    "PayloadTooLarge",
+}
 
 
 def _all_subclasses(cls: type) -> set[type]:

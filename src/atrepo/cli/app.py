@@ -26,6 +26,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "did": ("identity", "did_app"),
     "handle": ("identity", "handle_app"),
     "plc": ("identity", "plc_app"),
+    "lexicon": ("lexicon", "app"),
 }
 #: Single commands: name -> (module under atrepo.cli, function attribute).
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -80,20 +80,50 @@ def verify(
     did: DidOpt = None,
     as_json: JsonOpt = False,
     strict_shape: StrictShapeOpt = False,
+    lexicons: Annotated[
+        bool,
+        typer.Option(
+            "--lexicons",
+            help="also validate each record against its lexicon (counts per collection; exit 1 if any fails)",
+        ),
+    ] = False,
+    lexicon_dir: Annotated[
+        Path | None,
+        typer.Option("--lexicon-dir", help="with --lexicons: add the lexicon files under DIR", metavar="DIR"),
+    ] = None,
+    lenient: Annotated[
+        bool, typer.Option("--lenient", help="with --lexicons: old data (int64, ISO datetimes, legacy blobs)")
+    ] = False,
 ) -> None:
     """Check a repository is complete and valid (and signed by --key); exit 1 if not."""
     summary = RepoSummary()
     error: AtrepoError | None = None
+    counts = None
     try:
         with open_input(file) as stream, progress("verifying", None) as bar:
-            for _ in verify_repo_car(
-                stream, key=_key(key), did=did, summary=summary, strict_shape=strict_shape
-            ):
-                bar.advance()
+            if lexicons:
+                from .lexicon import CollectionCounts, registry_for
+
+                counts = CollectionCounts(registry_for(lexicon_dir), strict=not lenient)
+                for path, _, data in iter_repo_records(
+                    stream, key=_key(key), did=did, summary=summary, strict_shape=strict_shape
+                ):
+                    counts.add(path, data)
+                    bar.advance()
+            else:
+                for _ in verify_repo_car(
+                    stream, key=_key(key), did=did, summary=summary, strict_shape=strict_shape
+                ):
+                    bar.advance()
     except AtrepoError as exc:
         error = exc
+    records_ok = counts is None or counts.invalid == 0
     if as_json:
-        emit_json(_summary_obj(summary, error))
+        obj = _summary_obj(summary, error)
+        if counts is not None:
+            obj["lexicons"] = counts.report()
+            obj["ok"] = obj["ok"] and records_ok
+        emit_json(obj)
     elif error is None:
         commit = summary.commit
         assert commit is not None
@@ -105,9 +135,13 @@ def verify(
             print(f"note: {summary.unreferenced} unreferenced blocks ignored")
         for warning in _shape_warnings(summary):
             print(f"warning: {warning}", file=sys.stderr)
+        if counts is not None:
+            print(f"lexicons: {'all records valid' if records_ok else f'{counts.invalid} invalid records'}")
+            for line in counts.lines():
+                print(line)
     else:
         print(f"invalid: {error.name}: {error}", file=sys.stderr)
-    raise typer.Exit(0 if error is None else 1)
+    raise typer.Exit(0 if error is None and records_ok else 1)
 
 
 @app.command("ls")

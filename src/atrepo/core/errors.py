@@ -216,3 +216,70 @@ class HandleNotFound(ResolutionError):
 
 class HandleMismatch(ResolutionError):
     """A handle resolves to a DID whose document does not claim the handle."""
+
+
+class InvalidLexicon(AtrepoError):
+    """A lexicon document that breaks a rule of the schema language.
+
+    ``path`` locates the offending part inside the document
+    (``defs/main/record/properties/text/maxLength``); ``rule`` names the rule.
+    A registry raises it at load time, for refs that don't resolve too.
+    """
+
+    rule: str
+
+    def __init__(self, lexicon: str, path: str, rule: str, detail: str) -> None:
+        self.lexicon = lexicon
+        self.path = path
+        self.rule = rule
+        self.detail = detail
+        where = f" at {path}" if path else ""
+        super().__init__(f"invalid lexicon {lexicon}{where}: {detail}")
+
+
+class InvalidLexiconData(AtrepoError):
+    """A value that does not match its lexicon schema.
+
+    ``path`` is the place inside the value, slash-separated
+    (``embed/images/2/alt``; empty for the value itself), ``rule`` the schema
+    constraint it broke (``maxGraphemes``, ``required``, ``type``, ``format``,
+    ``closed-union``, ...), and ``nsid`` the schema it was checked against.
+    """
+
+    rule: str
+
+    def __init__(self, nsid: str, what: str, path: str, rule: str, detail: str) -> None:
+        self.nsid = nsid
+        self.path = path
+        self.rule = rule
+        self.detail = detail
+        where = f" at {path}" if path else ""
+        super().__init__(f"Invalid {nsid} {what}{where}: {detail}")
+
+
+class LexiconNotFound(AtrepoError):
+    """No lexicon of that NSID (or def) is known to the registry."""
+
+    def __init__(self, nsid: str, what: str = "lexicon") -> None:
+        self.nsid = nsid
+        super().__init__(f"Unknown {what}: {nsid}")
+
+
+class InvalidRequest(AtrepoError):
+    """An XRPC call whose parameters, body or method break its lexicon.
+
+    ``path`` names the parameter or the place inside the body; ``rule`` the
+    broken constraint, as for :class:`InvalidLexiconData`.
+    """
+
+    def __init__(self, message: str, *, path: str = "", rule: str | None = None) -> None:
+        self.path = path
+        self.rule = rule
+        super().__init__(message)
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A request body larger than the route's limit."""
+
+    xrpc_error = "PayloadTooLarge"
+    http_status = 413

@@ -99,6 +99,11 @@ _RKEY_BODY = r"(?!\.\.?\Z)[A-Za-z0-9._:~-]{1,512}"
 _RKEY_RE: Final = re.compile(_RKEY_BODY)
 #: Group 1 is the NSID, so its length can be checked without splitting.
 _REPO_PATH_RE: Final = re.compile(rf"({_NSID_BODY})/{_RKEY_BODY}")
+#: The whole restricted at-uri; group lengths are checked after the match.
+_AT_URI_RE: Final = re.compile(
+    rf"at://(?:(?P<did>{_DID_RE.pattern})|(?P<handle>{_HANDLE_RE.pattern}))"
+    rf"(?:/(?P<nsid>{_NSID_BODY})(?:/(?P<rkey>{_RKEY_BODY}))?)?"
+)
 _CID_RE: Final = re.compile(r"[A-Za-z0-9+=]{8,256}")
 _CIDV0_RE: Final = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}")
 #: Scheme, then a non-empty rest of printable, non-space ASCII.
@@ -107,6 +112,13 @@ _DATETIME_RE: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
     r"T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
+)
+#: A subset of valid datetimes decided by the regex alone (the usual shape of
+#: a record's ``createdAt``): UTC ``Z``, days 01-28 (in every month), hours,
+#: minutes and seconds in range. Anything else takes the full check.
+_COMMON_DATETIME_RE: Final = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 )
 #: BCP 47 langtag with atproto's lower-case 2-3 letter primary subtag, or a
 #: private-use-only tag. Named groups feed the duplicate checks.
@@ -486,16 +498,22 @@ def validate_repo_path(value: object) -> None:
 
 
 def is_valid_at_uri(value: object) -> TypeGuard[str]:
-    """True for the restricted Lexicon ``at-uri``: authority, optional NSID and rkey."""
-    if not isinstance(value, str) or len(value) > MAX_ATURI_LENGTH or not value.startswith("at://"):
+    """True for the restricted Lexicon ``at-uri``: authority, optional NSID and rkey.
+
+    One regex decides the shape (a handle cannot contain ``:``, so a ``did:``
+    authority can only match as a DID, as for ``at-identifier``); the groups
+    then get their own length limits.
+    """
+    if not isinstance(value, str) or len(value) > MAX_ATURI_LENGTH:
         return False
-    parts = value[5:].split("/")
-    count = len(parts)
+    m = _AT_URI_RE.fullmatch(value)
+    if m is None:
+        return False
+    did, handle, nsid, rkey = m.group("did", "handle", "nsid", "rkey")
     return (
-        count <= 3
-        and is_valid_at_identifier(parts[0])
-        and (count < 2 or is_valid_nsid(parts[1]))
-        and (count < 3 or is_valid_record_key(parts[2]))
+        (len(did) <= MAX_DID_LENGTH if did is not None else len(handle) <= MAX_HANDLE_LENGTH)
+        and (nsid is None or len(nsid) <= MAX_NSID_LENGTH)
+        and (rkey is None or len(rkey) <= MAX_RKEY_LENGTH)
     )
 
 
@@ -698,6 +716,8 @@ def _datetime_fields(value: object) -> re.Match[str] | str:
 
 def is_valid_datetime(value: object) -> TypeGuard[str]:
     """True for an RFC 3339 / ISO 8601 datetime that also names a real instant."""
+    if type(value) is str and len(value) <= MAX_DATETIME_LENGTH and _COMMON_DATETIME_RE.fullmatch(value):
+        return True
     return not isinstance(_datetime_fields(value), str)
 
 
