@@ -22,6 +22,7 @@ import io
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import cbor, limits
@@ -40,6 +41,7 @@ __all__ = [
     "ReceiveBuffer",
     "block_reader",
     "encode_car_header",
+    "parse_raw_sections",
     "read_block_at",
     "read_car",
     "write_car",
@@ -364,6 +366,61 @@ def _parse_sections(
     return pos, 0
 
 
+def parse_raw_sections(
+    buf: bytes, pos: int, base: int, out: list[Any], max_section: int = limits.MAX_CAR_BLOCK_BYTES
+) -> tuple[int, int]:
+    """``_parse_sections`` for readers that want no objects: appends ``(binary CID, data)`` pairs.
+
+    A ``SectionParser`` for ``CarReader(sections=...)`` (bind ``max_section``
+    first if it is not the default): every block's hash is checked, with the
+    same errors at the same offsets, but no ``CID`` and no offset is made per
+    block. Full verification compares CIDs as bytes, so a block it walks past
+    costs a slice and a hash.
+    """
+    end = len(buf)
+    sha = _sha256
+    append = out.append
+    startswith = buf.startswith
+    pfx_cbor = _PFX_DAG_CBOR
+    pfx_raw = _PFX_RAW
+    while pos < end:
+        start = pos
+        byte = buf[pos]
+        if byte < 0x80:
+            size = byte
+            pos += 1
+        elif pos + 1 < end and 0 < buf[pos + 1] < 0x80:
+            size = (byte & 0x7F) | (buf[pos + 1] << 7)
+            pos += 2
+        else:
+            size, pos = scan_varint(buf, pos, end, base)
+            if pos < 0:
+                return start, 1
+        if size > max_section:
+            raise LimitExceeded(
+                "MAX_CAR_BLOCK_BYTES", size, max_section, f"CAR block section at byte {base + start}"
+            )
+        if size == 0:
+            raise InvalidCAR("empty block section (no CID)", base + start)
+        stop = pos + size
+        if stop > end:
+            return start, stop - end
+        data_at = pos + 36
+        if data_at <= stop and (startswith(pfx_cbor, pos) or startswith(pfx_raw, pos)):
+            data = buf[data_at:stop]
+            if not startswith(sha(data).digest(), pos + 4):
+                cid = CID(buf[pos:data_at])
+                raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
+            append((buf[pos:data_at], data))
+        else:  # an odd CID, or a blessed one running past its section (``_odd_cid`` says so)
+            cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
+            data = buf[data_at:stop]
+            _check_odd_hash(cid, data, base + start)
+            append((cid.raw, data))
+        pos = stop
+    return pos, 0
+
+
 def _truncation_error(buf: bytes, pos: int, base: int) -> InvalidCAR:
     """Say which item of the section at ``buf[pos:]`` the end of the file cut off."""
     end = len(buf)
@@ -524,24 +581,24 @@ class CarReader:
         self.roots = decoder.roots
 
     def __iter__(self) -> Iterator[Block]:
+        """The blocks: each chunk's batch from the decoder, chained (no Python frame per block)."""
         if self._started:
             raise RuntimeError("a CarReader can be iterated only once")
         self._started = True
-        return self._blocks()
+        first, self._first = self._first, []
+        return chain(first, chain.from_iterable(map(self._decoder.feed, self._chunks())))
 
-    def _blocks(self) -> Iterator[Block]:
+    def _chunks(self) -> Iterator[bytes]:
+        """The rest of the stream in chunks (at least what the section in progress needs); then close."""
         decoder = self._decoder
-        feed = decoder.feed
         read = self._stream.read
         chunk = self._chunk
-        first, self._first = self._first, []
-        yield from first
         while True:
             data = read(max(decoder.needed, chunk))
             if not data:
                 decoder.close()
                 return
-            yield from feed(data)
+            yield data
 
 
 def read_car(

@@ -23,7 +23,7 @@ import functools
 import hashlib
 import hmac
 import os
-from typing import ClassVar, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, NoReturn
 
 from coincurve import PrivateKey as _CCPrivateKey
 from coincurve import PublicKey as _CCPublicKey
@@ -34,18 +34,16 @@ from coincurve import PublicKey as _CCPublicKey
 from coincurve._libsecp256k1 import ffi as _ffi
 from coincurve._libsecp256k1 import lib as _lib
 from coincurve.context import GLOBAL_CONTEXT as _CC_CONTEXT
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    Prehashed,
-    decode_dss_signature,
-    encode_dss_signature,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from atrepo.core.errors import InvalidKey, InvalidSignature
 from atrepo.core.multibase import b58decode, b58encode
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# ``cryptography`` (P-256 only) is imported where a P-256 key first needs it:
+# loading OpenSSL's bindings costs ~20 ms and ~10 MB, which a process that only
+# meets secp256k1 keys (most repositories) never has to pay.
 
 __all__ = [
     "DID_KEY_PREFIX",
@@ -97,8 +95,6 @@ _MAX_MULTIBASE_CHARS: Final = 128
 #: Parsed keys kept per parser; DID documents repeat heavily on the firehose.
 _PARSE_CACHE_SIZE: Final = 8192
 
-_P256_CURVE: Final = ec.SECP256R1()
-_P256_PREHASHED: Final = ec.ECDSA(Prehashed(hashes.SHA256()))
 _CC_CTX: Final = _CC_CONTEXT.ctx
 _sha256 = hashlib.sha256
 
@@ -161,6 +157,22 @@ def _split_codec(raw: bytes, label: str) -> tuple[int, bytes]:
 
 # --------------------------------------------------------------------------
 # Public keys
+
+
+@functools.cache
+def _p256_curve() -> ec.SECP256R1:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.SECP256R1()
+
+
+@functools.cache
+def _p256_prehashed() -> ec.ECDSA:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    return ec.ECDSA(Prehashed(hashes.SHA256()))
 
 
 class PublicKey:
@@ -312,21 +324,29 @@ class P256PublicKey(PublicKey):
     _key: ec.EllipticCurvePublicKey
 
     def _load(self, raw: bytes) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         try:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(_P256_CURVE, raw)
+            key = ec.EllipticCurvePublicKey.from_encoded_point(_p256_curve(), raw)
         except ValueError:
             raise InvalidKey(f"p256 key {raw.hex()} is not a point on the curve") from None
         object.__setattr__(self, "_key", key)
         return key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
 
     def uncompressed(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         return self._key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
     def _verify_digest(self, digest: bytes, sig: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
         der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         try:
-            self._key.verify(der, digest, _P256_PREHASHED)
-        except _CryptoInvalidSignature:
+            self._key.verify(der, digest, _p256_prehashed())
+        except CryptoInvalidSignature:
             return False
         return True
 
@@ -523,8 +543,11 @@ class P256PrivateKey(PrivateKey):
 
     @classmethod
     def _from_valid(cls, raw: bytes) -> PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         self = object.__new__(cls)
-        key = ec.derive_private_key(int.from_bytes(raw, "big"), _P256_CURVE)
+        key = ec.derive_private_key(int.from_bytes(raw, "big"), _p256_curve())
         object.__setattr__(self, "_key", key)
         pub = key.public_key().public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
         object.__setattr__(self, "public_key", P256PublicKey._from_sec1(pub))
@@ -534,6 +557,10 @@ class P256PrivateKey(PrivateKey):
         return self._key.private_numbers().private_value.to_bytes(32, "big")
 
     def _sign_rs(self, data: bytes, deterministic: bool) -> tuple[int, int]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
+
         # deterministic_signing needs OpenSSL >= 3.2; older builds raise
         # UnsupportedAlgorithm rather than silently signing with a random nonce.
         algo = ec.ECDSA(Prehashed(hashes.SHA256()), deterministic_signing=deterministic)

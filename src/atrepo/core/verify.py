@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from . import limits
-from .car import Block, CarIndex, CarReader, Readable
+from .car import CarIndex, CarReader, Readable, parse_raw_sections
 from .cid import CID
 from .commit import SignedCommit, decode_commit
 from .errors import InvalidCAR, InvalidCommit, MissingBlock
 from .keys import PublicKey
 from .memory import collector_paused
+from .mst.node import Node
 from .mst.tree import MST, NodeLoader
+from .mst.walk import Walker, resolve
 
 #: How every MST node block starts: a map of two entries whose first key is
 #: "e" (canonical DAG-CBOR orders the keys "e", "l"). The index keeps blocks
@@ -69,6 +71,8 @@ _PFX_DAG_CBOR = b"\x01\x71\x12\x20"
 
 #: What the walks yield: (key, CID, bytes) when the bytes are asked for, else (key, CID).
 Item = tuple[Any, ...]
+#: A block as the one-pass walk reads it (``car.parse_raw_sections``): (binary CID, data).
+RawBlock = tuple[bytes, bytes]
 
 
 @dataclass(slots=True)
@@ -95,19 +99,21 @@ class _StreamSource:
     """Hands out blocks in arrival order, setting aside (when allowed) those that come early.
 
     ``get`` is what the node loader calls (one call a node); ``take`` is a
-    record's block. Either reads on until the block arrives, stashing what
-    comes before it: nodes (blocks shaped like one) with their bytes, any
-    other block by its CID alone (held as an ``int``, 64 bytes where ``bytes``
-    take 80), or with its bytes when ``with_data``. A block is taken out of the
-    stash when used, so a block used twice is not found the second time and
-    the index path answers. ``_OutOfOrder`` means one pass cannot finish: the
-    stash is not allowed or full, or a block is missing.
+    record's block once something has been set aside (until then the walk
+    reads records straight from ``blocks``). Either reads on until the block
+    arrives, stashing what comes before it: nodes (blocks shaped like one)
+    with their bytes, any other block by its CID alone (held as an ``int``, 64
+    bytes where ``bytes`` take 72), or with its bytes when ``with_data``. A
+    block is taken out of the stash when used, so a block used twice is not
+    found the second time and the index path answers. ``_OutOfOrder`` means
+    one pass cannot finish: the stash is not allowed or full, or a block is
+    missing. Blocks are ``RawBlock`` pairs: CIDs are compared as bytes.
     """
 
-    __slots__ = ("_budget", "_it", "_others", "_room", "_with_data", "consumed", "kept", "stashed")
+    __slots__ = ("_budget", "_others", "_room", "_with_data", "blocks", "consumed", "kept", "stashed")
 
-    def __init__(self, blocks: Iterator[Block], *, stash: bool, with_data: bool) -> None:
-        self._it = blocks
+    def __init__(self, blocks: Iterator[RawBlock], *, stash: bool, with_data: bool) -> None:
+        self.blocks = blocks
         #: blocks handed out by ``get`` (records are counted by the walk)
         self.consumed = 0
         self.stashed = False
@@ -128,10 +134,11 @@ class _StreamSource:
             if data is not None:
                 self.consumed += 1
                 return data
-            if int.from_bytes(raw) in self._others:  # not shaped like a node: the index path says why
+            others = self._others
+            if others and int.from_bytes(raw) in others:  # not shaped like a node: the index path says why
                 raise _OutOfOrder
-        item = next(self._it, None)
-        if item is None or item[0].raw != raw:
+        item = next(self.blocks, None)
+        if item is None or item[0] != raw:
             item = self.read_until(raw, item)
         self.consumed += 1
         return item[1]
@@ -140,21 +147,22 @@ class _StreamSource:
         """A record's block (its bytes, or b"" when set aside by CID alone); not counted in ``consumed``."""
         if self.stashed:
             others = self._others
-            number = int.from_bytes(raw)
-            if number in others:
-                others.remove(number)
-                return b""
+            if others:
+                number = int.from_bytes(raw)
+                if number in others:
+                    others.remove(number)
+                    return b""
             data = self.kept.pop(raw, None)
             if data is not None:
                 return data
-        item = next(self._it, None)
-        if item is None or item[0].raw != raw:
+        item = next(self.blocks, None)
+        if item is None or item[0] != raw:
             item = self.read_until(raw, item)
         return item[1]
 
-    def read_until(self, raw: bytes, item: Block | None) -> Block:
+    def read_until(self, raw: bytes, item: RawBlock | None) -> RawBlock:
         """Set ``item`` aside and read on until the block ``raw`` arrives (missing: ``_OutOfOrder``)."""
-        it = self._it
+        it = self.blocks
         kept = self.kept
         add = self._others.add
         from_bytes = int.from_bytes
@@ -164,10 +172,9 @@ class _StreamSource:
         self.stashed = True
         try:
             while item is not None:
-                other = item[0].raw
+                other, data = item
                 if other == raw:
                     return item
-                data = item[1]
                 room -= 1
                 if with_data or (data.startswith(MST_NODE_PREFIX) and other.startswith(_PFX_DAG_CBOR)):
                     budget -= len(data) + _STASH_KEPT_BYTES
@@ -272,7 +279,8 @@ def _verify(
     """
     info = summary if summary is not None else RepoSummary()
     start = stream.tell() if _seekable(stream) else 0  # type: ignore[attr-defined]
-    reader = CarReader(stream)
+    # blocks as (CID bytes, data) pairs, every hash checked: the one pass makes no object per block
+    reader = CarReader(stream, sections=parse_raw_sections)
     if not reader.roots:
         raise InvalidCAR("CAR has no root (a repository CAR's first root is its commit)")
     if len(reader.roots) > 1:
@@ -317,10 +325,10 @@ def _stream_path(
     Without ``stash`` (a stream that cannot seek) that is the first block out of pre-order.
     """
     root = reader.roots[0]
-    blocks = iter(reader)
+    blocks = cast(Iterator[RawBlock], iter(reader))
     source = _StreamSource(blocks, stash=stash, with_data=with_data)
     first = next(blocks, None)
-    if first is None or first[0] != root:
+    if first is None or first[0] != root.raw:
         first = source.read_until(root.raw, first)  # the commit comes later: set aside what comes first
     source.consumed = 1
     commit = info.commit = _check_commit(first[1], root, key, did)
@@ -331,28 +339,78 @@ def _stream_path(
 
 
 def _walk_streamed(tree: MST, source: _StreamSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
-    """Each record in key order, its block the next one in the stream (or set aside earlier)."""
+    """Each record in key order, its block the next one in the stream (or set aside earlier).
+
+    ``Walker.entries`` (forward) with each record's block read in the same
+    loop: this is the per-record hot path of verification, and a generator
+    between the two would add a resumption per record. A leaf's records are
+    read in one inner loop (pushing and popping them gives the same order).
+    Nodes are opened by ``resolve``, as every walk opens them; the tests
+    compare the yield with ``MST.walk``.
+    """
+    stack = Walker(tree).stack
+    pop = stack.pop
+    push = stack.append
+    loader = tree.loader
+    blocks = source.blocks
     take = source.take
+    read_until = source.read_until
     count = 0
     name = None
     try:
-        for raw, val in tree.walk_raw():
-            data = take(val.raw)
-            name = raw.decode()
-            count += 1
-            yield (name, val, data) if with_data else (name, val)
+        while stack:
+            item = pop()
+            if len(item) == 2:
+                raw, val = item
+                if source.stashed:
+                    data = take(val.raw)
+                else:  # nothing set aside yet: the record's block must be the next one
+                    block = next(blocks, None)
+                    data = (
+                        block[1]
+                        if block is not None and block[0] == val.raw
+                        else read_until(val.raw, block)[1]
+                    )
+                name = raw.decode()
+                count += 1
+                yield (name, val, data) if with_data else (name, val)
+                continue
+            sub, layer, lo, hi = item
+            node = sub if type(sub) is Node else resolve(loader, sub, layer, lo, hi)
+            keys, vals, subs = node.keys, node.vals, node.subs  # type: ignore[union-attr]
+            n = len(keys)
+            if subs.count(None) > n:  # a leaf: its records are all that comes next
+                for raw, val in zip(keys, vals, strict=True):
+                    if source.stashed:
+                        data = take(val.raw)
+                    else:
+                        block = next(blocks, None)
+                        data = (
+                            block[1]
+                            if block is not None and block[0] == val.raw
+                            else read_until(val.raw, block)[1]
+                        )
+                    name = raw.decode()
+                    count += 1
+                    yield (name, val, data) if with_data else (name, val)
+                continue
+            below = layer - 1
+            for i in range(n, -1, -1):
+                if i < n:
+                    push((keys[i], vals[i]))
+                child = subs[i]
+                if child is not None:
+                    push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
     finally:  # the summary stays right however the walk ends
         info.records = count
         info.last_key = name
 
 
-def _summarize_streamed(
-    blocks: Iterator[tuple[CID, bytes, int]], source: _StreamSource, info: RepoSummary
-) -> None:
+def _summarize_streamed(blocks: Iterator[RawBlock], source: _StreamSource, info: RepoSummary) -> None:
     """Count what follows the walk (read to the end, so every hash is checked) and fill the summary."""
     # The root node is always read, the empty one too, so it is among the consumed blocks.
     rest = 0
-    for _cid, _data, _offset in blocks:
+    for _block in blocks:
         rest += 1
     if source.stashed:
         # Distinct counts, as the index path gives them: a block set aside and

@@ -17,7 +17,11 @@ KEY_RE = re.compile(KEY_PATTERN)
 
 def key_layer(key: bytes) -> int:
     """Layer of a key: leading zero bits of SHA-256(key), counted in pairs."""
-    digest = _sha256(key).digest()
+    return digest_layer(_sha256(key).digest())
+
+
+def digest_layer(digest: bytes) -> int:
+    """Layer of a key whose SHA-256 digest is ``digest`` (``key_layer`` without the hashing)."""
     b0 = digest[0]
     if b0 >= 64:
         return 0

@@ -43,14 +43,24 @@ checked by ``walk.resolve`` each time a link is followed.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 from .. import cbor, limits
 from ..cid import CID
-from ..errors import InvalidCBOR, InvalidMST, LimitExceeded
-from .layer import KEY_PATTERN, SHOWN_KEY_BYTES, common_prefix_length, key_layer, key_problem, show_key
+from ..codec import decode_raw as _decode_raw
+from ..errors import AtrepoError, InvalidCBOR, InvalidMST, LimitExceeded
+from .layer import (
+    KEY_PATTERN,
+    SHOWN_KEY_BYTES,
+    common_prefix_length,
+    digest_layer,
+    key_layer,
+    key_problem,
+    show_key,
+)
 
 Sub = Union["Node", CID, None]
 
@@ -63,6 +73,10 @@ _sha256 = hashlib.sha256
 #: joined bytes hold exactly ``len(keys) - 1`` newlines (see ``keys_valid``).
 _KEYS_FULLMATCH = re.compile(KEY_PATTERN + rb"(?:\n" + KEY_PATTERN + rb")*").fullmatch
 _MAX_KEY = limits.MAX_MST_KEY_BYTES
+_digest = operator.methodcaller("digest")
+#: Largest node ``decode_node`` hands straight to the C codec (``cbor.decode_node``'s default cap).
+_DIRECT_BYTES = limits.MAX_CBOR_BYTES
+_SLOW: Any = object()
 
 
 def keys_valid(keys: list[bytes]) -> bool:
@@ -414,10 +428,23 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
     (expected layer, bounds from the parent, empty-node placement) are checked
     by the tree when it descends.
     """
-    try:
-        raw: Any = cbor.decode_node(data)
-    except (InvalidCBOR, LimitExceeded) as exc:
-        raise InvalidMST(f"{_Where(cid)}: not valid DAG-CBOR: {exc}") from None
+    raw: Any = _SLOW
+    size = len(data) if type(data) is bytes else 0
+    if 0 < size <= _DIRECT_BYTES and size <= limits.CBOR_PRESCAN_BYTES:
+        # What ``cbor.decode_node`` does for a block this small, without its
+        # layers of calls; anything it would refuse takes it, for its message.
+        try:
+            raw, length = _decode_raw(data, CID, False)
+        except (ValueError, TypeError, AtrepoError):
+            raw = _SLOW
+        else:
+            if length != size:
+                raw = _SLOW
+    if raw is _SLOW:
+        try:
+            raw = cbor.decode_node(data)
+        except (InvalidCBOR, LimitExceeded) as exc:
+            raise InvalidMST(f"{_Where(cid)}: not valid DAG-CBOR: {exc}") from None
     if type(raw) is not dict or len(raw) != 2 or "e" not in raw or "l" not in raw:
         raise InvalidMST(f"{_Where(cid)}: must be a map with exactly the fields e and l")
     entries = raw["e"]
@@ -471,7 +498,8 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
         prev = key
     layer = -1
     if keys:
-        if not keys_valid(keys):
+        joined = b"\n".join(keys)  # ``keys_valid``, written out
+        if _KEYS_FULLMATCH(joined) is None or joined.count(b"\n") != len(keys) - 1:
             for key in keys:
                 problem = key_problem(key)
                 if problem is not None:
@@ -479,18 +507,24 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
         if len(keys) == 1:
             layer = key_layer(keys[0])
         else:
-            tops = [int.from_bytes(_sha256(k).digest()[:8], "big") for k in keys]
-            low = min(tops)
-            if low >> 62:  # fewer than two leading zero bits everywhere: layer 0
-                return _finish(data, cid, entries, keys, vals, subs, 0)
-            high = max(tops)
-            if not low:
-                layer = key_layer(keys[0])
-                same = all(key_layer(k) == layer for k in keys)
-            else:
-                layer = (64 - high.bit_length()) >> 1
-                same = (64 - low.bit_length()) >> 1 == layer
-            if not same:
+            # A key's layer falls as its digest grows (more leading zeros sort
+            # first), so the smallest and largest digests bound every layer.
+            digests = list(map(_digest, map(_sha256, keys)))
+            low = min(digests)
+            if low[0] >= 64:  # fewer than two leading zero bits everywhere: layer 0
+                if subs.count(None) != len(subs):
+                    raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
+                # ``_finish`` and ``_node`` written out: multi-key leaves, the commonest nodes, end here
+                node: Any = _new_fields(_Fields)
+                node.keys = keys
+                node.vals = vals
+                node.subs = subs
+                node.layer = 0
+                node._enc = _Encoding(None, None, data, cid, entries, True)
+                node.__class__ = Node
+                return node  # type: ignore[no-any-return]
+            layer = digest_layer(max(digests))
+            if digest_layer(low) != layer:
                 first = key_layer(keys[0])
                 key = next(k for k in keys if key_layer(k) != first)
                 raise InvalidMST(

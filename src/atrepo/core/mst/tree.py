@@ -80,9 +80,11 @@ class NodeLoader:
         self._check = check_hashes
 
     def load(self, cid: CID) -> Node:
-        node = self._cache.get(cid)
-        if node is not None:
-            return node
+        cache = self._cache
+        if cache:  # an uncached loader holds nothing (or only what ``keep`` gave it)
+            node = cache.get(cid)
+            if node is not None:
+                return node
         data = self.source.get(cid)
         if data is None:
             raise MissingBlock(cid, "MST node")
@@ -90,7 +92,6 @@ class NodeLoader:
             raise InvalidMST(f"node {cid}: block does not hash to its CID")
         node = decode_node(data, cid)
         if self._max:
-            cache = self._cache
             cache[cid] = node
             if len(cache) > self._max:
                 cache.popitem(last=False)
