@@ -39,6 +39,7 @@ TARGETS = (
     "did_document",
     "syntax",
     "datamodel",
+    "lexicon",
 )
 
 ROOT = Path(__file__).resolve().parent.parent

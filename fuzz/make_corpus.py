@@ -202,12 +202,110 @@ def syntax() -> None:
     _write("syntax", "long-uri", b"\x00at://did:plc:abc/app.bsky.feed.post/")
 
 
+def lexicon() -> None:
+    """Mode byte 0: a lexicon document; odd mode bytes: a record (see fuzz/fuzz_lexicon.py)."""
+    folder = INTEROP / "lexicon"
+    data = ROOT / "src" / "atrepo" / "lexicons" / "data"
+    for name in ("app/bsky/feed/post", "app/bsky/richtext/facet", "com/atproto/repo/strongRef"):
+        _write(
+            "lexicon", f"doc-{name.rsplit('/', 1)[1]}.json", b"\x00" + (data / f"{name}.json").read_bytes()
+        )
+    for path in sorted((folder / "catalog").glob("*.json")):
+        _write("lexicon", f"doc-catalog-{path.stem}.json", b"\x00" + path.read_bytes())
+    for kind in ("valid", "invalid"):
+        cases = json.loads((folder / f"lexicon-{kind}.json").read_text("utf-8"))
+        for i, case in enumerate(cases[:4]):
+            _write("lexicon", f"doc-{kind}-{i}.json", b"\x00" + json.dumps(case["lexicon"]).encode())
+    _write(
+        "lexicon",
+        "doc-recursive.json",
+        b"\x00"
+        + json.dumps(
+            {
+                "lexicon": 1,
+                "id": "com.example.tree",
+                "defs": {
+                    "main": {
+                        "type": "record",
+                        "key": "any",
+                        "record": {
+                            "type": "object",
+                            "properties": {
+                                "kids": {"type": "array", "items": {"type": "ref", "ref": "#main"}},
+                                "next": {"type": "union", "refs": ["#main", "app.bsky.feed.post"]},
+                            },
+                        },
+                    }
+                },
+            }
+        ).encode(),
+    )
+    # Records: mode 0x01 checks app.bsky.feed.post and example.lexicon.record (see COLLECTIONS).
+    for i, case in enumerate(json.loads((folder / "record-data-valid.json").read_text("utf-8"))):
+        _write("lexicon", f"record-catalog-{i}.json", b"\x01" + json.dumps(case["data"]).encode())
+    blob = {"$type": "blob", "ref": {"$link": str(CID.for_raw(b"blob"))}, "mimeType": "image/png", "size": 9}
+    strong_ref = {
+        "uri": f"at://{DID}/app.bsky.feed.post/3k2a4xuqebc2z",
+        "cid": str(CID.for_dag_cbor(b"\xa0")),
+    }
+    post = {
+        "$type": "app.bsky.feed.post",
+        "text": "hello \U0001f44d\U0001f3ff e\u0301",
+        "createdAt": TIME,
+        "langs": ["en"],
+        "reply": {"root": strong_ref, "parent": strong_ref},
+        "embed": {"$type": "app.bsky.embed.images", "images": [{"image": blob, "alt": ""}]},
+        "facets": [
+            {
+                "index": {"byteStart": 0, "byteEnd": 5},
+                "features": [{"$type": "app.bsky.richtext.facet#mention", "did": DID}],
+            }
+        ],
+        "labels": {"$type": "com.atproto.label.defs#selfLabels", "values": [{"val": "x"}]},
+    }
+    _write("lexicon", "record-post.json", b"\x01" + json.dumps(post).encode())
+    _write(
+        "lexicon",
+        "record-post-legacy-blob.json",
+        b"\x21"
+        + json.dumps(
+            {
+                **post,
+                "embed": {
+                    "$type": "app.bsky.embed.images",
+                    "images": [
+                        {"image": {"cid": str(CID.for_raw(b"blob")), "mimeType": "image/png"}, "alt": ""}
+                    ],
+                },
+            }
+        ).encode(),
+    )
+    profile = {"$type": "app.bsky.actor.profile", "displayName": "Alice", "avatar": blob, "createdAt": TIME}
+    _write("lexicon", "record-profile.json", b"\x05" + json.dumps(profile).encode())
+    gate = {
+        "$type": "app.bsky.feed.threadgate",
+        "post": strong_ref["uri"],
+        "allow": [{"$type": "app.bsky.feed.threadgate#mentionRule"}, {"$type": "com.example.future"}],
+        "createdAt": TIME,
+    }
+    _write("lexicon", "record-threadgate.json", b"\x07" + json.dumps(gate).encode())
+    _write(
+        "lexicon",
+        "record-big-int.json",
+        b"\x01"
+        + json.dumps(
+            {**post, "facets": [{"index": {"byteStart": 0, "byteEnd": 2**60}, "features": []}]}
+        ).encode(),
+    )
+
+
 def main() -> None:
     cbor_and_datamodel()
     cids()
     cars_nodes_frames()
     plc()
     syntax()
+    lexicon()
     for target in sorted(p.name for p in CORPUS.iterdir()):
         print(f"{target}: {sum(1 for _ in (CORPUS / target).iterdir())} files")
 

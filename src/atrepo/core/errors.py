@@ -30,6 +30,14 @@ def _capped(message: str) -> str:
     return f"{message[:head]} ...[{cut:,} characters cut]... {message[-tail:]}"
 
 
+def _short(text: str, limit: int) -> str:
+    """A name or path from outside, shortened for a message (the attribute keeps it whole)."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2 - 2
+    return f"{text[:keep]}...{text[-keep:]}"
+
+
 class AtrepoError(Exception):
     """Base of every error atrepo raises on purpose."""
 
@@ -233,8 +241,8 @@ class InvalidLexicon(AtrepoError):
         self.path = path
         self.rule = rule
         self.detail = detail
-        where = f" at {path}" if path else ""
-        super().__init__(f"invalid lexicon {lexicon}{where}: {detail}")
+        where = f" at {_short(path, 200)}" if path else ""
+        super().__init__(f"invalid lexicon {_short(lexicon, 120)}{where}: {detail}")
 
 
 class InvalidLexiconData(AtrepoError):
@@ -253,8 +261,8 @@ class InvalidLexiconData(AtrepoError):
         self.path = path
         self.rule = rule
         self.detail = detail
-        where = f" at {path}" if path else ""
-        super().__init__(f"Invalid {nsid} {what}{where}: {detail}")
+        where = f" at {_short(path, 200)}" if path else ""
+        super().__init__(f"Invalid {_short(nsid, 120)} {what}{where}: {detail}")
 
 
 class LexiconNotFound(AtrepoError):

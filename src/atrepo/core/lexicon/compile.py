@@ -117,8 +117,15 @@ def _wrong_type(expected: str, value: Any) -> Bad:
 
 
 def _one_of(values: Sequence[Any]) -> str:
-    shown = ", ".join(_shown(v) for v in values[:10])
-    return shown + (f" ... ({len(values)} values)" if len(values) > 10 else "")
+    shown: list[str] = []
+    size = 0
+    for v in values[:10]:
+        text = _shown(v)
+        size += len(text) + 2
+        if shown and size > 160:  # a hostile lexicon's long values: keep the message short
+            break
+        shown.append(text)
+    return ", ".join(shown) + (f" ... ({len(values)} values)" if len(shown) < len(values) else "")
 
 
 def type_name(full: str) -> str:
@@ -359,6 +366,74 @@ def scalar_checker(s: Field, options: Options) -> Check | None:
     return None
 
 
+# --- object code generation -------------------------------------------------------
+#
+# An object's checker is generated Python: one straight-line block per property
+# (``v.get`` then a guard), so the common fields cost an inline test rather than
+# a call. A guard only ever *accepts*: when it fails, the field's full checker
+# runs and raises the exact rule (or accepts, if the guard was merely cautious).
+
+_MISSING = object()
+
+
+def _type_mismatch(t: Any, name: str, required: bool) -> None:
+    if t is None and required:
+        bad = Bad("required", f"missing $type (must be {_shown(name)})")
+    else:
+        bad = Bad("$type", f"$type must be {_shown(name)}, got {_shown(t)}")
+    bad.parts.append("$type")
+    raise bad
+
+
+def _missing_field(v: dict[str, Any], required: Sequence[str]) -> None:
+    for key in required:
+        if key not in v:
+            bad = Bad("required", f"missing required field {key!r}")
+            bad.parts.append(key)
+            raise bad
+
+
+def _null_here(key: str) -> None:
+    bad = Bad("nullable", "null is not allowed here")
+    bad.parts.append(key)
+    raise bad
+
+
+def _guard(f: Field, i: int, ns: dict[str, Any], options: Options) -> str | None:
+    """A Python expression over ``x`` that is true only for values ``f`` accepts."""
+    if isinstance(f, String):
+        if f.enum is not None or f.const is not None or f.min_length or f.min_graphemes:
+            return None
+        limits_ = [
+            n for n in (f.max_graphemes, None if f.max_length is None else f.max_length // 4) if n is not None
+        ]
+        test = "type(x) is str"
+        if limits_:
+            test += f" and len(x) <= {min(limits_)}"
+        if f.format is not None:
+            ns[f"f{i}"] = (
+                _lenient_datetime if f.format == "datetime" and not options.strict else FORMATS[f.format]
+            )
+            test += f" and f{i}(x)"
+        return test
+    if isinstance(f, Integer):
+        if f.enum is not None or f.const is not None:
+            return None
+        bound = limits.MAX_SAFE_INT if options.strict else limits.MAX_INT
+        lo = (
+            max(f.minimum, -bound)
+            if f.minimum is not None
+            else (-bound if options.strict else limits.MIN_INT)
+        )
+        hi = min(f.maximum, bound) if f.maximum is not None else bound
+        return f"type(x) is int and {lo} <= x <= {hi}"
+    if isinstance(f, Boolean):
+        return "type(x) is bool" if f.const is None else None
+    if isinstance(f, CidLink):
+        return "type(x) is CID"
+    return None
+
+
 # --- the compiler ---------------------------------------------------------------
 
 
@@ -469,44 +544,48 @@ class Compiler:
         A ``$type`` on a named object must equal its name (absent is fine, except
         for records, ``required_type``); extra properties are allowed.
         """
-        props = {key: self.field(f) for key, f in s.properties.items()}
-        required = s.required
-        nullable = s.nullable
-
-        def check(v: Any) -> None:
-            if type(v) is not dict:
-                raise _wrong_type("an object", v)
-            if name is not None:
-                t = v.get("$type")
-                if t is not None and t != name:
-                    bad = Bad("$type", f"$type must be {name!r}, got {_shown(t)}")
-                    bad.parts.append("$type")
-                    raise bad
-                if t is None and required_type:
-                    bad = Bad("required", f"missing $type (must be {name!r})")
-                    bad.parts.append("$type")
-                    raise bad
-            for key in required:
-                if key not in v:
-                    bad = Bad("required", f"missing required field {key!r}")
-                    bad.parts.append(key)
-                    raise bad
-            for key, x in v.items():
-                sub = props.get(key)
-                if sub is None:
-                    continue
-                if x is None:
-                    if key in nullable:
-                        continue
-                    bad = Bad("nullable", "null is not allowed here")
-                    bad.parts.append(key)
-                    raise bad
-                try:
-                    sub(x)
-                except Bad as bad:
-                    bad.parts.append(key)
-                    raise
-
+        ns: dict[str, Any] = {
+            "Bad": Bad,
+            "MISSING": _MISSING,
+            "wrong_type": _wrong_type,
+            "type_mismatch": _type_mismatch,
+            "missing": _missing_field,
+            "null_here": _null_here,
+            "name": name,
+            "required": s.required,
+            "CID": CID,
+        }
+        lines = [
+            "def check(v):",
+            "    if type(v) is not dict:",
+            "        raise wrong_type('an object', v)",
+        ]
+        if name is not None:
+            lines += ["    t = v.get('$type')", "    if t != name:"]
+            if required_type:
+                lines.append("        type_mismatch(t, name, True)")
+            else:
+                lines += ["        if t is not None:", "            type_mismatch(t, name, False)"]
+        if s.required:
+            ns.update({f"r{i}": key for i, key in enumerate(s.required)})
+            test = " or ".join(f"r{i} not in v" for i in range(len(s.required)))
+            lines += [f"    if {test}:", "        missing(v, required)"]
+        for i, (key, f) in enumerate(s.properties.items()):
+            ns[f"k{i}"] = key
+            ns[f"c{i}"] = self.field(f)
+            guard = _guard(f, i, ns, self.options)
+            lines += [f"    x = v.get(k{i}, MISSING)", "    if x is not MISSING:", "        if x is None:"]
+            lines.append("            pass" if key in s.nullable else f"            null_here(k{i})")
+            lines.append(f"        elif not ({guard}):" if guard else "        else:")
+            lines += [
+                "            try:",
+                f"                c{i}(x)",
+                "            except Bad as bad:",
+                f"                bad.parts.append(k{i})",
+                "                raise",
+            ]
+        exec(compile("\n".join(lines), f"<lexicon object {name or 'inline'}>", "exec"), ns)
+        check: Check = ns["check"]
         return check
 
     def union(self, s: Union) -> Check:

@@ -58,8 +58,9 @@ def find_legacy_blob(value: Any) -> str | None:
         if kind is dict:
             if (
                 item.keys() == _LEGACY_BLOB_KEYS
-                and type(item["cid"]) is str
                 and type(item["mimeType"]) is str
+                and item["mimeType"]
+                and syntax.is_valid_cid_string(item["cid"])
             ):
                 return str(item["cid"])
             stack.extend(item.values())
@@ -78,6 +79,10 @@ def prepare_record(
     ``validate: true``, legacy blobs) or :class:`InvalidLexiconData` (schema and
     key type, with the path inside the record); both reply 400 ``InvalidRequest``.
     """
+    if not syntax.is_valid_nsid(collection):
+        raise InvalidRequest(
+            f"invalid collection {collection[:320]!r}: not an NSID", path="collection", rule="nsid"
+        )
     if type(record) is not dict:
         raise InvalidRequest("record must be an object", path="record", rule="type")
     type_ = record.get("$type")
