@@ -1,4 +1,5 @@
-"""Lexicons: documents through ``parse_document`` and ``Registry``, records through ``validate_record``.
+"""Lexicons: documents through ``parse_document`` and ``Registry``, records through ``validate_record``
+and the one-pass ``validate_json_record``.
 
 The first byte picks the mode, the rest is JSON:
 
@@ -142,6 +143,11 @@ def record(mode: int, body: bytes) -> None:
     rkey = RKEYS[(mode >> 5) % len(RKEYS)]
     for nsid in sorted(picked):
         _check_record(reg, nsid, value)
+        # the one-pass JSON path gives the same verdict and the same value
+        fused = guarded(lambda n=nsid: reg.validate_json_record(n, obj, raw_blob_refs=False))
+        two_step = guarded(lambda n=nsid: reg.validate_record(n, value))
+        assert (fused is REFUSED) == (two_step is REFUSED), f"one-pass and two-step disagree on {nsid}"
+        assert fused is REFUSED or fused == value, f"one-pass value differs for {nsid}"
         for validate in (None, True, False):
             result = guarded(lambda n=nsid, v=validate: prepare_record(reg, n, rkey, value, validate=v))
             if result is REFUSED:

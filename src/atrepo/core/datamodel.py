@@ -18,8 +18,11 @@ from .jsonio import parse_outside_json
 from .multibase import b64decode_loose, b64encode_unpadded
 
 __all__ = [
+    "bytes_from_json",
+    "check_typed_object",
     "decode_to_json",
     "json_to_value",
+    "link_from_json",
     "parse_json",
     "record_cid",
     "validate_record",
@@ -79,6 +82,34 @@ def decode_to_json(data: bytes, *, max_bytes: int = limits.MAX_RECORD_BYTES) -> 
     if done:
         return value
     return value_to_json(cbor.decode(data, max_bytes=max_bytes))
+
+
+def link_from_json(obj: Any) -> CID:
+    """A ``{"$link": "<cid>"}`` object as a CID (raises :class:`InvalidDataModel`)."""
+    if type(obj) is not dict or "$link" not in obj:
+        raise InvalidDataModel('expected a {"$link": ...} object')
+    try:
+        return _link_from_json(obj)
+    except _Bad as bad:
+        raise _error(bad) from None
+
+
+def bytes_from_json(obj: Any) -> bytes:
+    """A ``{"$bytes": "<base64>"}`` object as bytes (raises :class:`InvalidDataModel`)."""
+    if type(obj) is not dict or "$bytes" not in obj:
+        raise InvalidDataModel('expected a {"$bytes": ...} object')
+    try:
+        return _bytes_from_json(obj)
+    except _Bad as bad:
+        raise _error(bad) from None
+
+
+def check_typed_object(obj: dict[str, Any], *, raw_blob_refs: bool = True) -> None:
+    """The data model's rules for an object's ``$type`` (non-empty string; blobs well-formed)."""
+    try:
+        _check_typed_object(obj, raw_blob_refs)
+    except _Bad as bad:
+        raise _error(bad) from None
 
 
 def validate_value(value: Any, *, top_level_object: bool = False) -> None:

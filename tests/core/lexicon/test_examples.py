@@ -49,6 +49,7 @@ def test_examples_pass(path: Path) -> None:
     for example in data["examples"]:
         value = datamodel.json_to_value(example["record"])
         registry.validate_record(nsid, value)
+        assert registry.validate_json_record(nsid, example["record"]) == value  # the one-pass path
         # the write path agrees, and stores the record unchanged
         stored, status = prepare_record(registry, nsid, rkey, value, validate=True)
         assert status == "valid"

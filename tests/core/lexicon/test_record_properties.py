@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from atrepo.core import datamodel, limits
 from atrepo.core.cid import CID
-from atrepo.core.errors import InvalidLexiconData
+from atrepo.core.errors import InvalidDataModel, InvalidLexiconData
 from atrepo.core.lexicon import Registry, parse_document
 from atrepo.core.lexicon.compile import FORMATS, blob_accepts, type_name
 from atrepo.core.lexicon.graphemes import count_graphemes
@@ -680,3 +680,100 @@ def test_one_mutation_fails_at_its_path(group: str, data: st.DataObject) -> None
         REG.validate_record(nsid, broken)
     err = info.value
     assert (err.path, err.rule, err.nsid) == (path, rule, nsid), f"{label}: {err}"
+
+
+# --- the one-pass JSON path agrees with json_to_value + validate_record ----------------------
+
+
+def _two_step(reg: Registry, nsid: str, obj: Any) -> tuple[Any, BaseException | None]:
+    try:
+        value = datamodel.json_to_value(obj)
+        reg.validate_record(nsid, value)
+    except (InvalidLexiconData, InvalidDataModel) as exc:
+        return None, exc
+    return value, None
+
+
+def _fused(reg: Registry, nsid: str, obj: Any) -> tuple[Any, BaseException | None]:
+    before = _copy(obj)
+    try:
+        value = reg.validate_json_record(nsid, obj)
+    except InvalidLexiconData as exc:
+        return None, exc
+    finally:
+        assert obj == before  # the input is never changed
+    return value, None
+
+
+def _agree(reg: Registry, nsid: str, obj: Any) -> None:
+    value, error = _two_step(reg, nsid, obj)
+    fused_value, fused_error = _fused(reg, nsid, obj)
+    assert (error is None) == (fused_error is None), (error, fused_error)
+    if error is None:
+        assert fused_value == value
+        assert type(fused_value) is dict
+    elif isinstance(error, InvalidLexiconData):
+        assert isinstance(fused_error, InvalidLexiconData)
+        assert (fused_error.path, fused_error.rule) == (error.path, error.rule)
+    else:
+        # a data-model failure; the one-pass path may meet a schema rule at the same place first
+        assert isinstance(fused_error, InvalidLexiconData)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records(ALL_RECORDS))
+def test_json_path_agrees_on_generated_records(case: tuple[str, dict[str, Any], list[Site]]) -> None:
+    nsid, value, _ = case
+    reg = REG if nsid in SINK_RECORDS else builtin_registry()
+    obj = datamodel.value_to_json(value)
+    assert reg.validate_json_record(nsid, obj) == value
+    _agree(reg, nsid, obj)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(data=st.data())
+def test_json_path_agrees_on_mutations(group: str, data: st.DataObject) -> None:
+    nsid, broken, _, _, label = data.draw(mutated(group))
+    event(label)
+    reg = REG if nsid in SINK_RECORDS else builtin_registry()
+    _agree(reg, nsid, datamodel.value_to_json(broken))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"x": 1.5},  # a float
+        {"x": {"$link": "not a cid"}},
+        {"x": {"$bytes": "!!"}},
+        {"x": {"$type": ""}},
+        {
+            "x": {
+                "$type": "blob",
+                "ref": {"$link": "bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq"},
+            }
+        },
+        {"x": "\ud800"},
+        {"\ud800": 1},
+        {"x": [1, {"$link": "bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq"}]},
+        {"x": 2**63},
+        {"x": 3.0},
+    ],
+)
+def test_json_path_agrees_on_data_model_edges(extra: dict[str, Any]) -> None:
+    reg = builtin_registry()
+    like = {
+        "$type": "app.bsky.feed.like",
+        "subject": {
+            "uri": "at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/3kz7lqvwc6d2a",
+            "cid": "bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq",
+        },
+        "createdAt": "2026-11-30T12:00:00Z",
+    }
+    _agree(reg, "app.bsky.feed.like", {**like, **extra})  # undeclared property
+    _agree(reg, "app.bsky.feed.like", {**like, "subject": {**like["subject"], **extra}})  # inside a ref
+    _agree(reg, "app.bsky.feed.like", {**like, "createdAt": extra.get("x", 1)})  # in a declared field

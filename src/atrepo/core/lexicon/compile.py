@@ -46,7 +46,7 @@ from .schema import (
 
 __all__ = ["FORMATS", "Bad", "Check", "Compiler", "Options", "blob_accepts", "type_name"]
 
-Check = Callable[[Any], None]
+Check = Callable[[Any], Any]
 
 
 class Bad(Exception):
@@ -481,8 +481,8 @@ class Compiler:
         if full in self._busy:
             cell = self._cells.setdefault(full, [])
 
-            def trampoline(v: Any) -> None:
-                cell[0](v)
+            def trampoline(v: Any) -> Any:
+                return cell[0](v)
 
             return trampoline
         self._busy.add(full)

@@ -50,6 +50,8 @@ class Registry:
             False: Compiler(self._defs, Options(strict=False)),
         }
         self._record_checks: dict[bool, dict[str, Check]] = {True: {}, False: {}}
+        self._json_checks: dict[tuple[bool, bool], dict[str, Check]] = {}
+        self._json_compilers: dict[tuple[bool, bool], Compiler] = {}
         self.add(*documents)
 
     # --- loading -------------------------------------------------------------------
@@ -148,6 +150,37 @@ class Registry:
             check(value)
         except Bad as bad:
             raise InvalidLexiconData(ref, what, bad.path, bad.rule, bad.reason) from None
+
+    def validate_json_record(
+        self, nsid: str, obj: Any, *, strict: bool = True, raw_blob_refs: bool = True
+    ) -> Any:
+        """Validate a record in JSON form and return it as a data-model value, in one pass.
+
+        The same verdict as ``datamodel.json_to_value`` then :meth:`validate_record`,
+        faster: only links, bytes, blobs and undeclared data are converted (see
+        :mod:`.fromjson`). Data-model failures raise :class:`InvalidLexiconData`
+        with rule ``data-model``.
+        """
+        key = (strict, raw_blob_refs)
+        table = self._json_checks.get(key)
+        if table is None:
+            table = self._json_checks[key] = {}
+        check = table.get(nsid)
+        if check is None:
+            if self.record_def(nsid) is None:
+                raise LexiconNotFound(nsid, "record type")
+            compiler = self._json_compilers.get(key)
+            if compiler is None:
+                from .fromjson import JsonCompiler
+
+                compiler = self._json_compilers[key] = JsonCompiler(
+                    self._defs, Options(strict=strict), raw_blob_refs=raw_blob_refs
+                )
+            check = table[nsid] = compiler.named(f"{nsid}#main")
+        try:
+            return check(obj)
+        except Bad as bad:
+            raise InvalidLexiconData(nsid, "record", bad.path, bad.rule, bad.reason) from None
 
     def validate_record(self, nsid: str, value: Any, *, strict: bool = True) -> None:
         """Check a record (a data-model value) against its collection's record schema.
