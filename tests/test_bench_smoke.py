@@ -41,7 +41,10 @@ def test_quick_run_measures_every_case_for_atrepo() -> None:
         assert r["ops_per_s"] > 0, r
         assert len(r["samples_ops_per_s"]) == payload["config"]["reps"]
         assert all(s > 0 for s in r["samples_ops_per_s"]), r
-        assert r["ratio_atrepo_over_this"] == 1.0
+        if r["label"] == "atrepo":  # the reference row; other atrepo rows (e.g. "atrepo (two-step)") vary
+            assert r["ratio_atrepo_over_this"] == 1.0
+        else:
+            assert r["ratio_atrepo_over_this"] > 0
     # The repository cases carry the targets, evaluated (not hard-coded),
     # and the CAR case a peak RSS measured in a fresh process.
     targeted = [r for r in results if r["group"] in {"mst", "car", "sync"}]

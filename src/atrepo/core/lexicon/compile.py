@@ -446,6 +446,44 @@ def _type_string_ok(t: str) -> bool:
     return syntax.is_valid_nsid(nsid) and (not hash_ or name not in ("", "main")) and "#" not in name
 
 
+def object_prelude(
+    s: Object, name: str | None, required_type: bool, shown: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The namespace and first lines of a generated object checker named ``check``.
+
+    The type test, the ``$type`` rule of named objects and the required keys;
+    ``shown`` is the expression reported as the wrong value (JSON form converts
+    it first). Both compilers then add one block per property.
+    """
+    ns: dict[str, Any] = {
+        "Bad": Bad,
+        "MISSING": _MISSING,
+        "wrong_type": _wrong_type,
+        "type_mismatch": _type_mismatch,
+        "missing": _missing_field,
+        "null_here": _null_here,
+        "name": name,
+        "required": s.required,
+        "CID": CID,
+    }
+    lines = [
+        "def check(v):",
+        "    if type(v) is not dict:",
+        f"        raise wrong_type('an object', {shown})",
+    ]
+    if name is not None:
+        lines += ["    t = v.get('$type')", "    if t != name:"]
+        if required_type:
+            lines.append("        type_mismatch(t, name, True)")
+        else:
+            lines += ["        if t is not None:", "            type_mismatch(t, name, False)"]
+    if s.required:
+        ns.update({f"r{i}": key for i, key in enumerate(s.required)})
+        test = " or ".join(f"r{i} not in v" for i in range(len(s.required)))
+        lines += [f"    if {test}:", "        missing(v, required)"]
+    return ns, lines
+
+
 class Compiler:
     """Compiles the defs of a registry (by full name ``nsid#name``) into checkers, once each.
 
@@ -544,32 +582,7 @@ class Compiler:
         A ``$type`` on a named object must equal its name (absent is fine, except
         for records, ``required_type``); extra properties are allowed.
         """
-        ns: dict[str, Any] = {
-            "Bad": Bad,
-            "MISSING": _MISSING,
-            "wrong_type": _wrong_type,
-            "type_mismatch": _type_mismatch,
-            "missing": _missing_field,
-            "null_here": _null_here,
-            "name": name,
-            "required": s.required,
-            "CID": CID,
-        }
-        lines = [
-            "def check(v):",
-            "    if type(v) is not dict:",
-            "        raise wrong_type('an object', v)",
-        ]
-        if name is not None:
-            lines += ["    t = v.get('$type')", "    if t != name:"]
-            if required_type:
-                lines.append("        type_mismatch(t, name, True)")
-            else:
-                lines += ["        if t is not None:", "            type_mismatch(t, name, False)"]
-        if s.required:
-            ns.update({f"r{i}": key for i, key in enumerate(s.required)})
-            test = " or ".join(f"r{i} not in v" for i in range(len(s.required)))
-            lines += [f"    if {test}:", "        missing(v, required)"]
+        ns, lines = object_prelude(s, name, required_type, "v")
         for i, (key, f) in enumerate(s.properties.items()):
             ns[f"k{i}"] = key
             ns[f"c{i}"] = self.field(f)

@@ -23,21 +23,17 @@ from __future__ import annotations
 from typing import Any
 
 from .. import datamodel, limits
-from ..cid import CID
 from ..errors import InvalidDataModel
 from .compile import (
-    _MISSING,
     Bad,
     Check,
     Compiler,
     _guard,
-    _missing_field,
-    _null_here,
     _one_of,
     _shown,
-    _type_mismatch,
     _type_string_ok,
     _wrong_type,
+    object_prelude,
     scalar_checker,
     type_name,
 )
@@ -192,35 +188,10 @@ class JsonCompiler(Compiler):
 
     def object(self, s: Object, name: str | None, *, required_type: bool = False) -> Check:
         """Generated like :meth:`Compiler.object`, plus copy-on-write and undeclared keys."""
-        ns: dict[str, Any] = {
-            "Bad": Bad,
-            "MISSING": _MISSING,
-            "wrong_type": _wrong_type,
-            "type_mismatch": _type_mismatch,
-            "missing": _missing_field,
-            "null_here": _null_here,
-            "extras": self._extras,
-            "generic": self._generic,
-            "name": name,
-            "required": s.required,
-            "declared": frozenset(s.properties) | ({"$type"} if name is not None else frozenset()),
-            "CID": CID,
-        }
-        lines = [
-            "def conv(v):",
-            "    if type(v) is not dict:",
-            "        raise wrong_type('an object', generic(v))",
-        ]
-        if name is not None:
-            lines += ["    t = v.get('$type')", "    if t != name:"]
-            if required_type:
-                lines.append("        type_mismatch(t, name, True)")
-            else:
-                lines += ["        if t is not None:", "            type_mismatch(t, name, False)"]
-        if s.required:
-            ns.update({f"r{i}": key for i, key in enumerate(s.required)})
-            test = " or ".join(f"r{i} not in v" for i in range(len(s.required)))
-            lines += [f"    if {test}:", "        missing(v, required)"]
+        ns, lines = object_prelude(s, name, required_type, "generic(v)")
+        ns["extras"] = self._extras
+        ns["generic"] = self._generic
+        ns["declared"] = frozenset(s.properties) | ({"$type"} if name is not None else frozenset())
         # a named object's $type was checked against its name above: it counts as declared
         lines += ["    out = None", "    n = 0" if name is None else "    n = 0 if t is None else 1"]
         for i, (key, f) in enumerate(s.properties.items()):
@@ -256,7 +227,7 @@ class JsonCompiler(Compiler):
             "    return v if out is None else out",
         ]
         exec(compile("\n".join(lines), f"<lexicon json object {name or 'inline'}>", "exec"), ns)
-        conv: Check = ns["conv"]
+        conv: Check = ns["check"]
         return conv
 
     def _extras(self, v: dict[Any, Any], out: dict[str, Any] | None, declared: frozenset[str]) -> Any:
