@@ -1,0 +1,942 @@
+"""The SQLite store: one file in WAL mode, one writer connection, a read connection per thread.
+
+**Durability.** The journal is a write-ahead log (WAL): readers never block
+the writer nor it them, and a commit appends to the log instead of rewriting
+pages. ``synchronous`` decides when the log reaches the disk:
+
+* ``FULL`` (the default): the log is fsynced at every commit, so a
+  transaction that returned survives a process kill *and* a power loss or
+  kernel crash. This is what the firehose needs: a seq handed out is never
+  taken back, and a write the client saw acknowledged is never lost.
+* ``NORMAL``: the log is fsynced only at checkpoints. A process crash or
+  ``kill -9`` still loses nothing (the log is in the OS's page cache), but a
+  power loss may roll back the last transactions before the checkpoint: the
+  file stays consistent, yet acknowledged writes and seqs already sent to
+  subscribers can vanish and be handed out again. Faster; for mirrors that
+  can refetch, not for a host.
+
+Blob files are fsynced (file and directory) before the row naming them is
+committed (:class:`atrepo.store.base.BlobFiles`).
+
+**Threads.** Writes happen on one connection, guarded by a lock, normally
+from the worker's writer thread; ``BEGIN IMMEDIATE`` takes SQLite's write
+lock at the start of each transaction, so the one transaction that runs sees
+the state it is about to change. Reads use one connection per thread
+(``query_only``), each reading the last committed state; ``snapshot()`` pins
+one state across several reads.
+
+**Schema.** Versioned by ``PRAGMA user_version``: ``_MIGRATIONS[n]`` takes a
+file from version ``n`` to ``n + 1`` in one transaction, so a store opened by
+a newer atrepo upgrades itself and one from a newer atrepo is refused.
+Repositories are referred to by an integer id (``accounts.id``) in the big
+tables, which keeps their rows and indexes small; ``AUTOINCREMENT`` keeps a
+deleted account's id from being reused under a stale ``BlockSource``.
+Block and record CIDs are stored binary; blob CIDs as strings, since
+``listBlobs`` orders and pages by the string.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from atrepo.core import limits
+from atrepo.core.blocks import BlockSource
+from atrepo.core.cid import CID
+from atrepo.core.errors import InvalidRequest, LimitExceeded, MissingBlock, OutOfSync
+from atrepo.core.events import CommitEvent, encode_frame
+from atrepo.core.repo import CommitResult, Repo
+from atrepo.core.syntax import format_datetime
+
+from .base import (
+    ACCOUNT_STATUSES,
+    Account,
+    AccountStatus,
+    BlobFiles,
+    BlobRow,
+    EventRow,
+    MakeEvent,
+    RecordRow,
+    RefreshToken,
+    RepoHead,
+    Rotation,
+)
+
+if TYPE_CHECKING:
+    from .base import RepoTransaction, Store
+
+__all__ = ["DB_FILENAME", "SQLiteStore", "Synchronous"]
+
+DB_FILENAME: Final = "store.sqlite3"
+BLOBS_DIRNAME: Final = "blobs"
+Synchronous = Literal["FULL", "NORMAL"]
+
+_V1 = """
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    did TEXT NOT NULL UNIQUE,
+    handle TEXT NOT NULL COLLATE NOCASE UNIQUE,
+    email TEXT COLLATE NOCASE UNIQUE,
+    password_hash TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('active', 'takendown', 'suspended', 'deactivated', 'deleted')),
+    signing_key BLOB NOT NULL,
+    head BLOB,
+    rev TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX accounts_by_created ON accounts (created_ms, did);
+
+CREATE TABLE blocks (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    cid BLOB NOT NULL,
+    rev TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX blocks_by_cid ON blocks (repo, cid);
+CREATE INDEX blocks_by_rev ON blocks (repo, rev);
+
+CREATE TABLE records (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    cid BLOB NOT NULL,
+    rev TEXT NOT NULL
+);
+CREATE UNIQUE INDEX records_by_path ON records (repo, collection, rkey);
+CREATE INDEX records_by_cid ON records (repo, cid);
+
+CREATE TABLE refresh_tokens (
+    id TEXT PRIMARY KEY,
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    expires_ms INTEGER NOT NULL,
+    next_id TEXT
+);
+CREATE INDEX refresh_tokens_by_repo ON refresh_tokens (repo);
+CREATE INDEX refresh_tokens_by_next ON refresh_tokens (next_id) WHERE next_id IS NOT NULL;
+CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_ms);
+
+CREATE TABLE blobs (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    cid TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    temporary INTEGER NOT NULL,
+    PRIMARY KEY (repo, cid)
+);
+CREATE INDEX blobs_by_cid ON blobs (cid);
+CREATE INDEX blobs_temporary ON blobs (created_ms) WHERE temporary = 1;
+
+CREATE TABLE blob_refs (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    cid TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    PRIMARY KEY (repo, cid, collection, rkey)
+);
+CREATE INDEX blob_refs_by_record ON blob_refs (repo, collection, rkey);
+
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    did TEXT NOT NULL,
+    type TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    frame BLOB NOT NULL
+);
+CREATE INDEX events_by_time ON events (time_ms);
+
+-- The last seq and time handed out: a row, not MAX(seq), so that pruning the
+-- whole log never brings a seq back, and updated inside the appending
+-- transaction, so that a rollback leaves no gap.
+CREATE TABLE event_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
+"""
+
+#: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_ACCOUNT_COLUMNS = "did, handle, email, password_hash, status, signing_key, head, rev, created_ms"
+_BATCH = 256
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _format_ms(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+    return format_datetime(moment)
+
+
+def _account(row: Any) -> Account:
+    did, handle, email, password_hash, status, key, head, rev, created_ms = row
+    return Account(
+        did,
+        handle,
+        email,
+        password_hash,
+        status,
+        bytes(key),
+        CID(head) if head is not None else None,
+        rev,
+        created_ms,
+    )
+
+
+def _token(row: Any) -> RefreshToken:
+    return RefreshToken(row[0], row[1], row[2], row[3])
+
+
+def _blob(row: Any) -> BlobRow:
+    did, cid, mime, size, created_ms, temporary = row
+    return BlobRow(did, CID.parse(cid), mime, size, created_ms, bool(temporary))
+
+
+def _split(path: str) -> tuple[str, str]:
+    collection, _, rkey = path.partition("/")
+    return collection, rkey
+
+
+class _Blocks:
+    """A ``BlockSource`` over one repository, on whichever connection ``connection()`` gives."""
+
+    __slots__ = ("_connection", "_repo")
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection], repo: int | None) -> None:
+        self._connection = connection
+        self._repo = repo
+
+    def get(self, cid: CID) -> bytes | None:
+        if self._repo is None:
+            return None
+        row = (
+            self._connection()
+            .execute("SELECT data FROM blocks WHERE repo = ? AND cid = ?", (self._repo, cid.raw))
+            .fetchone()
+        )
+        return row[0] if row is not None else None
+
+
+class SQLiteStore:
+    """Every table of a host in ``<data_dir>/store.sqlite3``, blob bytes in ``<data_dir>/blobs/``."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], int] = _wall_clock_ms,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_FILENAME
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._blob_files = BlobFiles(self.data_dir / BLOBS_DIRNAME)
+        self._write_lock = threading.Lock()
+        self._write_owner: int | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        try:
+            (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            self._writer.execute(f"PRAGMA synchronous={synchronous}")
+            self._migrate()
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # --- connections ------------------------------------------------------------------
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=128)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        db.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+        return db
+
+    def _read(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect(read_only=True)
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def _migrate(self) -> None:
+        db = self._writer
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this atrepo knows up to {SCHEMA_VERSION}"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            script = _MIGRATIONS[number]
+            try:
+                db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number + 1};\nCOMMIT;")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        me = threading.get_ident()
+        if self._write_owner == me:
+            raise RuntimeError("this thread is already inside a store write transaction")
+        with self._write_lock:
+            self._write_owner = me
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._write_owner = None
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+
+    @property
+    def blob_files(self) -> BlobFiles:
+        return self._blob_files
+
+    @property
+    def schema_version(self) -> int:
+        (version,) = self._read().execute("PRAGMA user_version").fetchone()
+        return int(version)
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check`` and ``foreign_key_check``: ``["ok"]`` when the file is sound."""
+        db = self._read()
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
+        problems += [f"foreign key: {tuple(row)}" for row in db.execute("PRAGMA foreign_key_check")]
+        return problems
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        db = self._read()
+        depth: int = getattr(self._local, "depth", 0)
+        if depth == 0:
+            db.execute("BEGIN")
+            db.execute("SELECT seq FROM event_seq").fetchall()  # the read transaction starts here
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self, did: str) -> Iterator[SQLiteTransaction]:
+        with self._write() as db:
+            tx = SQLiteTransaction(self, db, did)
+            try:
+                yield tx
+            finally:
+                tx._live = False
+        # committed: files of blobs that no account holds any more can go
+        if tx._orphan_candidates:
+            self._delete_orphan_files(tx._orphan_candidates)
+
+    def _delete_orphan_files(self, cids: Iterable[str]) -> None:
+        with self._write_lock:  # the check and the unlink happen between writes, never inside one
+            for cid in cids:
+                held = self._writer.execute("SELECT 1 FROM blobs WHERE cid = ? LIMIT 1", (cid,)).fetchone()
+                if held is None:
+                    self._blob_files.delete(CID.parse(cid))
+
+    # --- repositories -----------------------------------------------------------------
+
+    def _repo_id(self, db: sqlite3.Connection, did: str) -> int | None:
+        row = db.execute("SELECT id FROM accounts WHERE did = ?", (did,)).fetchone()
+        return row[0] if row is not None else None
+
+    def repo_blocks(self, did: str) -> BlockSource:
+        return _Blocks(self._read, self._repo_id(self._read(), did))
+
+    def repo_head(self, did: str) -> RepoHead | None:
+        row = self._read().execute("SELECT head, rev FROM accounts WHERE did = ?", (did,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return RepoHead(CID(row[0]), row[1])
+
+    def get_blocks(self, did: str, cids: Iterable[CID]) -> dict[CID, bytes]:
+        db = self._read()
+        repo = self._repo_id(db, did)
+        out: dict[CID, bytes] = {}
+        if repo is None:
+            return out
+        for cid in cids:
+            row = db.execute("SELECT data FROM blocks WHERE repo = ? AND cid = ?", (repo, cid.raw)).fetchone()
+            if row is not None:
+                out[cid] = row[0]
+        return out
+
+    def blocks_since(self, did: str, since: str | None) -> Iterator[tuple[CID, bytes]]:
+        db = self._read()
+        repo = self._repo_id(db, did)
+        if repo is None:
+            return
+        cursor = db.execute(
+            "SELECT cid, data FROM blocks WHERE repo = ? AND rev > ? ORDER BY rev", (repo, since or "")
+        )
+        while rows := cursor.fetchmany(_BATCH):
+            for cid, data in rows:
+                yield CID(cid), data
+
+    # --- record index -----------------------------------------------------------------
+
+    def get_record(self, did: str, collection: str, rkey: str) -> RecordRow | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT r.cid, r.rev FROM records r JOIN accounts a ON a.id = r.repo "
+                "WHERE a.did = ? AND r.collection = ? AND r.rkey = ?",
+                (did, collection, rkey),
+            )
+            .fetchone()
+        )
+        return RecordRow(did, collection, rkey, CID(row[0]), row[1]) if row is not None else None
+
+    def list_records(
+        self, did: str, collection: str, *, cursor: str | None = None, limit: int = 50, reverse: bool = False
+    ) -> list[RecordRow]:
+        if limit <= 0:
+            return []
+        order, compare = ("ASC", ">") if reverse else ("DESC", "<")
+        sql = (
+            "SELECT r.rkey, r.cid, r.rev FROM records r JOIN accounts a ON a.id = r.repo "
+            "WHERE a.did = ? AND r.collection = ?"
+        )
+        params: list[Any] = [did, collection]
+        if cursor is not None:
+            sql += f" AND r.rkey {compare} ?"
+            params.append(cursor)
+        sql += f" ORDER BY r.rkey {order} LIMIT ?"
+        params.append(limit)
+        rows = self._read().execute(sql, params).fetchall()
+        return [RecordRow(did, collection, rkey, CID(cid), rev) for rkey, cid, rev in rows]
+
+    def list_collections(self, did: str) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT DISTINCT r.collection FROM records r JOIN accounts a ON a.id = r.repo "
+                "WHERE a.did = ? ORDER BY r.collection",
+                (did,),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    # --- accounts -----------------------------------------------------------------------
+
+    def _account_where(self, where: str, value: object) -> Account | None:
+        row = (
+            self._read()
+            .execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE {where}", (value,))
+            .fetchone()
+        )
+        return _account(row) if row is not None else None
+
+    def get_account(self, did: str) -> Account | None:
+        return self._account_where("did = ?", did)
+
+    def get_account_by_handle(self, handle: str) -> Account | None:
+        return self._account_where("handle = ?", handle)  # the column's NOCASE collation applies
+
+    def get_account_by_email(self, email: str) -> Account | None:
+        return self._account_where("email = ?", email)
+
+    def list_accounts(self, *, after: tuple[int, str] | None = None, limit: int = 500) -> list[Account]:
+        start = after if after is not None else (-(2**62), "")
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE (created_ms, did) > (?, ?) "
+                "ORDER BY created_ms, did LIMIT ?",
+                (*start, limit),
+            )
+            .fetchall()
+        )
+        return [_account(row) for row in rows]
+
+    # --- refresh tokens ---------------------------------------------------------------
+
+    _TOKEN_SELECT = (
+        "SELECT t.id, a.did, t.expires_ms, t.next_id FROM refresh_tokens t JOIN accounts a ON a.id = t.repo "
+    )
+
+    def get_refresh_token(self, token_id: str) -> RefreshToken | None:
+        return self._get_token(self._read(), token_id)
+
+    def _get_token(self, db: sqlite3.Connection, token_id: str) -> RefreshToken | None:
+        row = db.execute(self._TOKEN_SELECT + "WHERE t.id = ?", (token_id,)).fetchone()
+        return _token(row) if row is not None else None
+
+    def create_refresh_token(self, token: RefreshToken) -> None:
+        if token.next_id is not None:
+            raise RuntimeError("a new refresh token has no successor yet")
+        with self._write() as db:
+            repo = self._repo_id(db, token.did)
+            if repo is None:
+                raise RuntimeError(f"no account {token.did} for a refresh token")
+            db.execute(
+                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id) VALUES (?, ?, ?, NULL)",
+                (token.id, repo, token.expires_ms),
+            )
+
+    def rotate_refresh_token(
+        self, token_id: str, next_id: str, *, now_ms: int, next_expires_ms: int, grace_ms: int
+    ) -> Rotation | None:
+        with self._write() as db:
+            presented = self._get_token(db, token_id)
+            if presented is None:
+                return None
+            if presented.next_id is not None:
+                return Rotation(presented, self._get_token(db, presented.next_id), reused=True)
+            if presented.expires_ms <= now_ms:
+                return Rotation(presented, None, reused=False)
+            db.execute(
+                "UPDATE refresh_tokens SET next_id = ?, expires_ms = MIN(expires_ms, ?) WHERE id = ?",
+                (next_id, now_ms + grace_ms, token_id),
+            )
+            db.execute(
+                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id) "
+                "SELECT ?, repo, ?, NULL FROM refresh_tokens WHERE id = ?",
+                (next_id, next_expires_ms, token_id),
+            )
+            return Rotation(presented, RefreshToken(next_id, presented.did, next_expires_ms), reused=False)
+
+    def revoke_refresh_chain(self, token_id: str) -> int:
+        with self._write() as db:
+            family: set[str] = set()
+            todo = [token_id]
+            while todo:
+                current = todo.pop()
+                if current in family:
+                    continue
+                family.add(current)
+                row = db.execute("SELECT next_id FROM refresh_tokens WHERE id = ?", (current,)).fetchone()
+                if row is not None and row[0] is not None:
+                    todo.append(row[0])
+                todo += [
+                    r[0] for r in db.execute("SELECT id FROM refresh_tokens WHERE next_id = ?", (current,))
+                ]
+            deleted = 0
+            for member in family:
+                deleted += db.execute("DELETE FROM refresh_tokens WHERE id = ?", (member,)).rowcount
+            return deleted
+
+    def revoke_refresh_tokens(self, did: str) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM refresh_tokens WHERE repo = (SELECT id FROM accounts WHERE did = ?)", (did,)
+            )
+            return cursor.rowcount
+
+    def delete_refresh_token(self, token_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM refresh_tokens WHERE id = ?", (token_id,)).rowcount > 0
+
+    def prune_refresh_tokens(self, now_ms: int) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM refresh_tokens WHERE expires_ms <= ?", (now_ms,)).rowcount
+
+    # --- blobs ------------------------------------------------------------------------
+
+    def get_blob(self, did: str, cid: CID) -> BlobRow | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT a.did, b.cid, b.mime, b.size, b.created_ms, b.temporary FROM blobs b "
+                "JOIN accounts a ON a.id = b.repo WHERE a.did = ? AND b.cid = ?",
+                (did, str(cid)),
+            )
+            .fetchone()
+        )
+        return _blob(row) if row is not None else None
+
+    def list_blobs(self, did: str, *, cursor: str | None = None, limit: int = 500) -> list[CID]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT DISTINCT r.cid FROM blob_refs r JOIN accounts a ON a.id = r.repo "
+                "WHERE a.did = ? AND r.cid > ? ORDER BY r.cid LIMIT ?",
+                (did, cursor or "", limit),
+            )
+            .fetchall()
+        )
+        return [CID.parse(row[0]) for row in rows]
+
+    def blob_records(self, did: str, cid: CID) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT r.collection, r.rkey FROM blob_refs r JOIN accounts a ON a.id = r.repo "
+                "WHERE a.did = ? AND r.cid = ? ORDER BY r.collection, r.rkey",
+                (did, str(cid)),
+            )
+            .fetchall()
+        )
+        return [f"{collection}/{rkey}" for collection, rkey in rows]
+
+    def list_missing_blobs(
+        self, did: str, *, cursor: str | None = None, limit: int = 500
+    ) -> list[tuple[CID, str]]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT r.cid, r.collection, r.rkey FROM blob_refs r JOIN accounts a ON a.id = r.repo "
+                "WHERE a.did = ? AND r.cid > ? "
+                "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.repo = r.repo AND b.cid = r.cid) "
+                "ORDER BY r.cid, r.collection, r.rkey LIMIT ?",
+                (did, cursor or "", limit),
+            )
+            .fetchall()
+        )
+        return [(CID.parse(cid), f"{collection}/{rkey}") for cid, collection, rkey in rows]
+
+    def prune_temporary_blobs(self, before_ms: int) -> int:
+        with self._write() as db:
+            cids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT cid FROM blobs WHERE temporary = 1 AND created_ms < ?", (before_ms,)
+                )
+            ]
+            count = db.execute(
+                "DELETE FROM blobs WHERE temporary = 1 AND created_ms < ?", (before_ms,)
+            ).rowcount
+        self._delete_orphan_files(cids)
+        return count
+
+    # --- event log --------------------------------------------------------------------
+
+    def head_seq(self) -> int:
+        (seq,) = self._read().execute("SELECT seq FROM event_seq WHERE id = 1").fetchone()
+        return int(seq)
+
+    def oldest_seq(self) -> int | None:
+        (seq,) = self._read().execute("SELECT MIN(seq) FROM events").fetchone()
+        return int(seq) if seq is not None else None
+
+    def read_events(self, after: int, limit: int) -> list[EventRow]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT seq, did, type, time_ms, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+            .fetchall()
+        )
+        return [EventRow(*row) for row in rows]
+
+    def prune_events(self, before_ms: int) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
+
+
+class SQLiteTransaction:
+    """``RepoTransaction`` on the writer connection, inside ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, store: SQLiteStore, db: sqlite3.Connection, did: str) -> None:
+        self._store = store
+        self._db = db
+        self._did = did
+        self._repo: int | None = store._repo_id(db, did)
+        self._events: list[EventRow] = []
+        #: blob CIDs (strings) whose rows this transaction deleted: their files go after commit if unheld
+        self._orphan_candidates: set[str] = set()
+        self._live = True
+
+    # --- reading the locked state -------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if not self._live:
+            raise RuntimeError("the store transaction is over; read through store.repo_blocks(did)")
+        return self._db
+
+    def _require_repo(self) -> int:
+        self._connection()
+        if self._repo is None:
+            raise RuntimeError(f"no account {self._did} in this store")
+        return self._repo
+
+    @property
+    def did(self) -> str:
+        return self._did
+
+    @property
+    def blocks(self) -> BlockSource:
+        return _Blocks(self._block_connection, self._repo)
+
+    def _block_connection(self) -> sqlite3.Connection:
+        """The writer's while the transaction lives; then this thread's reader.
+
+        A ``CommitResult.repo`` built inside the transaction reads through this
+        source, and stays readable after the commit (blocks are content
+        addressed: the committed ones are what it wants).
+        """
+        return self._db if self._live else self._store._read()
+
+    @property
+    def events(self) -> Sequence[EventRow]:
+        return tuple(self._events)
+
+    def account(self) -> Account | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?", (self._did,))
+            .fetchone()
+        )
+        return _account(row) if row is not None else None
+
+    def head(self) -> RepoHead | None:
+        row = (
+            self._connection()
+            .execute("SELECT head, rev FROM accounts WHERE did = ?", (self._did,))
+            .fetchone()
+        )
+        if row is None or row[0] is None:
+            return None
+        return RepoHead(CID(row[0]), row[1])
+
+    def open_repo(self) -> Repo:
+        head = self.head()
+        if head is None:
+            raise RuntimeError(f"{self._did} has no commit yet")
+        return Repo.open(self.blocks, head.cid)
+
+    # --- account ------------------------------------------------------------------------
+
+    def _check_free(self, column: str, value: str) -> None:
+        row = (
+            self._connection()
+            .execute(f"SELECT did FROM accounts WHERE {column} = ? AND did != ?", (value, self._did))
+            .fetchone()
+        )
+        if row is not None:
+            raise InvalidRequest(f"{column} {value!r} is already taken", path=column, rule="unique")
+
+    def create_account(
+        self,
+        *,
+        handle: str,
+        signing_key: bytes,
+        email: str | None = None,
+        password_hash: str | None = None,
+        status: AccountStatus = "active",
+    ) -> Account:
+        db = self._connection()
+        if self._repo is not None:
+            raise InvalidRequest(f"account {self._did} already exists", path="did", rule="unique")
+        _check_status(status)
+        self._check_free("handle", handle)
+        if email is not None:
+            self._check_free("email", email)
+        created = self._store._clock()
+        cursor = db.execute(
+            "INSERT INTO accounts (did, handle, email, password_hash, status, signing_key, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self._did, handle, email, password_hash, status, signing_key, created),
+        )
+        self._repo = cursor.lastrowid
+        return Account(
+            self._did, handle, email, password_hash, status, bytes(signing_key), None, None, created
+        )
+
+    def _set(self, column: str, value: object) -> None:
+        repo = self._require_repo()
+        self._db.execute(f"UPDATE accounts SET {column} = ? WHERE id = ?", (value, repo))
+
+    def set_handle(self, handle: str) -> None:
+        self._require_repo()
+        self._check_free("handle", handle)
+        self._set("handle", handle)
+
+    def set_email(self, email: str | None) -> None:
+        self._require_repo()
+        if email is not None:
+            self._check_free("email", email)
+        self._set("email", email)
+
+    def set_password_hash(self, password_hash: str | None) -> None:
+        self._set("password_hash", password_hash)
+
+    def set_status(self, status: AccountStatus) -> None:
+        _check_status(status)
+        self._set("status", status)
+
+    def delete_account(self) -> None:
+        repo = self._require_repo()
+        db = self._db
+        self._orphan_candidates.update(
+            row[0] for row in db.execute("SELECT cid FROM blobs WHERE repo = ?", (repo,))
+        )
+        db.execute("DELETE FROM events WHERE did = ?", (self._did,))
+        db.execute("DELETE FROM accounts WHERE id = ?", (repo,))  # cascades to every table keyed by repo
+        self._repo = None
+
+    # --- commits ----------------------------------------------------------------------
+
+    def apply_commit(
+        self, result: CommitResult, *, blob_refs: Mapping[str, Iterable[CID]] | None = None
+    ) -> None:
+        repo = self._require_repo()
+        db = self._db
+        commit = result.commit
+        if commit.did != self._did:
+            raise RuntimeError(f"a commit of {commit.did} in a transaction of {self._did}")
+        (stored_rev,) = db.execute("SELECT rev FROM accounts WHERE id = ?", (repo,)).fetchone()
+        if result.since != stored_rev:
+            raise OutOfSync(
+                f"commit {commit.cid} of {self._did} follows rev {result.since}, "
+                f"but the stored head is at rev {stored_rev}"
+            )
+        refs = {path: [str(cid) for cid in cids] for path, cids in (blob_refs or {}).items()}
+        stray = set(refs) - {op.path for op in result.ops if op.action != "delete"}
+        if stray:
+            raise RuntimeError(f"blob_refs for paths this commit does not write: {sorted(stray)}")
+        rev = commit.rev
+        db.executemany(
+            "INSERT OR IGNORE INTO blocks (repo, cid, rev, data) VALUES (?, ?, ?, ?)",
+            [(repo, cid.raw, rev, data) for cid, data in result.blocks.items()],
+        )
+        unreferenced: set[str] = set()
+        for op in result.ops:
+            collection, rkey = _split(op.path)
+            key = (repo, collection, rkey)
+            if op.action != "create":
+                unreferenced.update(
+                    row[0]
+                    for row in db.execute(
+                        "SELECT cid FROM blob_refs WHERE repo = ? AND collection = ? AND rkey = ?", key
+                    )
+                )
+                db.execute("DELETE FROM blob_refs WHERE repo = ? AND collection = ? AND rkey = ?", key)
+            if op.action == "delete":
+                db.execute("DELETE FROM records WHERE repo = ? AND collection = ? AND rkey = ?", key)
+                continue
+            assert op.cid is not None
+            db.execute(
+                "INSERT INTO records (repo, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (repo, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev",
+                (*key, op.cid.raw, rev),
+            )
+            for blob in refs.get(op.path, ()):
+                db.execute(
+                    "INSERT OR IGNORE INTO blob_refs (repo, cid, collection, rkey) VALUES (?, ?, ?, ?)",
+                    (repo, blob, collection, rkey),
+                )
+                db.execute("UPDATE blobs SET temporary = 0 WHERE repo = ? AND cid = ?", (repo, blob))
+        # After the index has its new state: a record block still indexed at some path stays.
+        db.executemany(
+            "DELETE FROM blocks WHERE repo = ? AND cid = ? "
+            "AND NOT EXISTS (SELECT 1 FROM records WHERE repo = ? AND cid = ?)",
+            [(repo, cid.raw, repo, cid.raw) for cid in result.removed if cid not in result.blocks],
+        )
+        db.execute("UPDATE accounts SET head = ?, rev = ? WHERE id = ?", (commit.cid.raw, rev, repo))
+        for blob in unreferenced:
+            still = db.execute(
+                "SELECT 1 FROM blob_refs WHERE repo = ? AND cid = ? LIMIT 1", (repo, blob)
+            ).fetchone()
+            if still is None:
+                db.execute("DELETE FROM blobs WHERE repo = ? AND cid = ?", (repo, blob))
+                self._orphan_candidates.add(blob)
+
+    def append_event(self, make: MakeEvent) -> EventRow:
+        db = self._connection()
+        now = self._store._clock()
+        ((seq, time_ms),) = db.execute(
+            "UPDATE event_seq SET seq = seq + 1, time_ms = MAX(time_ms, ?) WHERE id = 1 "
+            "RETURNING seq, time_ms",
+            (now,),
+        ).fetchall()
+        if seq > limits.MAX_SAFE_INT:
+            raise LimitExceeded("MAX_SAFE_INT", seq, limits.MAX_SAFE_INT, "event seq")
+        event = make(seq, _format_ms(time_ms))
+        did = event.repo if isinstance(event, CommitEvent) else event.did
+        if event.seq != seq or did != self._did:
+            raise RuntimeError(
+                f"event built for seq {event.seq} of {did}, allocated seq {seq} of {self._did}"
+            )
+        frame = encode_frame(event)
+        if len(frame) > limits.MAX_FRAME_BYTES:
+            raise LimitExceeded(
+                "MAX_FRAME_BYTES", len(frame), limits.MAX_FRAME_BYTES, f"{event.type_name} frame"
+            )
+        db.execute(
+            "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)",
+            (seq, did, event.type_name, time_ms, frame),
+        )
+        row = EventRow(seq, did, event.type_name, time_ms, frame)
+        self._events.append(row)
+        return row
+
+    # --- blobs ------------------------------------------------------------------------
+
+    def add_blob(self, cid: CID, mime: str, size: int) -> BlobRow:
+        repo = self._require_repo()
+        db = self._db
+        if not self._store.blob_files.exists(cid):
+            raise MissingBlock(cid, "blob bytes are not on disk: write them with BlobFiles.write first")
+        text = str(cid)
+        db.execute(
+            "INSERT INTO blobs (repo, cid, mime, size, created_ms, temporary) "
+            "VALUES (?, ?, ?, ?, ?, NOT EXISTS (SELECT 1 FROM blob_refs WHERE repo = ? AND cid = ?)) "
+            "ON CONFLICT (repo, cid) DO NOTHING",
+            (repo, text, mime, size, self._store._clock(), repo, text),
+        )
+        self._orphan_candidates.discard(text)
+        row = db.execute(
+            "SELECT ?, cid, mime, size, created_ms, temporary FROM blobs WHERE repo = ? AND cid = ?",
+            (self._did, repo, text),
+        ).fetchone()
+        return _blob(row)
+
+
+def _check_status(status: str) -> None:
+    if status not in ACCOUNT_STATUSES:
+        raise ValueError(f"unknown account status {status!r}")
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: SQLiteStore, tx: SQLiteTransaction) -> tuple[Store, RepoTransaction]:
+        """Make mypy check this backend against the protocols."""
+        return store, tx

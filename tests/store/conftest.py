@@ -1,0 +1,69 @@
+"""The store contract suite runs once per backend: add a backend with one line in ``BACKENDS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from atrepo.store.base import Store
+from atrepo.store.sqlite import SQLiteStore
+
+#: Every store test gives up after this long instead of hanging the suite.
+TEST_TIMEOUT_S = 60
+
+
+@dataclass
+class FakeClock:
+    """Milliseconds that only move when a test says so."""
+
+    ms: int = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+#: name -> factory(directory for the store's files, clock) of a fresh, empty store.
+BACKENDS: dict[str, Callable[[Path, FakeClock], Store]] = {
+    "sqlite": lambda path, clock: SQLiteStore(path, clock=clock),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Callable[[], Store]]:
+    """Opens the backend's store in this test's directory (again: same data); closes all at the end."""
+    opened: list[Store] = []
+    factory = BACKENDS[request.param]
+
+    def make() -> Store:
+        store = factory(tmp_path / "data", clock)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], Store]) -> Store:
+    return make_store()
