@@ -11,12 +11,28 @@ import atrepo
 from atrepo.core import errors, limits
 from atrepo.core.errors import AtrepoError, InvalidCommitEvent, InvalidSyntax, PLCRuleError
 
+#: Generic names of the reference XRPC stack (@atproto/xrpc-server ResponseType) and the
+#: named errors of the lexicons and the reference PDS that atrepo answers with.
 XRPC_STANDARD = {
     "InvalidRequest",
-    "UpstreamFailure",
-    "InternalServerError",
-    "HandleNotFound",
+    "AuthenticationRequired",
+    "Forbidden",
     "PayloadTooLarge",
+    "RateLimitExceeded",
+    "InternalServerError",
+    "MethodNotImplemented",
+    "UpstreamFailure",
+    "HandleNotFound",
+    "AuthMissing",
+    "AccountTakedown",
+    "InvalidToken",
+    "ExpiredToken",
+    "RepoNotFound",
+    "RepoTakendown",
+    "RepoSuspended",
+    "RepoDeactivated",
+    "RecordNotFound",
+    "BlobNotFound",
 }
 
 
@@ -84,3 +100,39 @@ def test_messages_are_capped_keeping_head_and_tail(size: int) -> None:
 def test_short_messages_untouched() -> None:
     assert str(errors.InvalidCID("bad")) == "bad"
     assert str(errors.MissingBlock("bafy", "record a/b")) == "missing block bafy (record a/b)"
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "status"),
+    [
+        (errors.MethodNotImplemented, "MethodNotImplemented", 501),
+        (errors.AuthRequired, "AuthenticationRequired", 401),
+        (errors.AuthMissing, "AuthMissing", 401),
+        (errors.AccountTakedown, "AccountTakedown", 401),
+        (errors.InvalidToken, "InvalidToken", 400),
+        (errors.ExpiredToken, "ExpiredToken", 400),
+        (errors.Forbidden, "Forbidden", 403),
+        (errors.RateLimitExceeded, "RateLimitExceeded", 429),
+        (errors.RepoNotFound, "RepoNotFound", 400),
+        (errors.RecordNotFound, "RecordNotFound", 400),
+        (errors.BlobNotFound, "BlobNotFound", 400),
+        (errors.InternalServerError, "InternalServerError", 500),
+        (errors.UpgradeRequired, "InvalidRequest", 426),
+    ],
+)
+def test_server_errors_answer_as_the_reference(cls: type[AtrepoError], name: str, status: int) -> None:
+    assert cls("why").to_xrpc() == (status, {"error": name, "message": "why"})
+
+
+def test_client_table_maps_each_name_to_a_class_answering_with_it() -> None:
+    for name, cls in errors.XRPC_ERROR_CLASSES.items():
+        exc = cls("a message")
+        assert exc.to_xrpc()[1] == {"error": name, "message": "a message"}
+        assert cls.__module__ == errors.__name__
+
+
+def test_xrpc_error_keeps_the_name_and_status_it_was_given() -> None:
+    exc = errors.XrpcError("NotEnoughResources", "busy", 503)
+    assert exc.to_xrpc() == (503, {"error": "NotEnoughResources", "message": "busy"})
+    assert (exc.error, exc.status) == ("NotEnoughResources", 503)
+    assert errors.XrpcError("Odd", "x", 200).to_xrpc()[0] == 500  # never a success status

@@ -291,3 +291,166 @@ class PayloadTooLarge(InvalidRequest):
 
     xrpc_error = "PayloadTooLarge"
     http_status = 413
+
+
+class UpgradeRequired(InvalidRequest):
+    """A plain GET to a subscription (WebSocket) endpoint: ``426`` with an ``Upgrade`` header."""
+
+    http_status = 426
+
+
+# --- errors a server answers with (names and statuses of the reference XRPC stack) -----------
+#
+# Source of truth: ``@atproto/xrpc-server`` (``errors.ts``: the generic names and
+# statuses; a 500's message is always "Internal Server Error") and the reference
+# PDS (``auth-verifier.ts``: token errors are ``InvalidRequestError`` with a
+# custom name, so 400; a missing header is ``AuthRequiredError`` named
+# ``AuthMissing``, 401; repo/record/blob lookups throw ``InvalidRequestError``
+# with the lexicon's error name, so 400). Clients must key on the name, not the
+# status: the Go relay answers ``RepoNotFound`` with 404.
+
+
+class MethodNotImplemented(AtrepoError):
+    """No handler for this XRPC method here (the lexicon may or may not know it)."""
+
+    xrpc_error = "MethodNotImplemented"
+    http_status = 501
+
+
+class AuthRequired(AtrepoError):
+    """The method needs credentials the request did not carry or that do not suffice.
+
+    The generic 401 of the reference (``AuthRequiredError``), whose name on the
+    wire is ``AuthenticationRequired``.
+    """
+
+    xrpc_error = "AuthenticationRequired"
+    http_status = 401
+
+
+class AuthMissing(AuthRequired):
+    """No ``Authorization`` header at all (the reference PDS's name for it)."""
+
+    xrpc_error = "AuthMissing"
+
+
+class AccountTakedown(AuthRequired):
+    """Credentials of an account that has been taken down (reference PDS: 401)."""
+
+    xrpc_error = "AccountTakedown"
+
+
+class InvalidToken(InvalidRequest):
+    """A malformed token, a bad signature, scheme, ``typ``, audience or scope (reference: 400)."""
+
+    xrpc_error = "InvalidToken"
+
+
+class ExpiredToken(InvalidRequest):
+    """A token past its ``exp``, or a revoked refresh token (reference: 400; clients refresh on it)."""
+
+    xrpc_error = "ExpiredToken"
+
+
+class Forbidden(AtrepoError):
+    """Authenticated, but not allowed to do this (the generic 403)."""
+
+    xrpc_error = "Forbidden"
+    http_status = 403
+
+
+class RateLimitExceeded(AtrepoError):
+    """Too many requests in the window; the reply may carry ``Retry-After``."""
+
+    xrpc_error = "RateLimitExceeded"
+    http_status = 429
+
+
+class RepoNotFound(InvalidRequest):
+    """No repository (account) of that DID or handle on this service."""
+
+    xrpc_error = "RepoNotFound"
+
+
+class RepoTakendown(InvalidRequest):
+    """The repository's account is taken down: its data is not served."""
+
+    xrpc_error = "RepoTakendown"
+
+
+class RepoSuspended(InvalidRequest):
+    """The repository's account is suspended: its data is not served."""
+
+    xrpc_error = "RepoSuspended"
+
+
+class RepoDeactivated(InvalidRequest):
+    """The repository's account is deactivated: its data is not served."""
+
+    xrpc_error = "RepoDeactivated"
+
+
+class RecordNotFound(InvalidRequest):
+    """No record at that path (or not of the CID asked for)."""
+
+    xrpc_error = "RecordNotFound"
+
+
+class BlobNotFound(InvalidRequest):
+    """No stored blob of that CID for that account."""
+
+    xrpc_error = "BlobNotFound"
+
+
+class InternalServerError(AtrepoError):
+    """A failure of ours, raised on purpose (e.g. a handler's output broke its lexicon).
+
+    The reply's message is always "Internal Server Error"; the details are logged.
+    """
+
+    xrpc_error = "InternalServerError"
+    http_status = 500
+
+
+class XrpcError(AtrepoError):
+    """An XRPC error reply whose name has no class here, as a client received it.
+
+    ``error`` is the name on the wire, ``status`` the HTTP status; ``to_xrpc``
+    gives both back, so a service relaying the call can answer as it was answered.
+    """
+
+    def __init__(self, error: str, message: str, status: int) -> None:
+        self.error = error
+        self.status = status
+        super().__init__(message)
+
+    def to_xrpc(self) -> tuple[int, dict[str, Any]]:
+        status = self.status if 400 <= self.status < 600 else 500
+        return status, {"error": self.error, "message": str(self)}
+
+
+#: Error names on the wire -> the class a client raises for them. Each class here
+#: takes one message argument and answers with exactly that name.
+XRPC_ERROR_CLASSES: dict[str, type[AtrepoError]] = {
+    cls.xrpc_error: cls
+    for cls in (
+        InvalidRequest,
+        PayloadTooLarge,
+        HandleNotFound,
+        MethodNotImplemented,
+        AuthRequired,
+        AuthMissing,
+        AccountTakedown,
+        InvalidToken,
+        ExpiredToken,
+        Forbidden,
+        RateLimitExceeded,
+        RepoNotFound,
+        RepoTakendown,
+        RepoSuspended,
+        RepoDeactivated,
+        RecordNotFound,
+        BlobNotFound,
+        InternalServerError,
+    )
+}
