@@ -33,6 +33,12 @@ XRPC_STANDARD = {
     "RepoDeactivated",
     "RecordNotFound",
     "BlobNotFound",
+    "HandleNotAvailable",
+    "InvalidHandle",
+    "UnsupportedDomain",
+    "InvalidPassword",
+    "InvalidSwap",
+    "NotEnoughResources",
 }
 
 

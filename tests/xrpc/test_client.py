@@ -75,8 +75,8 @@ async def test_errors_round_trip(client: XrpcClient) -> None:
     """Local error -> reply -> client error: same name, same status, same message."""
     with pytest.raises(errors.XrpcError) as caught:
         await client.query("com.atproto.repo.describeRepo", {"repo": "upstream.test"})
-    assert (caught.value.error, caught.value.status) == ("NotEnoughResources", 503)
-    assert caught.value.to_xrpc() == (503, {"error": "NotEnoughResources", "message": "try later"})
+    assert (caught.value.error, caught.value.status) == ("UpstreamOverloaded", 503)
+    assert caught.value.to_xrpc() == (503, {"error": "UpstreamOverloaded", "message": "try later"})
 
     with pytest.raises(errors.InvalidRequest, match=r"Invalid com\.atproto\.repo\.listRecords params: limit"):
         await client.query("com.atproto.repo.listRecords", {"repo": DID, "collection": "a.b.c", "limit": 0})
@@ -121,9 +121,11 @@ async def test_reply_size_is_bounded(serve: Any) -> None:
 def test_error_from_reply_shapes() -> None:
     exc = error_from_reply(400, b'{"error":"RecordNotFound","message":"Could not locate record"}')
     assert type(exc) is errors.RecordNotFound and str(exc) == "Could not locate record"
-    exc = error_from_reply(400, b'{"error":"InvalidSwap"}')  # no class (yet): generic, keeps the name
-    assert isinstance(exc, errors.XrpcError) and (exc.error, exc.status) == ("InvalidSwap", 400)
-    assert str(exc) == "InvalidSwap (HTTP 400)"
+    exc = error_from_reply(400, b'{"error":"InvalidSwap"}')
+    assert type(exc) is errors.InvalidSwap and str(exc) == "InvalidSwap (HTTP 400)"
+    exc = error_from_reply(400, b'{"error":"SomethingNew"}')  # no class: generic, keeps the name
+    assert isinstance(exc, errors.XrpcError) and (exc.error, exc.status) == ("SomethingNew", 400)
+    assert str(exc) == "SomethingNew (HTTP 400)"
     assert type(error_from_reply(500, b"")) is errors.InternalServerError
     assert type(error_from_reply(401, b'{"error": 5}')) is errors.AuthRequired
 

@@ -414,7 +414,7 @@ async def test_auth_runs_before_the_body_is_read(toy: tuple[str, Any], http: aio
         ("did:plc:missing", 400, "RepoNotFound"),
         ("takendown.test", 401, "AccountTakedown"),
         ("busy.test", 429, "RateLimitExceeded"),
-        ("upstream.test", 503, "NotEnoughResources"),
+        ("upstream.test", 503, "UpstreamOverloaded"),
     ],
 )
 async def test_typed_errors_answer_with_their_name_and_status(

@@ -76,7 +76,7 @@ def build_router(*, validate_output: bool = True) -> tuple[XrpcRouter, Seen]:
         if repo == "busy.test":
             raise RateLimitExceeded("Rate Limit Exceeded")
         if repo == "upstream.test":
-            raise XrpcError("NotEnoughResources", "try later", 503)
+            raise XrpcError("UpstreamOverloaded", "try later", 503)
         if repo == "oops.test":
             raise InternalServerError("the store lost block bafyfoo")
         if repo == "boom.test":

@@ -412,6 +412,43 @@ class InternalServerError(AtrepoError):
     http_status = 500
 
 
+class HandleNotAvailable(InvalidRequest):
+    """``createAccount``/``updateHandle``: the handle is taken (or reserved)."""
+
+    xrpc_error = "HandleNotAvailable"
+
+
+class InvalidHandle(InvalidRequest):
+    """A handle that is not valid syntax or not under one of the host's user domains."""
+
+    xrpc_error = "InvalidHandle"
+
+
+class UnsupportedDomain(InvalidRequest):
+    """A handle under a domain this host does not serve."""
+
+    xrpc_error = "UnsupportedDomain"
+
+
+class InvalidPassword(InvalidRequest):
+    """A password that breaks the host's rules (length)."""
+
+    xrpc_error = "InvalidPassword"
+
+
+class InvalidSwap(InvalidRequest):
+    """``swapCommit``/``swapRecord`` named a CID that is no longer current."""
+
+    xrpc_error = "InvalidSwap"
+
+
+class NotEnoughResources(AtrepoError):
+    """The server is overloaded right now (a full queue); the client should retry later."""
+
+    xrpc_error = "NotEnoughResources"
+    http_status = 503
+
+
 class XrpcError(AtrepoError):
     """An XRPC error reply whose name has no class here, as a client received it.
 
@@ -452,5 +489,11 @@ XRPC_ERROR_CLASSES: dict[str, type[AtrepoError]] = {
         RecordNotFound,
         BlobNotFound,
         InternalServerError,
+        HandleNotAvailable,
+        InvalidHandle,
+        UnsupportedDomain,
+        InvalidPassword,
+        InvalidSwap,
+        NotEnoughResources,
     )
 }
