@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "atrepo"
 #: Import name of each distribution, where the two differ.
-IMPORT_NAME = {"dnslib": "dnslib", "cryptography": "cryptography"}
+IMPORT_NAME = {"dnslib": "dnslib", "cryptography": "cryptography", "pyjwt": "jwt"}
 
 
 def _base_dependencies() -> set[str]:

@@ -27,10 +27,12 @@ GROUPS: dict[str, tuple[str, str]] = {
     "handle": ("identity", "handle_app"),
     "plc": ("identity", "plc_app"),
     "lexicon": ("lexicon", "app"),
+    "account": ("serve", "account_app"),
 }
 #: Single commands: name -> (module under atrepo.cli, function attribute).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "demo"),
+    "serve": ("serve", "serve"),
 }
 
 

@@ -1,0 +1,130 @@
+"""``atrepo serve`` (the repository host) and ``atrepo account create``.
+
+The host package is imported inside the commands, so other commands never pay
+for it at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..core.errors import AtrepoError
+from .output import emit_json
+
+__all__ = ["account_app", "serve"]
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on [2583]")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="data directory [./data]")] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL clients and DID documents use [http://HOST:PORT]")
+    ] = None,
+    plc: Annotated[
+        str | None, typer.Option("--plc", help="PLC directory URL [run one in-process on --plc-port]")
+    ] = None,
+    plc_port: Annotated[int | None, typer.Option(help="port of the in-process PLC directory [2582]")] = None,
+    admin_password: Annotated[str | None, typer.Option(help="admin password (HTTP Basic, admin:PW)")] = None,
+    user_domain: Annotated[
+        list[str] | None, typer.Option("--user-domain", help="handle suffix for accounts, repeatable [.test]")
+    ] = None,
+    relay: Annotated[
+        list[str] | None, typer.Option("--relay", help="relay to notify with requestCrawl, repeatable")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML configuration file")] = None,
+    log_format: Annotated[str | None, typer.Option(help="log lines as text or json [text]")] = None,
+) -> None:
+    """Run the repository host until SIGTERM or SIGINT.
+
+    Settings come from these flags, then ATREPO_* environment variables, then
+    the TOML file (--config or ATREPO_CONFIG); see docs/host.md.
+    """
+    if plc is not None and plc_port is not None:
+        raise typer.BadParameter("give --plc URL or --plc-port N, not both", param_hint="--plc")
+    from ..host import configure_logging, load_config
+
+    flags: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "data_dir": data,
+        "public_url": public_url,
+        "plc_url": plc,
+        "plc_port": plc_port,
+        "admin_password": admin_password,
+        "user_domains": tuple(user_domain) if user_domain else None,
+        "relays": tuple(relay) if relay else None,
+        "log_format": log_format,
+    }
+    cfg = load_config(flags, config_file=config)
+    configure_logging(cfg.log_format)
+    asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Any) -> None:
+    from ..host import start_host
+
+    try:
+        running = await start_host(cfg)
+    except OSError as exc:  # the port is taken, the address is not ours
+        print(f"error: cannot start the host on {cfg.host}: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        effective = cfg.describe(bound_port=int(running.url.rsplit(":", 1)[1]), plc_url=running.plc_url)
+        print("atrepo host configuration:", file=sys.stderr)
+        for name, value in effective.items():
+            print(f"  {name} = {json.dumps(value)}", file=sys.stderr)
+        print(f"atrepo host listening on {running.url}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()
+
+
+account_app = typer.Typer(help="Accounts on a repository host.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@account_app.command("create")
+def account_create(
+    handle: Annotated[str, typer.Option(help="handle under one of the host's user domains (alice.test)")],
+    password: Annotated[str, typer.Option(help="the account's password")],
+    email: Annotated[str | None, typer.Option(help="e-mail address (optional)")] = None,
+    url: Annotated[str, typer.Option(help="the host's URL")] = "http://127.0.0.1:2583",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (with the tokens)")] = False,
+) -> None:
+    """Create an account on a running host (com.atproto.server.createAccount)."""
+    body: dict[str, Any] = {"handle": handle, "password": password}
+    if email is not None:
+        body["email"] = email
+    out = asyncio.run(_create_account(url, body))
+    if as_json:
+        emit_json({"ok": True, **{k: out[k] for k in ("did", "handle", "accessJwt", "refreshJwt")}})
+    else:
+        print(f"created {out['handle']} {out['did']}")
+
+
+async def _create_account(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    from ..xrpc import XrpcClient
+
+    try:
+        async with XrpcClient(url, timeout=30.0) as client:
+            out = await client.procedure("com.atproto.server.createAccount", input=body)
+    except aiohttp.ClientError as exc:
+        raise AtrepoError(f"cannot reach the host at {url}: {exc}") from None
+    if not isinstance(out, dict):
+        raise AtrepoError("the host answered createAccount without a JSON object")
+    return out

@@ -1,0 +1,434 @@
+"""The repository host's process: store, worker, XRPC routes, embedded PLC directory, shutdown.
+
+:func:`start_host` brings everything up and returns a :class:`RunningHost`;
+``await running.stop()`` takes it down gracefully: the listening sockets
+close first (no new requests), requests in progress get a few seconds to
+finish, every write already queued on the store worker is committed
+(``worker.close()``), then the store, the outbound HTTP session and the
+embedded PLC directory close. ``atrepo serve`` (:mod:`atrepo.cli.serve`)
+wires that to SIGTERM/SIGINT; tests call the same two functions on port 0.
+
+Sockets are bound before anything is built, so that with port 0 (tests) the
+public URL, the service DID and the PLC directory's URL are known when the
+routes are declared and no request can see them unset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from atrepo.core.keys import PrivateKey
+from atrepo.core.lexicon import Registry
+from atrepo.identity.handle import HandleResolver
+from atrepo.identity.plc.server import create_app as create_plc_app
+from atrepo.lexicons import builtin_registry
+from atrepo.store import Account, SQLiteStore, StoreWorker
+from atrepo.xrpc import Metrics, XrpcRouter, add_metrics_route
+
+from . import accounts
+from .auth import TokenAuthority
+from .config import HostConfig, HostSecrets, LogFormat, load_secrets
+
+__all__ = ["HostContext", "RunningHost", "configure_logging", "start_host"]
+
+log = logging.getLogger("atrepo.host")
+
+#: How long requests in progress may run on after shutdown starts before they are cut.
+SHUTDOWN_GRACE_S: Final = 10.0
+#: Outbound calls (PLC directory, handle resolution): a bound on each.
+OUTBOUND_TIMEOUT_S: Final = 10.0
+
+#: How often expired refresh tokens and events past the retention window are pruned.
+MAINTENANCE_INTERVAL_S: Final = 600.0
+
+#: ``requestCrawl`` goes to each relay at start, then after writes at most this often
+#: (the reference's ``Crawlers`` threshold: 20 minutes).
+CRAWL_NOTIFY_INTERVAL_S: Final = 20 * 60.0
+
+#: A callback told the new head seq of the event log after each committed write.
+NotifyHook = Callable[[int], Any]
+
+
+class CrawlNotifier:
+    """Tells the configured relays to crawl us (``com.atproto.sync.requestCrawl``), rate-limited.
+
+    A relay that has never heard of a host does not subscribe to it; one that
+    dropped the connection may not come back on its own. ``poke`` is cheap and
+    called after every write: it sends nothing to a relay notified less than
+    ``interval`` seconds ago. Failures are logged, never raised: a relay being
+    down must not fail a write.
+    """
+
+    def __init__(
+        self,
+        relays: tuple[str, ...],
+        hostname: str,
+        http: aiohttp.ClientSession,
+        *,
+        interval: float = CRAWL_NOTIFY_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.relays = tuple(r.rstrip("/") for r in relays)
+        self.hostname = hostname
+        self.interval = interval
+        self._http = http
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Notifications scheduled so far (all relays together).
+        self.scheduled = 0
+
+    def poke(self, _head_seq: int | None = None) -> None:
+        """Notify every relay not notified within the interval (in the background)."""
+        now = self._clock()
+        for relay in self.relays:
+            last = self._last.get(relay)
+            if last is not None and now - last < self.interval:
+                continue
+            self._last[relay] = now
+            self.scheduled += 1
+            task = asyncio.get_running_loop().create_task(self._send(relay))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, relay: str) -> None:
+        url = f"{relay}/xrpc/com.atproto.sync.requestCrawl"
+        try:
+            async with self._http.post(url, json={"hostname": self.hostname}) as resp:
+                if resp.status != 200:
+                    text = (await resp.content.read(500)).decode("utf-8", errors="replace")
+                    log.warning("requestCrawl to %s: HTTP %d %s", relay, resp.status, text)
+                else:
+                    log.info("requestCrawl sent to %s", relay)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("requestCrawl to %s failed: %s", relay, exc)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(eq=False)
+class HostContext:
+    """What every part of the running host shares; one per process, built by :func:`start_host`.
+
+    Handlers receive it when they are declared (``accounts.register(router,
+    host)``) and keep it; nothing here changes after start-up except
+    ``notify_event``'s list.
+
+    * ``config``: the frozen :class:`HostConfig`; ``secrets``: JWT secret and
+      PLC rotation key (never log them).
+    * ``store`` / ``worker``: the SQLite store and its one
+      :class:`StoreWorker`. Writes go through ``await worker.run(fn, ...)``
+      (``fn(store, ...)`` on the writer thread, typically one
+      ``store.transaction(did)``); reads through ``await worker.read(...)``.
+      Never call the store from the event loop.
+    * ``registry``: the lexicons the router validates against.
+    * ``tokens``: issues and verifies session JWTs; its ``verify_access`` is
+      the ``auth=`` hook of every route that needs a session.
+    * ``http``: the shared outbound ``aiohttp`` session (bounded timeouts).
+    * ``plc_url``: the PLC directory in use (the embedded one when none was
+      configured); ``public_url`` and ``service_did``: how this host is named.
+    * ``signing_key(account)``: the account's repository signing key.
+    * ``crawlers``: the relays to notify; already registered in ``notify_event``.
+    * ``notify_event``: callbacks, each called as ``hook(head_seq)`` on the event
+      loop after every committed write that appended events, with the log's
+      new head seq. The firehose registers its fan-out wake-up here. A hook
+      must not block; it may return an awaitable, which is awaited. A hook
+      that raises is logged and does not fail the write (already committed).
+      Writers call :meth:`notify` after their ``worker.run`` returns.
+    """
+
+    config: HostConfig
+    secrets: HostSecrets
+    store: SQLiteStore
+    worker: StoreWorker[SQLiteStore]
+    registry: Registry
+    tokens: TokenAuthority
+    http: aiohttp.ClientSession
+    handle_resolver: HandleResolver
+    metrics: Metrics
+    public_url: str
+    plc_url: str
+    crawlers: CrawlNotifier
+    notify_event: list[NotifyHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._head_seq = self.metrics.gauge(
+            "atrepo_host_event_head_seq", "Seq of the newest event in the host's log (as last notified)"
+        )
+
+    @property
+    def service_did(self) -> str:
+        """``did:web:<public hostname>``, as the reference's default service DID (token ``aud``)."""
+        return service_did_for(self.public_url)
+
+    def signing_key(self, account: Account) -> PrivateKey:
+        """The account's repository signing key (stored as the raw secp256k1 scalar)."""
+        return PrivateKey.from_bytes("k256", account.signing_key)
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete events older than the retention window and expired refresh tokens; return both counts.
+
+        Events go by the wall clock (the store stamps them with it); tokens by
+        the token clock, the one their expiries were computed with.
+        """
+        retention_ms = int(self.config.event_retention_hours * 3600 * 1000)
+        events = await self.worker.run(SQLiteStore.prune_events, time.time_ns() // 1_000_000 - retention_ms)
+        tokens = await self.worker.run(SQLiteStore.prune_refresh_tokens, self.tokens.clock_ms())
+        if events or tokens:
+            log.info("pruned %d events and %d expired refresh tokens", events, tokens)
+        return events, tokens
+
+    async def notify(self, head_seq: int) -> None:
+        """Tell every ``notify_event`` hook that the log's head is now ``head_seq``."""
+        self._head_seq.set(head_seq)
+        for hook in list(self.notify_event):
+            try:
+                result = hook(head_seq)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("notify hook %r failed for seq %d", hook, head_seq)
+
+
+def service_did_for(public_url: str) -> str:
+    host = urlsplit(public_url).hostname or "localhost"
+    return f"did:web:{host}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound now, so port 0 resolves before the app is built."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(eq=False)
+class RunningHost:
+    """A started host: its URL, its context, and :meth:`stop`."""
+
+    context: HostContext
+    url: str
+    plc_url: str
+    _runner: web.AppRunner
+    _plc_runner: web.AppRunner | None
+    _maintenance: asyncio.Task[None] | None = None
+    _stopped: bool = False
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests finish, commit queued writes, close everything (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("shutting down")
+        ctx = self.context
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        try:
+            await self._runner.cleanup()  # closes the sockets, waits for handlers, runs on_cleanup
+        finally:
+            try:
+                await ctx.worker.close()  # queued writes are committed before this returns
+            finally:
+                ctx.store.close()
+                await ctx.crawlers.close()
+                await ctx.handle_resolver.close()
+                await ctx.http.close()
+                if self._plc_runner is not None:
+                    await self._plc_runner.cleanup()
+        log.info("stopped")
+
+
+def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
+    """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``."""
+    accounts.register(router, host)
+    app = web.Application()
+    router.setup(app)
+    add_metrics_route(app, router.metrics)
+
+    async def root(request: web.Request) -> web.Response:
+        return web.Response(
+            text="This is an AT Protocol repository host (atrepo). Routes are under /xrpc/.\n"
+        )
+
+    async def atproto_did(request: web.Request) -> web.Response:
+        """``/.well-known/atproto-did`` for a local handle named by the ``Host`` header (accounts.md §1)."""
+        name = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        account = await host.worker.read(SQLiteStore.get_account_by_handle, name.lower())
+        if account is None:
+            return web.Response(status=404, text="User not found\n")
+        return web.Response(text=account.did, content_type="text/plain")
+
+    app.router.add_get("/", root)
+    app.router.add_get("/.well-known/atproto-did", atproto_did)
+    return app
+
+
+async def _start_plc(config: HostConfig) -> tuple[web.AppRunner, str]:
+    sock = _bind(config.host, config.plc_port)
+    port = sock.getsockname()[1]
+    runner = web.AppRunner(create_plc_app(config.plc_dir), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return runner, f"http://{host}:{port}"
+
+
+async def start_host(
+    config: HostConfig,
+    *,
+    clock_ms: Callable[[], int] | None = None,
+    validate_output: bool = False,
+) -> RunningHost:
+    """Start the host (and, without a configured PLC URL, its own directory) and return it running.
+
+    ``clock_ms`` replaces the wall clock of session tokens (tests of expiry
+    and rotation grace); ``validate_output`` checks every reply against its
+    lexicon (tests, development).
+    """
+    secrets_ = load_secrets(config)
+    plc_runner: web.AppRunner | None = None
+    plc_url = config.plc_url.rstrip("/") if config.plc_url else ""
+    if not plc_url:
+        plc_runner, plc_url = await _start_plc(config)
+        log.info("embedded PLC directory at %s (data in %s)", plc_url, config.plc_dir)
+    sock: socket.socket | None = None
+    store: SQLiteStore | None = None
+    worker: StoreWorker[SQLiteStore] | None = None
+    http: aiohttp.ClientSession | None = None
+    try:
+        sock = _bind(config.host, config.port)
+        port = sock.getsockname()[1]
+        public_url = config.resolved_public_url(port)
+        store = SQLiteStore(config.data_dir, synchronous="FULL")
+        worker = StoreWorker(store)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OUTBOUND_TIMEOUT_S))
+        registry = builtin_registry()
+        tokens = (
+            TokenAuthority(secrets_.jwt_secret, service_did_for(public_url))
+            if clock_ms is None
+            else TokenAuthority(secrets_.jwt_secret, service_did_for(public_url), clock_ms=clock_ms)
+        )
+
+        async def health(worker: StoreWorker[SQLiteStore] = worker) -> None:
+            await worker.read(SQLiteStore.head_seq)
+
+        router = XrpcRouter(registry, validate_output=validate_output, health_check=health)
+        host = HostContext(
+            config=config,
+            secrets=secrets_,
+            store=store,
+            worker=worker,
+            registry=registry,
+            tokens=tokens,
+            http=http,
+            handle_resolver=HandleResolver(session=http, timeout=OUTBOUND_TIMEOUT_S),
+            metrics=router.metrics,
+            public_url=public_url,
+            plc_url=plc_url,
+            crawlers=CrawlNotifier(config.relays, urlsplit(public_url).netloc, http),
+        )
+        host.notify_event.append(host.crawlers.poke)
+        app = build_app(host, router)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        if worker is not None:
+            await worker.close()
+        if http is not None:
+            await http.close()
+        if store is not None:
+            store.close()
+        if plc_runner is not None:
+            await plc_runner.cleanup()
+        raise
+    host.crawlers.poke()
+    maintenance = asyncio.create_task(_maintain(host), name="atrepo-host-maintenance")
+    host_part = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host_part}:{port}"
+    log.info("host listening on %s (public URL %s, service DID %s)", url, public_url, host.service_did)
+    return RunningHost(
+        context=host,
+        url=url,
+        plc_url=plc_url,
+        _runner=runner,
+        _plc_runner=plc_runner,
+        _maintenance=maintenance,
+    )
+
+
+async def _maintain(host: HostContext) -> None:
+    """Prune at start and then every ``MAINTENANCE_INTERVAL_S``, until cancelled at shutdown."""
+    while True:
+        try:
+            await host.prune()
+        except Exception:
+            log.exception("maintenance failed; retrying at the next interval")
+        await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log collectors parse without a grammar."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
+    """Send atrepo's logs to stderr as text or JSON lines (replacing handlers set earlier)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,73 @@
+"""Helpers of the host tests: a hand-moved token clock and raw XRPC calls (imported by name)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from atrepo.host import RunningHost
+
+
+@dataclass
+class TokenClock:
+    """Milliseconds for session tokens: the wall clock at the start, then moved by hand."""
+
+    ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.body.get("error") if isinstance(self.body, dict) else None
+
+
+@dataclass
+class HostClient:
+    """Raw XRPC calls to the host under test: status and JSON body, errors included."""
+
+    running: RunningHost
+    http: aiohttp.ClientSession
+    clock: TokenClock
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    async def call(
+        self,
+        nsid: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        method: str | None = None,
+    ) -> Reply:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        verb = method or ("POST" if body is not None else "GET")
+        async with self.http.request(
+            verb, f"{self.url}/xrpc/{nsid}", json=body, params=params, headers=sent
+        ) as resp:
+            data = await resp.json(content_type=None) if resp.content_length != 0 else None
+            return Reply(resp.status, data, dict(resp.headers))
+
+    async def create_account(self, handle: str, password: str = "correct horse", **extra: Any) -> Reply:
+        return await self.call(
+            "com.atproto.server.createAccount", body={"handle": handle, "password": password, **extra}
+        )

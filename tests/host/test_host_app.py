@@ -1,0 +1,114 @@
+"""The host process around the handlers: well-known DID, relays notified, orphan DIDs tombstoned, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from host_support import HostClient
+
+from atrepo.host import HostConfig, start_host
+from atrepo.host import accounts as accounts_module
+from atrepo.store import SQLiteStore
+
+
+async def test_well_known_atproto_did(host: HostClient) -> None:
+    did = (await host.create_account("alice.test")).body["did"]
+    port = host.url.rsplit(":", 1)[1]
+    async with host.http.get(
+        f"{host.url}/.well-known/atproto-did", headers={"Host": f"alice.test:{port}"}
+    ) as r:
+        assert (r.status, await r.text(), r.content_type) == (200, did, "text/plain")
+    async with host.http.get(f"{host.url}/.well-known/atproto-did", headers={"Host": "bob.test"}) as r:
+        assert r.status == 404
+
+
+async def test_health_and_metrics(host: HostClient) -> None:
+    reply = await host.call("_health")
+    assert reply.status == 200 and "version" in reply.body
+    await host.create_account("alice.test")
+    async with host.http.get(f"{host.url}/metrics") as resp:
+        text = await resp.text()
+    assert "atrepo_host_event_head_seq 4" in text
+    assert (
+        'atrepo_xrpc_requests_total{nsid="com.atproto.server.createAccount",method="POST",status="200"} 1'
+        in text
+    )
+
+
+async def test_unknown_method(host: HostClient) -> None:
+    reply = await host.call("com.atproto.repo.importRepo", body={}, method="POST")
+    assert (reply.status, reply.error) == (501, "MethodNotImplemented")
+
+
+async def test_orphan_did_is_tombstoned_when_the_handle_was_taken_meanwhile(
+    host: HostClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = host.running.context
+
+    def take_handle(store: SQLiteStore) -> None:
+        with store.transaction("did:plc:zzzzzzzzzzzzzzzzzzzzzzzz") as tx:
+            tx.create_account(handle="race.test", signing_key=b"\x01" * 32)
+
+    real_hash = accounts_module.hash_password
+
+    def hash_then_race(password: str) -> str:
+        ctx.worker.submit(take_handle).result(timeout=10)  # another request wins the handle now
+        return real_hash(password)
+
+    monkeypatch.setattr(accounts_module, "hash_password", hash_then_race)
+    reply = await host.create_account("race.test")
+    assert (reply.status, reply.error) == (400, "HandleNotAvailable")
+    assert ctx.store.head_seq() == 0  # nothing of the losing attempt was stored
+    async with host.http.get(f"{host.running.plc_url}/export", params={"count": "100"}) as resp:
+        ops = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [op["operation"]["type"] for op in ops] == ["plc_operation", "plc_tombstone"]
+    did = ops[0]["did"]
+    async with host.http.get(f"{host.running.plc_url}/{did}") as resp:
+        assert resp.status == 404
+
+
+async def test_relays_are_asked_to_crawl(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    received: list[Any] = []
+    arrived = asyncio.Event()
+
+    async def request_crawl(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        arrived.set()
+        return web.json_response({})
+
+    relay = web.Application()
+    relay.router.add_post("/xrpc/com.atproto.sync.requestCrawl", request_crawl)
+    runner = web.AppRunner(relay, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        relay_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        config = HostConfig(port=0, plc_port=0, data_dir=tmp_path / "data", relays=(relay_url,))
+        running = await start_host(config)
+        try:
+            await asyncio.wait_for(arrived.wait(), 10)
+            assert received == [{"hostname": running.url.removeprefix("http://")}]
+            async with http.post(
+                f"{running.url}/xrpc/com.atproto.server.createAccount",
+                json={"handle": "alice.test", "password": "pw"},
+            ) as resp:
+                assert resp.status == 200
+            assert running.context.crawlers.scheduled == 1  # within the interval: not sent again
+        finally:
+            await running.stop()
+    finally:
+        await runner.cleanup()
+
+
+async def test_relay_down_does_not_break_the_host(tmp_path: Path) -> None:
+    config = HostConfig(port=0, plc_port=0, data_dir=tmp_path / "data", relays=("http://127.0.0.1:9",))
+    running = await start_host(config)
+    await running.stop()
+    await running.stop()  # idempotent
