@@ -33,13 +33,14 @@ from aiohttp import web
 
 from atrepo.core.keys import PrivateKey
 from atrepo.core.lexicon import Registry
+from atrepo.firehose import Fanout, mount_subscribe_repos
 from atrepo.identity.handle import HandleResolver
 from atrepo.identity.plc.server import create_app as create_plc_app
 from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter, add_metrics_route
 
-from . import accounts
+from . import accounts, repo_api, sync_api
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
 
@@ -146,6 +147,9 @@ class HostContext:
       configured); ``public_url`` and ``service_did``: how this host is named.
     * ``signing_key(account)``: the account's repository signing key.
     * ``crawlers``: the relays to notify; already registered in ``notify_event``.
+    * ``fanout``: the firehose's shared window of encoded frames; its
+      ``notify`` is registered in ``notify_event`` (``subscribeRepos`` is served
+      from it; started with the app, closed first at shutdown with code 1012).
     * ``notify_event``: callbacks, each called as ``hook(head_seq)`` on the event
       loop after every committed write that appended events, with the log's
       new head seq. The firehose registers its fan-out wake-up here. A hook
@@ -166,6 +170,7 @@ class HostContext:
     public_url: str
     plc_url: str
     crawlers: CrawlNotifier
+    fanout: Fanout[SQLiteStore]
     notify_event: list[NotifyHook] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -251,6 +256,9 @@ class RunningHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         try:
+            # subscribers first (close 1012, "service restart"): open WebSockets would
+            # otherwise hold the runner's cleanup until its timeout
+            await ctx.fanout.close()
             await self._runner.cleanup()  # closes the sockets, waits for handlers, runs on_cleanup
         finally:
             try:
@@ -268,6 +276,9 @@ class RunningHost:
 def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``."""
     accounts.register(router, host)
+    repo_api.register(router, host)
+    sync_api.register(router, host)
+    mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
     router.setup(app)
     add_metrics_route(app, router.metrics)
@@ -358,11 +369,14 @@ async def start_host(
             public_url=public_url,
             plc_url=plc_url,
             crawlers=CrawlNotifier(config.relays, urlsplit(public_url).netloc, http),
+            fanout=Fanout(worker),
         )
         host.notify_event.append(host.crawlers.poke)
+        host.notify_event.append(host.fanout.notify)
         app = build_app(host, router)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
+        await host.fanout.start()
         await web.SockSite(runner, sock).start()
     except BaseException:
         if sock is not None:
