@@ -130,6 +130,18 @@ def test_list_blobs_pages_by_cid_string(store: Store) -> None:
     assert [str(c) for c in seen] == sorted(str(c) for c in cids)
 
 
+def test_list_blobs_since_a_rev_lists_only_blobs_of_records_written_after_it(store: Store) -> None:
+    did, key = new_account(store)
+    old, new = upload(store, did, b"old blob"), upload(store, did, b"new blob")
+    first = create("a", with_image("a", old, 8))
+    before, _ = commit(store, did, key, [first], blob_refs={first.path: [old]})
+    second = create("b", with_image("b", new, 8))
+    commit(store, did, key, [second], blob_refs={second.path: [new]})
+    assert store.list_blobs(did, since=before.rev) == [new]
+    assert sorted(map(str, store.list_blobs(did))) == sorted([str(old), str(new)])
+    assert store.list_blobs(did, since="7777777777777") == []
+
+
 def test_deleting_an_account_deletes_its_blob_files(store: Store) -> None:
     did, _ = new_account(store)
     other, _ = new_account(store)

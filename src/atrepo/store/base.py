@@ -328,8 +328,13 @@ class BlobReader(Protocol):
 
     def get_blob(self, did: str, cid: CID) -> BlobRow | None: ...
 
-    def list_blobs(self, did: str, *, cursor: str | None = None, limit: int = 500) -> list[CID]:
-        """Distinct blobs referenced by current records, by CID string, after ``cursor`` (``listBlobs``)."""
+    def list_blobs(
+        self, did: str, *, since: str | None = None, cursor: str | None = None, limit: int = 500
+    ) -> list[CID]:
+        """Distinct blobs referenced by current records, by CID string, after ``cursor`` (``listBlobs``).
+
+        ``since``: only blobs of records written by a commit with rev > ``since``.
+        """
         ...
 
     def blob_records(self, did: str, cid: CID) -> list[str]:

@@ -591,16 +591,23 @@ class SQLiteStore:
         )
         return _blob(row) if row is not None else None
 
-    def list_blobs(self, did: str, *, cursor: str | None = None, limit: int = 500) -> list[CID]:
-        rows = (
-            self._read()
-            .execute(
+    def list_blobs(
+        self, did: str, *, since: str | None = None, cursor: str | None = None, limit: int = 500
+    ) -> list[CID]:
+        if since is None:
+            sql = (
                 "SELECT DISTINCT r.cid FROM blob_refs r JOIN accounts a ON a.id = r.repo "
-                "WHERE a.did = ? AND r.cid > ? ORDER BY r.cid LIMIT ?",
-                (did, cursor or "", limit),
+                "WHERE a.did = ? AND r.cid > ? ORDER BY r.cid LIMIT ?"
             )
-            .fetchall()
-        )
+            params: tuple[Any, ...] = (did, cursor or "", limit)
+        else:  # the record's rev says which commit wrote the reference (reference ``listBlobs``)
+            sql = (
+                "SELECT DISTINCT r.cid FROM blob_refs r JOIN accounts a ON a.id = r.repo "
+                "JOIN records rec ON rec.repo = r.repo AND rec.collection = r.collection "
+                "AND rec.rkey = r.rkey WHERE a.did = ? AND rec.rev > ? AND r.cid > ? ORDER BY r.cid LIMIT ?"
+            )
+            params = (did, since, cursor or "", limit)
+        rows = self._read().execute(sql, params).fetchall()
         return [CID.parse(row[0]) for row in rows]
 
     def blob_records(self, did: str, cid: CID) -> list[str]:
