@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz clean
+.PHONY: run demo test lint bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## Set up and run the main job (for now: build a sample repository and firehose, verify both).
+## Set up and run the main job: the repository host on http://127.0.0.1:2583, its data in ./data and
+## its own PLC directory on :2582 (no configuration needed; Ctrl-C stops it cleanly).
 run: $(STAMP)
+	$(BIN)/atrepo serve
+
+## Build a sample repository and firehose in sample/ and verify both (no server).
+demo: $(STAMP)
 	$(BIN)/atrepo demo --out sample
 
 ## Set up and run the whole test suite.
