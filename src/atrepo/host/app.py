@@ -40,7 +40,7 @@ from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter, add_metrics_route
 
-from . import accounts, repo_api, sync_api
+from . import accounts, app_bsky, repo_api, sync_api
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
 
@@ -278,6 +278,7 @@ def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     accounts.register(router, host)
     repo_api.register(router, host)
     sync_api.register(router, host)
+    app_bsky.register(router, host)
     mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
     router.setup(app)
