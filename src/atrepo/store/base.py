@@ -79,6 +79,8 @@ __all__ = [
     "EventLog",
     "EventRow",
     "MakeEvent",
+    "Preference",
+    "PreferenceStore",
     "RecordIndex",
     "RecordRow",
     "RefreshToken",
@@ -89,6 +91,7 @@ __all__ = [
     "SequencedEvent",
     "Store",
     "TokenStore",
+    "in_namespace",
 ]
 
 AccountStatus = Literal["active", "takendown", "suspended", "deactivated", "deleted"]
@@ -206,6 +209,20 @@ class BlobRow:
     size: int
     created_ms: int
     temporary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    """One private preference of an account (``app.bsky.actor.putPreferences``).
+
+    ``name`` is the preference's ``$type`` (``app.bsky.actor.defs#adultContentPref``),
+    kept beside the value so that a namespace's preferences can be replaced
+    without touching another's; ``value`` is the whole preference as JSON text,
+    opaque to the store (the host encodes and decodes it).
+    """
+
+    name: str
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +369,36 @@ class BlobReader(Protocol):
         ...
 
 
+def in_namespace(name: str, namespace: str) -> bool:
+    """``name`` (a ``$type``) is ``namespace`` or below it: ``app.bsky`` holds ``app.bsky.actor.defs#x``.
+
+    Compared by NSID segments, so ``app.bskyx.y`` is not in ``app.bsky``.
+    """
+    nsid = name.split("#", 1)[0]
+    return nsid == namespace or nsid.startswith(namespace + ".")
+
+
+class PreferenceStore(Protocol):
+    """Private per-account preferences, kept by the host (the reference's ``account_pref``).
+
+    They are not repository data: no commit, no event. Deleting the account
+    deletes them.
+    """
+
+    def get_preferences(self, did: str, namespace: str) -> list[Preference]:
+        """The account's preferences whose ``name`` is in ``namespace``, in the order they were put."""
+        ...
+
+    def put_preferences(self, did: str, namespace: str, prefs: Sequence[Preference]) -> None:
+        """*Writer.* Replace every preference of the account in ``namespace`` with ``prefs``.
+
+        Preferences of other namespaces are kept. Raises ``ValueError`` when one
+        of ``prefs`` is not in ``namespace`` (the reference refuses those) and
+        ``RuntimeError`` for an unknown account.
+        """
+        ...
+
+
 class EventLog(Protocol):
     """The host's sequenced firehose events."""
 
@@ -461,7 +508,9 @@ class RepoTransaction(Protocol):
         ...
 
 
-class Store(RepoReader, RecordIndex, AccountReader, TokenStore, BlobReader, EventLog, Protocol):
+class Store(
+    RepoReader, RecordIndex, AccountReader, TokenStore, BlobReader, PreferenceStore, EventLog, Protocol
+):
     """A whole host store."""
 
     @property

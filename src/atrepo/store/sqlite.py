@@ -62,10 +62,12 @@ from .base import (
     BlobRow,
     EventRow,
     MakeEvent,
+    Preference,
     RecordRow,
     RefreshToken,
     RepoHead,
     Rotation,
+    in_namespace,
 )
 
 if TYPE_CHECKING:
@@ -163,8 +165,21 @@ CREATE TABLE event_seq (
 INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
 """
 
+# Version 2: private account preferences (``app.bsky.actor.putPreferences``), one row per
+# preference in the order the client put them; ``name`` is its ``$type``, so that one
+# namespace's preferences are replaced without touching another's.
+_V2 = """
+CREATE TABLE preferences (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (repo, position)
+);
+"""
+
 #: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _ACCOUNT_COLUMNS = "did, handle, email, password_hash, status, signing_key, head, rev, created_ms"
@@ -651,6 +666,45 @@ class SQLiteStore:
             ).rowcount
         self._delete_orphan_files(cids)
         return count
+
+    # --- preferences ------------------------------------------------------------------
+
+    def get_preferences(self, did: str, namespace: str) -> list[Preference]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT p.name, p.value FROM preferences p JOIN accounts a ON a.id = p.repo "
+                "WHERE a.did = ? ORDER BY p.position",
+                (did,),
+            )
+            .fetchall()
+        )
+        return [Preference(name, value) for name, value in rows if in_namespace(name, namespace)]
+
+    def put_preferences(self, did: str, namespace: str, prefs: Sequence[Preference]) -> None:
+        stray = [pref.name for pref in prefs if not in_namespace(pref.name, namespace)]
+        if stray:
+            raise ValueError(f"preferences outside {namespace}: {stray}")
+        with self._write() as db:
+            repo = self._repo_id(db, did)
+            if repo is None:
+                raise RuntimeError(f"no account {did} for preferences")
+            # Few rows per account: rewrite them all, other namespaces first, in their order.
+            kept = [
+                (name, value)
+                for name, value in db.execute(
+                    "SELECT name, value FROM preferences WHERE repo = ? ORDER BY position", (repo,)
+                )
+                if not in_namespace(name, namespace)
+            ]
+            db.execute("DELETE FROM preferences WHERE repo = ?", (repo,))
+            db.executemany(
+                "INSERT INTO preferences (repo, position, name, value) VALUES (?, ?, ?, ?)",
+                [
+                    (repo, position, name, value)
+                    for position, (name, value) in enumerate(kept + [(p.name, p.value) for p in prefs])
+                ],
+            )
 
     # --- event log --------------------------------------------------------------------
 

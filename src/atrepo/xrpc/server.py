@@ -331,6 +331,8 @@ class XrpcRouter:
             "atrepo_xrpc_requests_in_flight", "XRPC requests being answered (open subscriptions included)"
         )
         self._routes: dict[str, _Route] = {}
+        #: NSID namespace -> the message of the 501 for methods of it that have no route.
+        self._unserved: dict[str, str] = {}
 
     # --- declaring routes --------------------------------------------------------------
 
@@ -416,6 +418,22 @@ class XrpcRouter:
 
         return register
 
+    def explain_unserved(self, namespace: str, message: str) -> None:
+        """Answer methods under ``namespace`` that have no route with ``message`` (still 501).
+
+        The default "Method Not Implemented" does not say why; a host that leaves
+        a whole namespace to another service (``app.*`` to an AppView) says so.
+        The longest matching namespace wins.
+        """
+        self._unserved[namespace] = message
+
+    def _unserved_message(self, nsid: str) -> str:
+        best = ""
+        for namespace in self._unserved:
+            if (nsid == namespace or nsid.startswith(namespace + ".")) and len(namespace) > len(best):
+                best = namespace
+        return self._unserved[best] if best else "Method Not Implemented"
+
     @property
     def nsids(self) -> list[str]:
         """The NSIDs served, sorted."""
@@ -475,7 +493,7 @@ class XrpcRouter:
         if route is None:
             call.label = nsid if nsid in self.registry else "_unknown"
             self._check_method_of_unserved(nsid, request.method)
-            raise MethodNotImplemented("Method Not Implemented")
+            raise MethodNotImplemented(self._unserved_message(nsid))
         call.label = nsid
         if route.endpoint.kind == "subscription":
             return await self._serve_subscription(route, request, call)
