@@ -23,9 +23,9 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,13 +38,14 @@ from atrepo.identity.handle import HandleResolver
 from atrepo.identity.plc.server import create_app as create_plc_app
 from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
-from atrepo.xrpc import Metrics, XrpcRouter, add_metrics_route
+from atrepo.xrpc import Metrics, XrpcRouter
+from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 from . import accounts, app_bsky, repo_api, sync_api
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
 
-__all__ = ["HostContext", "RunningHost", "configure_logging", "start_host"]
+__all__ = ["HostContext", "Pruned", "RunningHost", "configure_logging", "start_host"]
 
 log = logging.getLogger("atrepo.host")
 
@@ -53,8 +54,14 @@ SHUTDOWN_GRACE_S: Final = 10.0
 #: Outbound calls (PLC directory, handle resolution): a bound on each.
 OUTBOUND_TIMEOUT_S: Final = 10.0
 
-#: How often expired refresh tokens and events past the retention window are pruned.
+#: How often expired refresh tokens, events past the retention window and stale uploads are pruned.
 MAINTENANCE_INTERVAL_S: Final = 600.0
+
+#: How long an uploaded blob may stay unreferenced before it is deleted. A client uploads first
+#: and creates the record that names the blob afterwards (an image post is two calls), so an
+#: upload must outlive that gap, a retry after a lost reply included; the reference keeps
+#: temporary blobs about as long.
+TEMPORARY_BLOB_GRACE_S: Final = 3600.0
 
 #: ``requestCrawl`` goes to each relay at start, then after writes at most this often
 #: (the reference's ``Crawlers`` threshold: 20 minutes).
@@ -124,6 +131,14 @@ class CrawlNotifier:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+class Pruned(NamedTuple):
+    """What one :meth:`HostContext.prune` deleted."""
+
+    events: int
+    tokens: int
+    blobs: int
+
+
 @dataclass(eq=False)
 class HostContext:
     """What every part of the running host shares; one per process, built by :func:`start_host`.
@@ -155,7 +170,11 @@ class HostContext:
       new head seq. The firehose registers its fan-out wake-up here. A hook
       must not block; it may return an awaitable, which is awaited. A hook
       that raises is logged and does not fail the write (already committed).
-      Writers call :meth:`notify` after their ``worker.run`` returns.
+      Writers call :meth:`notify` after their ``worker.run`` returns; it also
+      counts commits and events for ``/metrics``.
+    * :meth:`prune` is the maintenance pass (every ``MAINTENANCE_INTERVAL_S``):
+      old events, expired refresh tokens, uploads unreferenced past
+      ``TEMPORARY_BLOB_GRACE_S``.
     """
 
     config: HostConfig
@@ -174,9 +193,34 @@ class HostContext:
     notify_event: list[NotifyHook] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._head_seq = self.metrics.gauge(
+        metrics = self.metrics
+        self._head_seq = metrics.gauge(
             "atrepo_host_event_head_seq", "Seq of the newest event in the host's log (as last notified)"
         )
+        self._commits = metrics.counter(
+            "atrepo_host_commits_total", "Repository commits stored since start (genesis commits included)"
+        )
+        self._events = metrics.counter("atrepo_host_events_total", "Events appended to the log since start")
+        self._writer_queue = metrics.gauge(
+            "atrepo_host_store_writer_queue_depth", "Write jobs queued or running on the store writer thread"
+        )
+        self._pruned = metrics.counter(
+            "atrepo_host_pruned_total", "Rows deleted by maintenance", labelnames=("kind",)
+        )
+        for counter in (self._commits, self._events):
+            counter.inc(0)  # shown as 0 from the start: a scraper sees the series before the first write
+        self._writer_queue.set(0)
+        # the head when counting started: events counts what was appended after it
+        self._counted_seq: int | None = None
+
+    def start_counting(self, head_seq: int) -> None:
+        """Take the log's head at start-up as the base of ``atrepo_host_events_total``."""
+        self._counted_seq = head_seq
+        self._head_seq.set(head_seq)
+
+    def sample_metrics(self) -> None:
+        """Refresh the gauges read from live state (called by ``/metrics`` before it renders)."""
+        self._writer_queue.set(self.worker.pending)
 
     @property
     def service_did(self) -> str:
@@ -187,22 +231,50 @@ class HostContext:
         """The account's repository signing key (stored as the raw secp256k1 scalar)."""
         return PrivateKey.from_bytes("k256", account.signing_key)
 
-    async def prune(self) -> tuple[int, int]:
-        """Delete events older than the retention window and expired refresh tokens; return both counts.
+    async def prune(self, *, now_ms: int | None = None) -> Pruned:
+        """Delete events past retention, expired refresh tokens and stale temporary blobs; return the counts.
 
-        Events go by the wall clock (the store stamps them with it); tokens by
-        the token clock, the one their expiries were computed with.
+        Events and blobs go by the wall clock (the store stamps both with it),
+        ``now_ms`` standing in for it (tests age uploads without waiting);
+        tokens go by the token clock, the one their expiries were computed with.
+        A temporary blob is an upload no record has referenced yet (the store
+        deletes a blob as soon as its last reference goes): it is kept for
+        ``TEMPORARY_BLOB_GRACE_S`` so that the record naming it can follow.
         """
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         retention_ms = int(self.config.event_retention_hours * 3600 * 1000)
-        events = await self.worker.run(SQLiteStore.prune_events, time.time_ns() // 1_000_000 - retention_ms)
+        events = await self.worker.run(SQLiteStore.prune_events, now - retention_ms)
         tokens = await self.worker.run(SQLiteStore.prune_refresh_tokens, self.tokens.clock_ms())
-        if events or tokens:
-            log.info("pruned %d events and %d expired refresh tokens", events, tokens)
-        return events, tokens
+        blobs = await self.worker.run(
+            SQLiteStore.prune_temporary_blobs, now - int(TEMPORARY_BLOB_GRACE_S * 1000)
+        )
+        for kind, count in (("events", events), ("refresh_tokens", tokens), ("temporary_blobs", blobs)):
+            if count:
+                self._pruned.inc(count, (kind,))
+        if events or tokens or blobs:
+            log.info(
+                "pruned %d events, %d expired refresh tokens and %d temporary blobs", events, tokens, blobs
+            )
+        return Pruned(events, tokens, blobs)
 
-    async def notify(self, head_seq: int) -> None:
-        """Tell every ``notify_event`` hook that the log's head is now ``head_seq``."""
-        self._head_seq.set(head_seq)
+    async def notify(self, head_seq: int, *, commits: int = 1) -> None:
+        """Count the write, then tell every ``notify_event`` hook that the log's head is now ``head_seq``.
+
+        This is the one place every committed write passes through, so the
+        commit and event counters live here. ``commits`` is how many commits
+        the write stored (1 for a record write or an account's genesis; 0 for
+        writes that append events without a commit). Events are counted as the
+        head's advance past the highest seq seen, because concurrent writers can
+        notify out of order, and a write whose caller was cancelled before
+        notifying is still counted by the next one.
+        """
+        self._commits.inc(commits)
+        if self._counted_seq is None:
+            self._counted_seq = head_seq
+        elif head_seq > self._counted_seq:
+            self._events.inc(head_seq - self._counted_seq)
+            self._counted_seq = head_seq
+        self._head_seq.set(max(head_seq, int(self._head_seq.value())))
         for hook in list(self.notify_event):
             try:
                 result = hook(head_seq)
@@ -282,7 +354,7 @@ def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
     router.setup(app)
-    add_metrics_route(app, router.metrics)
+    app.router.add_get("/metrics", _metrics_handler(host, router.metrics), allow_head=True)
 
     async def root(request: web.Request) -> web.Response:
         return web.Response(
@@ -300,6 +372,16 @@ def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     app.router.add_get("/", root)
     app.router.add_get("/.well-known/atproto-did", atproto_did)
     return app
+
+
+def _metrics_handler(host: HostContext, metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``/metrics``, refreshing the sampled gauges (writer queue depth) before rendering."""
+
+    async def handle(request: web.Request) -> web.Response:
+        host.sample_metrics()
+        return web.Response(body=metrics.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    return handle
 
 
 async def _start_plc(config: HostConfig) -> tuple[web.AppRunner, str]:
@@ -372,6 +454,7 @@ async def start_host(
             crawlers=CrawlNotifier(config.relays, urlsplit(public_url).netloc, http),
             fanout=Fanout(worker),
         )
+        host.start_counting(await worker.read(SQLiteStore.head_seq))
         host.notify_event.append(host.crawlers.poke)
         host.notify_event.append(host.fanout.notify)
         app = build_app(host, router)
