@@ -24,3 +24,9 @@ bench-setup: $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench $(BENCH_ARGS)
 	@test -n "$(BENCH_ARGS)" || $(BENCH_BIN)/python -m bench.bench_identity
+
+# `make -f bench/bench.mk bench-host`: atrepo serve over HTTP, clients in separate processes
+# (bench/host_bench.py; about 3 minutes; BENCH_ARGS="--quick" for a smoke run, "--json" for JSON).
+.PHONY: bench-host
+bench-host: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.host_bench $(BENCH_ARGS)
