@@ -41,7 +41,7 @@ from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-from . import accounts, app_bsky, repo_api, sync_api
+from . import accounts, app_bsky, identity_api, repo_api, sync_api
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
 
@@ -348,6 +348,7 @@ class RunningHost:
 def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``."""
     accounts.register(router, host)
+    identity_api.register(router, host)
     repo_api.register(router, host)
     sync_api.register(router, host)
     app_bsky.register(router, host)
