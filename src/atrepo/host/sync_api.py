@@ -29,7 +29,8 @@ Behaviour follows the reference host as ``sync.md`` §2 records it:
 **Why ``getRepo`` runs on its own threads.** A full export must come from one
 consistent state (a commit that lands mid-export deletes the nodes it
 replaced), so it runs inside one ``store.snapshot()`` on one thread, walking
-the tree and reading each block lazily as the core asks for it. That thread
+the tree and reading its blocks many to a query as the walk reaches them
+(:func:`_stored_pre_order`; the store checked them when they were written). That thread
 hands the CAR to the event loop in chunks through a queue of a few chunks:
 when the client reads slowly the thread waits, so memory stays at
 ``queue_chunks + 2`` chunks whatever the repository's size (see
@@ -53,9 +54,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from atrepo.core.car import encode_car_header, write_car
 from atrepo.core.cid import CID
+from atrepo.core.codec import decode_raw
 from atrepo.core.errors import (
     BlobNotFound,
+    InvalidMST,
     InvalidRequest,
+    MissingBlock,
     RepoDeactivated,
     RepoNotFound,
     RepoSuspended,
@@ -293,11 +297,118 @@ def export_repo(
     """``getRepo``: the full export in pre-order, or the blocks after ``since``, from one snapshot."""
     with store.snapshot():
         head = _available_head(store, did)
-        if since is None:
-            blocks: Iterator[tuple[CID, bytes]] = Repo.open(store.repo_blocks(did), head.cid).export_blocks()
-        else:
-            blocks = store.blocks_since(did, since)
-        yield from car_pieces([head.cid], blocks, chunk_blocks=chunk_blocks)
+        if since is not None:
+            yield from car_pieces([head.cid], store.blocks_since(did, since), chunk_blocks=chunk_blocks)
+            return
+        reader = store.repo_block_reader(did) if isinstance(store, SQLiteStore) else None
+        repo = Repo.open(store.repo_blocks(did), head.cid)
+        if reader is None or repo.tree.root is None:  # another store, or the empty tree (not stored)
+            yield from car_pieces([head.cid], repo.export_blocks(), chunk_blocks=chunk_blocks)
+            return
+        raw = _raw_pieces(
+            [head.cid], _stored_pre_order(reader, head.cid.raw, repo.commit.raw, repo.data.raw), chunk_blocks
+        )
+        yield from raw
+
+
+#: Record blocks read in one query (and emitted together, in order, after it).
+PREFETCH_BLOCKS: Final = 256
+
+
+def _stored_pre_order(
+    read: Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]],
+    commit_cid: bytes,
+    commit: bytes,
+    root: bytes,
+) -> Iterator[tuple[bytes, bytes]]:
+    """``Repo.export_blocks`` over a store's blocks, as (binary CID, data): the same pre-order.
+
+    The store validated every node and record when it was written, so a node
+    is only decoded to find its children (the C codec, links as raw bytes).
+    Blocks are read many to a query: a node's child nodes together when it is
+    opened (only nodes steer the walk), and records in runs of
+    ``PREFETCH_BLOCKS``, held back with the nodes between them until their run
+    is read. Memory: one run, plus the child nodes along the current path.
+    """
+    yield commit_cid, commit
+    # The walk's stack, top last: (cid, is_node); a node's children are pushed in reverse.
+    stack: list[tuple[bytes, bool]] = [(root, True)]
+    nodes: dict[bytes, bytes] = {}  # child nodes read ahead, until their turn
+    out: list[tuple[bytes, bytes | None]] = []  # the walk's next blocks; None: a record not read yet
+    records = 0
+    pop = stack.pop
+    while stack:
+        cid, is_node = pop()
+        if not is_node:
+            out.append((cid, None))
+            records += 1
+            if records >= PREFETCH_BLOCKS:
+                yield from _with_records(read, out)
+                out.clear()
+                records = 0
+            continue
+        data = nodes.pop(cid, None)
+        if data is None:
+            data = next((block for _, block in read([cid])), None)
+            if data is None:
+                raise MissingBlock(CID(cid), "MST node")
+        out.append((cid, data))
+        try:
+            node = decode_raw(data, bytes, False)[0]
+            left = node["l"]
+            kids: list[tuple[bytes, bool]] = [] if left is None else [(left, True)]
+            for entry in node["e"]:
+                kids.append((entry["v"], False))
+                if entry["t"] is not None:
+                    kids.append((entry["t"], True))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidMST(f"node {CID(cid)}: {exc!r}") from None
+        below = [kid for kid, is_sub in kids if is_sub]
+        for start in range(0, len(below), PREFETCH_BLOCKS):
+            nodes.update(read(below[start : start + PREFETCH_BLOCKS]))
+        kids.reverse()
+        stack += kids
+    yield from _with_records(read, out)
+
+
+def _with_records(
+    read: Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]], out: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """``out`` in order, its unread records read in one query (at most ``PREFETCH_BLOCKS`` of them)."""
+    wanted = list({cid: None for cid, data in out if data is None})
+    found = dict(read(wanted)) if wanted else {}
+    for cid, data in out:
+        if data is None:
+            data = found.get(cid)
+            if data is None:
+                raise MissingBlock(CID(cid), "record")
+        yield cid, data
+
+
+def _raw_pieces(
+    roots: Iterable[CID],
+    blocks: Iterable[tuple[bytes, bytes]],
+    chunk_blocks: int,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[tuple[bytes, int]]:
+    """:func:`car_pieces` for (binary CID, data) pairs."""
+    yield encode_car_header(roots), 0
+    parts: list[bytes] = []
+    add = parts.append
+    size = count = 0
+    for raw, data in blocks:
+        n = len(raw) + len(data)
+        add(bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7)) if n < 0x4000 else encode_varint(n))
+        add(raw)
+        add(data)
+        size += n + 4
+        count += 1
+        if size >= chunk_bytes or count >= chunk_blocks:
+            yield b"".join(parts), count
+            parts.clear()
+            size = count = 0
+    if parts:
+        yield b"".join(parts), count
 
 
 def record_proof(store: Store, did: str, collection: str, rkey: str) -> bytes:

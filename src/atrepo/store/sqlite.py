@@ -184,6 +184,8 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _ACCOUNT_COLUMNS = "did, handle, email, password_hash, status, signing_key, head, rev, created_ms"
 _BATCH = 256
+#: Most CIDs one ``repo_block_reader`` query names (SQLite allows 32766 parameters).
+_IN_BATCH = 256
 
 
 def _wall_clock_ms() -> int:
@@ -420,6 +422,32 @@ class SQLiteStore:
             if row is not None:
                 out[cid] = row[0]
         return out
+
+    def repo_block_reader(self, did: str) -> Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]] | None:
+        """A reader of this repository's blocks by binary CID, many in one query, on this thread's
+        connection (so inside ``snapshot()``, the snapshot's state); None for an unknown DID.
+
+        ``read(cids)`` yields (cid, data) for those present, in no particular order; at most
+        ``_IN_BATCH`` CIDs a call. For bulk exports: one query instead of one per block.
+        """
+        db = self._read()
+        repo = self._repo_id(db, did)
+        if repo is None:
+            return None
+        queries: dict[int, str] = {}
+
+        def read(cids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+            n = len(cids)
+            if n > _IN_BATCH:
+                raise ValueError(f"at most {_IN_BATCH} CIDs a read")
+            sql = queries.get(n)
+            if sql is None:
+                sql = queries[n] = (
+                    f"SELECT cid, data FROM blocks WHERE repo = ? AND cid IN ({','.join('?' * n)})"
+                )
+            return iter(db.execute(sql, (repo, *cids)))
+
+        return read
 
     def blocks_since(self, did: str, since: str | None) -> Iterator[tuple[CID, bytes]]:
         db = self._read()
