@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from store_support import FakeClock
 
 from atrepo.store.base import Store
 from atrepo.store.sqlite import SQLiteStore
 
 #: Every store test gives up after this long instead of hanging the suite.
 TEST_TIMEOUT_S = 60
-
-
-@dataclass
-class FakeClock:
-    """Milliseconds that only move when a test says so."""
-
-    ms: int = 1_700_000_000_000
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
 
 
 #: name -> factory(directory for the store's files, clock) of a fresh, empty store.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from atrepo.core.car import read_car, write_car
@@ -18,6 +19,23 @@ from atrepo.store.base import EventRow, Store
 POST = "app.bsky.feed.post"
 LIKE = "app.bsky.feed.like"
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+@dataclass
+class FakeClock:
+    """Milliseconds that only move when a test says so.
+
+    It lives here, not in conftest: test folders share one ``conftest`` module
+    name, so importing it by name from two folders in one run collides.
+    """
+
+    ms: int = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
 
 
 def new_did() -> str:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeClock
-from store_support import check_repo, create, new_account, new_did
+from store_support import FakeClock, check_repo, create, new_account, new_did
 
 from atrepo.core.errors import InvalidRequest
 from atrepo.store.base import RefreshToken, Store

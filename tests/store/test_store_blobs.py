@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FakeClock
-from store_support import POST, check_repo, commit, create, delete, new_account, post, update
+from store_support import POST, FakeClock, check_repo, commit, create, delete, new_account, post, update
 
 from atrepo.core.cid import CID
 from atrepo.core.errors import MissingBlock

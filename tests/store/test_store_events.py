@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeClock
-from store_support import commit, create, new_account
+from store_support import FakeClock, commit, create, new_account
 
 from atrepo.core.errors import LimitExceeded
 from atrepo.core.events import AccountEvent, CommitEvent, IdentityEvent, SyncEvent, decode_frame, encode_frame
