@@ -96,18 +96,14 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """A value that only goes up (requests served, bytes received)."""
-
-    kind = "counter"
+class _Values(_Metric):
+    """One number per label set: what counters and gauges share (storage, reads, rendering)."""
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
         self._values: dict[tuple[str, ...], float] = {}
 
-    def inc(self, amount: float = 1.0, labels: Sequence[str] = ()) -> None:
-        if amount < 0:
-            raise ValueError(f"counter {self.name} cannot go down")
+    def _add(self, amount: float, labels: Sequence[str]) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -123,14 +119,21 @@ class Counter(_Metric):
             yield f"{self.name}{_labels(self.labelnames, key)} {_number(value)}"
 
 
-class Gauge(_Metric):
+class Counter(_Values):
+    """A value that only goes up (requests served, bytes received)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, labels: Sequence[str] = ()) -> None:
+        if amount < 0:
+            raise ValueError(f"counter {self.name} cannot go down")
+        self._add(amount, labels)
+
+
+class Gauge(_Values):
     """A value that goes up and down (requests in flight, open subscriptions)."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
 
     def set(self, value: float, labels: Sequence[str] = ()) -> None:
         key = self._key(labels)
@@ -138,22 +141,10 @@ class Gauge(_Metric):
             self._values[key] = float(value)
 
     def inc(self, amount: float = 1.0, labels: Sequence[str] = ()) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._add(amount, labels)
 
     def dec(self, amount: float = 1.0, labels: Sequence[str] = ()) -> None:
-        self.inc(-amount, labels)
-
-    def value(self, labels: Sequence[str] = ()) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> Iterator[str]:
-        yield from self._header()
-        with self._lock:
-            items = sorted(self._values.items())
-        for key, value in items:
-            yield f"{self.name}{_labels(self.labelnames, key)} {_number(value)}"
+        self._add(-amount, labels)
 
 
 class Histogram(_Metric):
