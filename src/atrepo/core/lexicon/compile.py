@@ -446,6 +446,33 @@ def _type_string_ok(t: str) -> bool:
     return syntax.is_valid_nsid(nsid) and (not hash_ or name not in ("", "main")) and "#" not in name
 
 
+def _at_type(rule: str, reason: str) -> Bad:
+    bad = Bad(rule, reason)
+    bad.parts.append("$type")
+    return bad
+
+
+def _untyped_member() -> Bad:
+    """A union member whose ``$type`` is missing or not a string."""
+    return _at_type("$type", "a union member needs a $type")
+
+
+def _check_unlisted_member(t: str, closed: bool, listed: Sequence[str]) -> None:
+    """A union member whose ``$type`` the union doesn't list: refused when closed or malformed."""
+    if closed:
+        raise _at_type("closed-union", f"$type {_shown(t)} is not one of {_one_of(listed)}")
+    if not _type_string_ok(t):
+        raise _at_type("$type", f"$type {_shown(t)} is not an NSID or nsid#name (no #main)")
+
+
+def _check_item_count(n: int, min_n: int | None, max_n: int | None) -> None:
+    """An array's ``maxLength``/``minLength`` (counted in items)."""
+    if max_n is not None and n > max_n:
+        raise Bad("maxLength", f"array too long (maximum {max_n} items, got {n})")
+    if min_n is not None and n < min_n:
+        raise Bad("minLength", f"array too short (minimum {min_n} items, got {n})")
+
+
 def object_prelude(
     s: Object, name: str | None, required_type: bool, shown: str
 ) -> tuple[dict[str, Any], list[str]]:
@@ -561,11 +588,7 @@ class Compiler:
         def check(v: Any) -> None:
             if type(v) is not list:
                 raise _wrong_type("an array", v)
-            n = len(v)
-            if max_n is not None and n > max_n:
-                raise Bad("maxLength", f"array too long (maximum {max_n} items, got {n})")
-            if min_n is not None and n < min_n:
-                raise Bad("minLength", f"array too short (minimum {min_n} items, got {n})")
+            _check_item_count(len(v), min_n, max_n)
             i = 0
             try:
                 for i, x in enumerate(v):  # noqa: B007  (i names the failing item)
@@ -611,21 +634,12 @@ class Compiler:
                 raise _wrong_type("an object with $type (a union)", v)
             t = v.get("$type")
             if type(t) is not str:
-                bad = Bad("$type", "a union member needs a $type")
-                bad.parts.append("$type")
-                raise bad
+                raise _untyped_member()
             sub = table.get(t)
             if sub is not None:
                 sub(v)
                 return
-            if closed:
-                bad = Bad("closed-union", f"$type {_shown(t)} is not one of {_one_of(listed)}")
-                bad.parts.append("$type")
-                raise bad
-            if not _type_string_ok(t):
-                bad = Bad("$type", f"$type {_shown(t)} is not an NSID or nsid#name (no #main)")
-                bad.parts.append("$type")
-                raise bad
+            _check_unlisted_member(t, closed, listed)
 
         return check
 

@@ -28,10 +28,11 @@ from .compile import (
     Bad,
     Check,
     Compiler,
+    _check_item_count,
+    _check_unlisted_member,
     _guard,
-    _one_of,
     _shown,
-    _type_string_ok,
+    _untyped_member,
     _wrong_type,
     object_prelude,
     scalar_checker,
@@ -166,11 +167,7 @@ class JsonCompiler(Compiler):
         def conv(v: Any) -> Any:
             if type(v) is not list:
                 raise _wrong_type("an array", self._generic(v))
-            n = len(v)
-            if max_n is not None and n > max_n:
-                raise Bad("maxLength", f"array too long (maximum {max_n} items, got {n})")
-            if min_n is not None and n < min_n:
-                raise Bad("minLength", f"array too short (minimum {min_n} items, got {n})")
+            _check_item_count(len(v), min_n, max_n)
             out = None
             for i, x in enumerate(v):
                 try:
@@ -270,20 +267,11 @@ class JsonCompiler(Compiler):
             t = v.get("$type")
             if type(t) is not str:
                 self._generic(v)  # a data-model failure takes precedence, as in the two-step path
-                bad = Bad("$type", "a union member needs a $type")
-                bad.parts.append("$type")
-                raise bad
+                raise _untyped_member()
             sub = table.get(t)
             if sub is not None:
                 return sub(v)
-            if closed:
-                bad = Bad("closed-union", f"$type {_shown(t)} is not one of {_one_of(listed)}")
-                bad.parts.append("$type")
-                raise bad
-            if not _type_string_ok(t):
-                bad = Bad("$type", f"$type {_shown(t)} is not an NSID or nsid#name (no #main)")
-                bad.parts.append("$type")
-                raise bad
+            _check_unlisted_member(t, closed, listed)
             return self._generic(v)
 
         return conv
