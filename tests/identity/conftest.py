@@ -136,9 +136,18 @@ class DNSServer(asyncio.DatagramProtocol):
 async def dns_server() -> AsyncIterator[tuple[DNSServer, tuple[str, int]]]:
     loop = asyncio.get_running_loop()
     server = DNSServer()
-    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(server.tcp_client, "127.0.0.1", port)
+    # DNS needs UDP and TCP on one port number: the OS picks a free UDP port, and
+    # that number's TCP side may be taken (another test's connection), so retry.
+    for attempt in range(20):
+        transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(server.tcp_client, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
+            if attempt == 19:
+                raise
     try:
         yield server, ("127.0.0.1", port)
     finally:
