@@ -30,3 +30,10 @@ bench: $(BENCH_STAMP)
 .PHONY: bench-host
 bench-host: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.host_bench $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-fanout`: firehose fan-out to 100 subscribers in client processes
+# (bench/firehose_fanout.py; about 5 minutes; BENCH_ARGS="--quick" for a smoke run, "--refpds /tmp/refpds"
+# to replay from the reference PDS too).
+.PHONY: bench-fanout
+bench-fanout: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.firehose_fanout $(BENCH_ARGS)

@@ -29,7 +29,9 @@ for i in $(seq "$runs"); do
   PDS_BENCH_PORT=2683 "$ref/bench-ref.sh" "$tmp/ref-$i" "$out/ref-$i.json" --plc http://127.0.0.1:2682 "$@"
   rm -rf "$tmp/ref-$i"
   echo "run $i: atrepo serve" >&2
-  "$atrepo" serve --data "$tmp/ours-$i" --port 2783 --plc-port 2782 > "$tmp/ours-$i.log" 2>&1 &
+  # --no-rate-limits: refpds's run-pds.mjs starts the reference with PDS_RATE_LIMITS_ENABLED=false, so
+  # both sides run without limits (bench.mjs writes thousands of records from one account and address).
+  "$atrepo" serve --data "$tmp/ours-$i" --port 2783 --plc-port 2782 --no-rate-limits > "$tmp/ours-$i.log" 2>&1 &
   p=$!; pids+=("$p")
   wait_http "http://127.0.0.1:2783/xrpc/_health"
   "$node" "$ref/bench.mjs" --url http://127.0.0.1:2783 --pid "$p" --label "atrepo serve, data in /tmp" \

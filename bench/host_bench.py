@@ -336,6 +336,9 @@ class Server:
         port, plc_port = _free_port(), _free_port()
         exe = Path(sys.executable).parent / "atrepo"
         cmd = [str(exe), "serve", "--data", str(self.data), "--port", str(port), "--plc-port", str(plc_port)]
+        # Limits off: the build phase writes far more than the reference's 5000 write points an hour
+        # from one account, and the reference PDS we compare with runs with PDS_RATE_LIMITS_ENABLED=false.
+        cmd.append("--no-rate-limits")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"

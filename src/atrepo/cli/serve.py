@@ -41,6 +41,21 @@ def serve(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML configuration file")] = None,
     log_format: Annotated[str | None, typer.Option(help="log lines as text or json [text]")] = None,
+    appview_url: Annotated[
+        str | None, typer.Option(help="AppView to proxy app.* calls to (with --appview-did) [none]")
+    ] = None,
+    appview_did: Annotated[str | None, typer.Option(help="service DID of the AppView (did:web:...)")] = None,
+    proxy_allow_private: Annotated[
+        bool | None,
+        typer.Option("--proxy-allow-private", help="atproto-proxy may reach http:// and private hosts (dev)"),
+    ] = None,
+    rate_limits: Annotated[
+        bool | None, typer.Option("--rate-limits/--no-rate-limits", help="the reference's rate limits [on]")
+    ] = None,
+    trust_proxy: Annotated[
+        bool | None,
+        typer.Option("--trust-proxy", help="key rate limits by X-Forwarded-For (behind a reverse proxy)"),
+    ] = None,
 ) -> None:
     """Run the repository host until SIGTERM or SIGINT.
 
@@ -62,6 +77,11 @@ def serve(
         "user_domains": tuple(user_domain) if user_domain else None,
         "relays": tuple(relay) if relay else None,
         "log_format": log_format,
+        "appview_url": appview_url,
+        "appview_did": appview_did,
+        "proxy_allow_private": proxy_allow_private,
+        "rate_limits": rate_limits,
+        "trust_proxy": trust_proxy,
     }
     cfg = load_config(flags, config_file=config)
     configure_logging(cfg.log_format)

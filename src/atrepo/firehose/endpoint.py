@@ -63,7 +63,7 @@ def mount_subscribe_repos(
         raise ValueError(f"max_queue must be between 1 and the fan-out window ({fanout.window})")
     if page < 1:
         raise ValueError("page must be at least 1")
-    metrics = FirehoseMetrics.register(router.metrics)
+    metrics = FirehoseMetrics.register(router.metrics, fanout=fanout)
 
     async def subscribe_repos(ctx: SubscriptionContext) -> None:
         transport = ctx.request.transport
@@ -75,6 +75,7 @@ def mount_subscribe_repos(
             close_timeout=close_timeout,
             abort=transport.abort if transport is not None else None,
             metrics=metrics,
+            request=ctx.request,
         )
         await outbox.run(ctx.params.get("cursor"))
 

@@ -9,7 +9,8 @@ every waiting outbox at once (model: indigo ``stream/eventmgr``).
 
 The window is what makes a thousand subscribers cost one query: each
 :class:`~atrepo.store.base.EventRow` holds the frame encoded once at append,
-and every live outbox sends those same bytes objects. Outboxes do not own
+and the window keeps beside it the whole WebSocket frame (header and payload,
+built once here, see ``wire.py``) that every live outbox writes as it is. Outboxes do not own
 queues; each one is a position (``last``, the seq it sent last) in the shared
 window. A subscriber's "queue" is the part of the window after its position,
 so its length is measured, not stored: when new events arrive the pump checks
@@ -24,6 +25,15 @@ with no gap; a position below ``base`` (a backfilling subscriber) is served
 from the store. Trimming keeps at least ``window`` events, and ``max_queue``
 may not exceed ``window``, so a live subscriber that has not been cut never
 falls off the window.
+
+**Backfill pages.** Subscribers below ``base`` read the store a page at a
+time; subscribers that ask for the same page (same ``after`` and size, as
+replays from the same cursor do) share one read and one set of wire frames
+(:meth:`Fanout.backfill`). Only full pages are kept for later askers: a full
+page of "the first ``page`` events after ``after``" cannot change as the log
+grows, while a short one (it reached the head then) would hide later events.
+Kept pages are dropped once every subscriber is live (checked as events
+arrive and as subscribers leave).
 """
 
 from __future__ import annotations
@@ -31,13 +41,17 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
-from typing import Final, Generic, Protocol, TypeVar
+from collections import OrderedDict
+from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from atrepo.store.base import EventLog, EventRow
 from atrepo.store.worker import StoreWorker
 
-__all__ = ["DEFAULT_PAGE", "DEFAULT_WINDOW", "Fanout", "Subscriber"]
+from .wire import binary_frame
+
+__all__ = ["DEFAULT_PAGE", "DEFAULT_SHARED_PAGES", "DEFAULT_WINDOW", "Fanout", "Frames", "Subscriber"]
 
 log = logging.getLogger("atrepo.firehose")
 
@@ -45,10 +59,29 @@ log = logging.getLogger("atrepo.firehose")
 DEFAULT_WINDOW: Final = 4096
 #: Events read from the store in one query (by the pump and by backfilling outboxes).
 DEFAULT_PAGE: Final = 500
+#: Full backfill pages kept for subscribers that ask for the same one (a page is ``page`` events).
+DEFAULT_SHARED_PAGES: Final = 16
 #: Pause after the store failed a read, before the pump tries again.
 _RETRY_S: Final = 0.5
 
 S = TypeVar("S", bound=EventLog)
+
+
+class Frames(NamedTuple):
+    """Consecutive events with their wire frames, shared by every subscriber that sends them.
+
+    ``ends[i]`` is where ``wires[i]`` ends in a running count of bytes, so a
+    sender finds how many frames fit in a write with one bisection.
+    """
+
+    rows: list[EventRow]
+    wires: list[bytes]
+    ends: list[int]
+
+
+def _frames(rows: list[EventRow], origin: int = 0) -> Frames:
+    wires = [binary_frame(row.frame) for row in rows]
+    return Frames(rows, wires, list(itertools.accumulate(map(len, wires), initial=origin))[1:])
 
 
 class Subscriber(Protocol):
@@ -66,6 +99,11 @@ class Subscriber(Protocol):
 
     @property
     def max_queue(self) -> int: ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written to its connection that the socket has not taken yet."""
+        ...
 
     def too_slow(self) -> None:
         """Send ``ConsumerTooSlow`` and close (returns at once; the outbox does the closing)."""
@@ -107,6 +145,9 @@ class Fanout(Generic[S]):
         self.page = page
         self._rows: list[EventRow] = []
         self._seqs: list[int] = []
+        # The wire frame of each row (binary_frame(row.frame)): built once, written to every subscriber.
+        self._wires: list[bytes] = []
+        self._ends: list[int] = []
         # The window holds every stored event with base < seq <= tail.
         self._base = 0
         self._tail = 0
@@ -118,6 +159,9 @@ class Fanout(Generic[S]):
         self._subscribers: set[Subscriber] = set()
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
+        # Backfill reads, shared by (after, limit): in flight, or done and full.
+        self._pages: OrderedDict[tuple[int, int], asyncio.Task[Frames]] = OrderedDict()
+        self.shared_pages = DEFAULT_SHARED_PAGES
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -145,6 +189,9 @@ class Fanout(Generic[S]):
             sub.stop(1012, "service restart")
         if subscribers:
             await asyncio.gather(*(sub.finished() for sub in subscribers), return_exceptions=True)
+        for page in self._pages.values():
+            page.cancel()
+        self._pages.clear()
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,6 +226,11 @@ class Fanout(Generic[S]):
         return self._base
 
     @property
+    def window_size(self) -> int:
+        """Events held in memory now (between ``window`` and twice that once the log is long enough)."""
+        return len(self._rows)
+
+    @property
     def subscribers(self) -> tuple[Subscriber, ...]:
         """The outboxes being served (for tests and diagnostics)."""
         return tuple(self._subscribers)
@@ -192,6 +244,18 @@ class Fanout(Generic[S]):
 
     def discard(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
+        self._drop_pages_if_idle()
+
+    @property
+    def shared_pages_held(self) -> int:
+        """Backfill pages held for sharing (in flight or kept)."""
+        return len(self._pages)
+
+    def _drop_pages_if_idle(self) -> None:
+        """Shared pages only serve backfills: once none is running, let their memory go."""
+        if self._pages and all(sub.live for sub in self._subscribers):
+            for key in [key for key, task in self._pages.items() if task.done()]:
+                del self._pages[key]
 
     def rows_after(self, after: int, limit: int) -> list[EventRow] | None:
         """Up to ``limit`` events with seq > ``after`` from memory; None when the window starts later."""
@@ -200,11 +264,48 @@ class Fanout(Generic[S]):
         start = bisect.bisect_right(self._seqs, after)
         return self._rows[start : start + limit]
 
+    def frames_after(self, after: int, limit: int) -> Frames | None:
+        """As :meth:`rows_after`, with each row's WebSocket frame (shared by every subscriber)."""
+        if after < self._base:
+            return None
+        start = bisect.bisect_right(self._seqs, after)
+        end = start + limit
+        return Frames(self._rows[start:end], self._wires[start:end], self._ends[start:end])
+
     def lag(self, after: int) -> int | None:
         """How many known events follow ``after`` (None: more than the window holds)."""
         if after < self._base:
             return None
         return len(self._seqs) - bisect.bisect_right(self._seqs, after)
+
+    async def backfill(self, after: int, limit: int) -> Frames:
+        """Up to ``limit`` stored events after ``after``, with their wire frames: one read per page.
+
+        Concurrent and later callers asking for the same full page get the same
+        rows and frame bytes, so a replay to many subscribers reads and frames
+        each event once. A caller that is cancelled does not cancel the read.
+        """
+        key = (after, limit)
+        task = self._pages.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read_page(key))
+            self._pages[key] = task
+            while len(self._pages) > self.shared_pages:
+                self._pages.popitem(last=False)
+        else:
+            self._pages.move_to_end(key)
+        return await asyncio.shield(task)
+
+    async def _read_page(self, key: tuple[int, int]) -> Frames:
+        after, limit = key
+        try:
+            rows = await self.worker.read(_read_events, after, limit)
+        except BaseException:
+            self._pages.pop(key, None)
+            raise
+        if len(rows) < limit:  # reached the head: later callers must read again
+            self._pages.pop(key, None)
+        return _frames(rows)
 
     async def wait_past(self, seq: int) -> None:
         """Return once the window knows an event after ``seq``, or the fan-out closes."""
@@ -234,6 +335,9 @@ class Fanout(Generic[S]):
                     self._check_lag()
                     self._rows.extend(rows)
                     self._seqs.extend(row.seq for row in rows)
+                    frames = _frames(rows, self._ends[-1] if self._ends else 0)
+                    self._wires.extend(frames.wires)
+                    self._ends.extend(frames.ends)
                     self._tail = rows[-1].seq
                     self._target = max(self._target, self._tail)
                     self._trim()
@@ -251,6 +355,7 @@ class Fanout(Generic[S]):
             lag = self.lag(sub.last)
             if lag is None or lag > sub.max_queue:
                 sub.too_slow()
+        self._drop_pages_if_idle()
 
     def _trim(self) -> None:
         """Keep the newest ``window`` events once twice as many have gathered (amortised O(1))."""
@@ -260,6 +365,8 @@ class Fanout(Generic[S]):
         self._base = self._seqs[cut - 1]
         del self._rows[:cut]
         del self._seqs[:cut]
+        del self._wires[:cut]
+        del self._ends[:cut]
 
     def _broadcast(self) -> None:
         moved, self._moved = self._moved, asyncio.Event()

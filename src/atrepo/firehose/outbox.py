@@ -22,6 +22,12 @@ window, and is sent once when ``last`` reaches it. The cutover is not a step
 at all; "live" just means the last answer was empty and the outbox waited for
 the fan-out to move.
 
+Sending: the events after ``last`` go to the socket as their shared
+WebSocket frames (built once per event, see ``wire.py``), a batch of up to
+:data:`BATCH_BYTES` in one write, and ``last`` moves to the batch's last seq.
+The sender then waits for the socket only when the transport holds more than
+``wire.HIGH_WATER`` bytes, instead of a coroutine and a drain check per frame.
+
 Slow consumers: sends await the socket's flow control, so a consumer that
 does not read stops its own outbox, and its position falls behind. Once it
 has been live, the fan-out measures that distance whenever events arrive and
@@ -33,9 +39,10 @@ so it is never cut.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -47,8 +54,9 @@ from atrepo.store.base import EventLog, EventRow
 from atrepo.xrpc.metrics import Counter, Gauge, Metrics
 
 from .fanout import DEFAULT_PAGE, Fanout
+from .wire import HIGH_WATER, buffered, drain, frame_size, write_frames
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE", "FirehoseMetrics", "Outbox"]
+__all__ = ["BATCH_BYTES", "DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_QUEUE", "FirehoseMetrics", "Outbox"]
 
 log = logging.getLogger("atrepo.firehose")
 
@@ -57,20 +65,114 @@ DEFAULT_MAX_QUEUE: Final = 500
 #: How long closing (error frame, close frame, the client's reply) may take before the
 #: connection is aborted: a consumer that does not read would otherwise hold it forever.
 DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+#: At most this many bytes of frames in one write (a single larger frame goes alone): one system
+#: call per batch, while a subscriber's transport never holds much more than one batch.
+BATCH_BYTES: Final = 256 * 1024
+
+#: Private switch, for ``bench/firehose_fanout.py`` only: False sends the previous way, one
+#: ``WebSocketResponse.send_bytes`` per frame per subscriber, so the two can be measured side by side.
+_DIRECT_WRITES = True
 
 S = TypeVar("S", bound=EventLog)
 
 
+class _SampledGauge(Gauge):
+    """A gauge whose values are taken from ``sample`` when it is rendered, i.e. at scrape time.
+
+    Queue depths change with every frame sent; keeping a gauge up to date on
+    that path would cost more than the send. Sampling them when ``/metrics`` is
+    read costs one pass over the subscribers per scrape instead.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labelnames: tuple[str, ...],
+        sample: Callable[[], dict[tuple[str, ...], float]],
+    ) -> None:
+        super().__init__(name, help, labelnames)
+        self._sample = sample
+
+    def render(self) -> Iterator[str]:
+        values = self._sample()
+        with self._lock:
+            self._values = dict(values)
+        yield from super().render()
+
+
+_STATES: Final = ("backfill", "live")
+
+
+def _queue_stats(fanout: Fanout[S]) -> dict[str, dict[tuple[str, ...], float]]:
+    """One pass over the subscribers: counts, depths (seqs behind the fan-out's tail), buffered bytes."""
+    count = dict.fromkeys(_STATES, 0)
+    depth_max = dict.fromkeys(_STATES, 0)
+    depth_sum = dict.fromkeys(_STATES, 0)
+    buf_max = buf_sum = 0
+    tail = fanout.tail
+    for sub in fanout.subscribers:
+        state = "live" if sub.live else "backfill"
+        depth = max(0, tail - sub.last)
+        count[state] += 1
+        depth_sum[state] += depth
+        depth_max[state] = max(depth_max[state], depth)
+        size = sub.buffered
+        buf_sum += size
+        buf_max = max(buf_max, size)
+    return {
+        "subscribers": {(k,): float(v) for k, v in count.items()},
+        "depth_max": {(k,): float(v) for k, v in depth_max.items()},
+        "depth_sum": {(k,): float(v) for k, v in depth_sum.items()},
+        "buffer_max": {(): float(buf_max)},
+        "buffer_sum": {(): float(buf_sum)},
+        "window": {(): float(fanout.window_size)},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class FirehoseMetrics:
-    """The firehose's metrics, registered once per registry (``/metrics``)."""
+    """The firehose's metrics, registered once per registry (``/metrics``).
+
+    Counters and the connection gauge are updated as things happen; with a
+    ``fanout``, :meth:`register` also adds gauges sampled at scrape time:
+    subscribers by state, queue depth (seqs behind the fan-out's tail: for a
+    live subscriber its queue, bounded by ``max_queue``; for a backfill how far
+    it has to go) as max and sum per state, the bytes waiting in the
+    subscribers' transports (max and sum), and the events in the shared window.
+    """
 
     subscribers: Gauge
     frames: Counter
     slow: Counter
+    bytes: Counter | None = None
+    sampled: tuple[Gauge, ...] = ()
 
     @classmethod
-    def register(cls, metrics: Metrics, prefix: str = "atrepo_firehose") -> FirehoseMetrics:
+    def register(
+        cls, metrics: Metrics, prefix: str = "atrepo_firehose", fanout: Fanout[S] | None = None
+    ) -> FirehoseMetrics:
+        sampled: list[Gauge] = []
+        if fanout is not None:
+            sample_fanout = fanout
+
+            def sampler(key: str) -> Callable[[], dict[tuple[str, ...], float]]:
+                # A pass over the subscribers per gauge and scrape: cheap next to rendering.
+                return lambda: _queue_stats(sample_fanout)[key]
+
+            state = ("state",)
+            specs = [
+                ("subscribers", "_subscribers_by_state", "Subscribers by state (backfill or live)", state),
+                ("depth_max", "_queue_depth_max", "Largest queue depth by state, in events (seqs)", state),
+                ("depth_sum", "_queue_depth_sum", "Sum of queue depths by state, in events (seqs)", state),
+                ("buffer_max", "_write_buffer_bytes_max", "Largest subscriber transport buffer (bytes)", ()),
+                ("buffer_sum", "_write_buffer_bytes_sum", "Bytes in all subscriber transport buffers", ()),
+                ("window", "_window_events", "Events in the shared window of recent frames", ()),
+            ]
+            for key, suffix, text, labels in specs:
+                gauge = _SampledGauge(f"{prefix}{suffix}", text, labels, sampler(key))
+                metrics._add(gauge)  # the registry has no public way to add a metric it did not build
+                sampled.append(gauge)
         return cls(
             subscribers=metrics.gauge(f"{prefix}_subscribers", "Open subscribeRepos connections"),
             frames=metrics.counter(
@@ -79,6 +181,11 @@ class FirehoseMetrics:
             slow=metrics.counter(
                 f"{prefix}_slow_consumers_total", "Subscribers cut with ConsumerTooSlow for falling behind"
             ),
+            bytes=metrics.counter(
+                f"{prefix}_bytes_sent_total",
+                "Bytes of WebSocket frames sent (headers included)",
+            ),
+            sampled=tuple(sampled),
         )
 
 
@@ -105,7 +212,9 @@ class Outbox(Generic[S]):
     """Serves one WebSocket: call :meth:`run` with the ``cursor`` parameter; it returns once closed.
 
     ``abort`` cuts the connection when closing politely takes longer than
-    ``close_timeout`` (``request.transport.abort``).
+    ``close_timeout`` (``request.transport.abort``). ``request`` (the
+    upgraded request) lets frames go straight to its transport (``wire.py``);
+    without it every frame goes through ``ws.send_bytes``.
     """
 
     def __init__(
@@ -118,6 +227,7 @@ class Outbox(Generic[S]):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         abort: Callable[[], None] | None = None,
         metrics: FirehoseMetrics | None = None,
+        request: web.BaseRequest | None = None,
     ) -> None:
         if max_queue < 1 or page < 1:
             raise ValueError("max_queue and page must be at least 1")
@@ -130,6 +240,7 @@ class Outbox(Generic[S]):
         self._close_timeout = close_timeout
         self._abort = abort
         self._metrics = metrics
+        self._request = request
         self._last = 0
         self._live = False
         self._stop: _Stop | None = None
@@ -151,6 +262,10 @@ class Outbox(Generic[S]):
     @property
     def max_queue(self) -> int:
         return self._max_queue
+
+    @property
+    def buffered(self) -> int:
+        return buffered(self._request) if self._request is not None else 0
 
     def too_slow(self) -> None:
         if self._stop is None and self._metrics is not None:
@@ -258,6 +373,11 @@ class Outbox(Generic[S]):
             self._sending = False
             if frames is not None:
                 frames.inc()
+            if self._metrics is not None and self._metrics.bytes is not None:
+                self._metrics.bytes.inc(frame_size(len(info)))
+        if _DIRECT_WRITES and self._request is not None:
+            await self._send_direct(self._request)
+            return
         while self._stop is None:
             rows = fanout.rows_after(self._last, self._page)
             if rows is None:  # the window starts after last: backfill from the store
@@ -273,7 +393,7 @@ class Outbox(Generic[S]):
                 if fanout.closed:
                     return
                 continue
-            sent = 0
+            sent = size = 0
             try:
                 for row in rows:
                     self._sending = True
@@ -281,11 +401,55 @@ class Outbox(Generic[S]):
                     self._sending = False
                     self._last = row.seq
                     sent += 1
+                    size += frame_size(len(row.frame))
                     if self._stop is not None:
                         return
             finally:
                 if frames is not None:
                     frames.inc(sent)
+                if self._metrics is not None and self._metrics.bytes is not None:
+                    self._metrics.bytes.inc(size)
+
+    async def _send_direct(self, request: web.BaseRequest) -> None:
+        """The same loop, writing shared wire frames in batches (``wire.py``)."""
+        ws = self._ws
+        fanout = self._fanout
+        metrics = self._metrics
+        while self._stop is None:
+            got = fanout.frames_after(self._last, self._page)
+            if got is None:  # the window starts after last: backfill from the store
+                rows, wires, ends = await fanout.backfill(self._last, self._page)
+                if not rows:
+                    # Nothing stored between last and the window: those events are gone
+                    # (an account deletion); the window carries on from its base.
+                    self._last = max(self._last, fanout.base)
+                    continue
+            else:
+                rows, wires, ends = got
+                if not rows:
+                    self._live = True
+                    await fanout.wait_past(self._last)
+                    if fanout.closed:
+                        return
+                    continue
+            start = 0
+            while start < len(rows):
+                # Frames from start that fit in BATCH_BYTES (at least one).
+                origin = ends[start] - len(wires[start])
+                end = max(start + 1, bisect.bisect_right(ends, origin + BATCH_BYTES))
+                written = write_frames(ws, request, wires[start:end] if start or end < len(wires) else wires)
+                self._last = rows[end - 1].seq
+                if metrics is not None:
+                    metrics.frames.inc(end - start)
+                    if metrics.bytes is not None:
+                        metrics.bytes.inc(written)
+                start = end
+                if buffered(request) > HIGH_WATER:
+                    self._sending = True
+                    await drain(request)
+                    self._sending = False
+                if self._stop is not None:
+                    return
 
     async def _read_inbound(self) -> None:
         """Streams are server-to-client; reading answers pings and notices the client's close."""

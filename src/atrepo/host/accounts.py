@@ -272,6 +272,8 @@ def register(router: XrpcRouter, host: HostContext) -> None:
 
     @router.procedure("com.atproto.server.createAccount")
     async def create_account(ctx: XrpcContext) -> dict[str, Any]:
+        limits = host.rate_limits
+        limits.charge(ctx.request, "com.atproto.server.createAccount", limits.client_ip(ctx.request))
         body = ctx.input
         if body.get("plcOp") is not None:
             raise InvalidRequest("Unsupported input: plcOp")
@@ -341,6 +343,11 @@ def register(router: XrpcRouter, host: HostContext) -> None:
     async def create_session(ctx: XrpcContext) -> dict[str, Any]:
         identifier: str = ctx.input["identifier"]
         password: str = ctx.input["password"]
+        # Keyed by identifier and address (as the reference), the identifier without regard to
+        # case, as login matches it: "Alice.test" must not buy another 30 guesses.
+        limits = host.rate_limits
+        key = f"{identifier.strip().lower()}-{limits.client_ip(ctx.request)}"
+        limits.charge(ctx.request, "com.atproto.server.createSession", key)
         account = await host.worker.read(_find_login, identifier)
         ok = False
         if len(password) <= MAX_LOGIN_PASSWORD:

@@ -40,10 +40,12 @@ from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from atrepo.xrpc.ratelimit import HttpRateLimits
 
-from . import accounts, app_bsky, identity_api, repo_api, sync_api
+from . import accounts, app_bsky, identity_api, proxy, repo_api, service_auth, sync_api
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
+from .status import add_host_status_routes
 
 __all__ = ["HostContext", "Pruned", "RunningHost", "configure_logging", "start_host"]
 
@@ -190,6 +192,8 @@ class HostContext:
     plc_url: str
     crawlers: CrawlNotifier
     fanout: Fanout[SQLiteStore]
+    #: Rate limits (disabled by ``rate_limits = false``): handlers charge theirs with ``charge``.
+    rate_limits: HttpRateLimits
     notify_event: list[NotifyHook] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -346,21 +350,20 @@ class RunningHost:
 
 
 def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
-    """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``."""
+    """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``, the status page."""
     accounts.register(router, host)
     identity_api.register(router, host)
     repo_api.register(router, host)
     sync_api.register(router, host)
     app_bsky.register(router, host)
+    service_auth.register(router, host)
+    service_proxy = proxy.register(router, host)
     mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
+    proxy.attach(app, service_proxy)
     router.setup(app)
+    host.rate_limits.install(app)  # after the router's CORS middleware: preflights are not counted
     app.router.add_get("/metrics", _metrics_handler(host, router.metrics), allow_head=True)
-
-    async def root(request: web.Request) -> web.Response:
-        return web.Response(
-            text="This is an AT Protocol repository host (atrepo). Routes are under /xrpc/.\n"
-        )
 
     async def atproto_did(request: web.Request) -> web.Response:
         """``/.well-known/atproto-did`` for a local handle named by the ``Host`` header (accounts.md §1)."""
@@ -370,7 +373,7 @@ def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
             return web.Response(status=404, text="User not found\n")
         return web.Response(text=account.did, content_type="text/plain")
 
-    app.router.add_get("/", root)
+    add_host_status_routes(app, host)  # "/" (status page or short text), /status.json, assets
     app.router.add_get("/.well-known/atproto-did", atproto_did)
     return app
 
@@ -409,7 +412,7 @@ async def start_host(
     """Start the host (and, without a configured PLC URL, its own directory) and return it running.
 
     ``clock_ms`` replaces the wall clock of session tokens (tests of expiry
-    and rotation grace); ``validate_output`` checks every reply against its
+    and rotation grace, and of rate-limit windows); ``validate_output`` checks every reply against its
     lexicon (tests, development).
     """
     secrets_ = load_secrets(config)
@@ -454,6 +457,12 @@ async def start_host(
             plc_url=plc_url,
             crawlers=CrawlNotifier(config.relays, urlsplit(public_url).netloc, http),
             fanout=Fanout(worker),
+            rate_limits=HttpRateLimits(
+                router.metrics,
+                config.rate_rules() if config.rate_limits else None,
+                trust_proxy=config.trust_proxy,
+                clock_ms=clock_ms,
+            ),
         )
         host.start_counting(await worker.read(SQLiteStore.head_seq))
         host.notify_event.append(host.crawlers.poke)

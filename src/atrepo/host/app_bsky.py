@@ -3,8 +3,9 @@
 Clients expect them from their PDS even though they belong to the Bluesky
 application: the MarshalX SDK's ``login()`` calls ``app.bsky.actor.getProfile``
 right after ``createSession``, and ``goat`` and account-migration tools call
-``getPreferences``/``putPreferences``. Without an AppView (proxying with
-``atproto-proxy`` and service auth is not implemented yet) the host answers:
+``getPreferences``/``putPreferences``. With an AppView configured,
+``getProfile`` and every other ``app.*`` method go to it (:mod:`atrepo.host.proxy`)
+and only preferences stay here. Without one the host answers:
 
 * ``getProfile``: a ``profileViewDetailed`` built from the account's own
   ``app.bsky.actor.profile/self`` record (counts, viewer state and other
@@ -47,8 +48,8 @@ PREFERENCE_NAMESPACE: Final = "app.bsky"
 #: What an ``app.*`` method with no local answer replies (501 ``MethodNotImplemented``).
 UNSERVED_MESSAGE: Final = (
     "Method Not Implemented: this host serves app.bsky.actor.getProfile, getPreferences and "
-    "putPreferences itself; other app.* methods need an AppView, and proxying to one is not "
-    "configured (atrepo does not support atproto-proxy yet)"
+    "putPreferences itself; other app.* methods need an AppView, and none is configured "
+    "(set appview_url and appview_did, or name a service with atproto-proxy)"
 )
 
 
@@ -142,7 +143,6 @@ def register(router: XrpcRouter, host: HostContext) -> None:
     """Declare ``getProfile``, ``getPreferences``, ``putPreferences`` and the 501 of other ``app.*``."""
     router.explain_unserved("app", UNSERVED_MESSAGE)
 
-    @router.query("app.bsky.actor.getProfile")
     async def get_profile(ctx: XrpcContext) -> dict[str, Any]:
         account, record, uri, cid = await host.worker.read(_profile, ctx.params["actor"])
         refusal = _profile_error(account)
@@ -150,6 +150,9 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             raise refusal
         assert account is not None
         return profile_view(host, account, record, uri, cid)
+
+    if host.config.appview_url is None:  # with an AppView, profiles come from it (proxied)
+        router.add("app.bsky.actor.getProfile", get_profile)
 
     @router.query("app.bsky.actor.getPreferences", auth=host.tokens.verify_access)
     async def get_preferences(ctx: XrpcContext) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 from atrepo.core.errors import InputFileError
 from atrepo.core.keys import PrivateKey
+from atrepo.core.syntax import is_valid_did
+from atrepo.xrpc.ratelimit import RateRules, parse_limits
 
 __all__ = [
     "DEFAULT_HOST",
@@ -54,6 +56,11 @@ _SECRET_FIELDS: Final = frozenset({"admin_password", "jwt_secret"})
 _LIST_FIELDS: Final = frozenset({"user_domains", "relays"})
 _INT_FIELDS: Final = frozenset({"port", "plc_port"})
 _FLOAT_FIELDS: Final = frozenset({"event_retention_hours"})
+_BOOL_FIELDS: Final = frozenset({"rate_limits", "trust_proxy", "proxy_allow_private"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+#: Rule name of the write points every repository write charges to its account (create 3, update 2, delete 1).
+REPO_WRITE_RULE: Final = "repo-write"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,24 @@ class HostConfig:
     relays: tuple[str, ...] = ()
     event_retention_hours: float = 72.0
     log_format: LogFormat = "text"
+    #: Rate limits on (the reference PDS's figures; docs/host.md "Rate limits"). Each limit below is
+    #: ``POINTS/WINDOW[,POINTS/WINDOW]`` (``3000/5m``, ``300/1d``), or ``none``.
+    rate_limits: bool = True
+    #: Key per-client limits by the last ``X-Forwarded-For`` entry (set behind a reverse proxy only).
+    trust_proxy: bool = False
+    rate_limit_global: str = "3000/5m"
+    rate_limit_create_session: str = "30/5m,300/1d"
+    rate_limit_create_account: str = "100/5m"
+    rate_limit_repo_writes: str = "5000/1h,35000/1d"
+    rate_limit_upload_blob: str = "1000/1d"
+    rate_limit_get_repo: str = "6000/5m"
+    #: The AppView ``app.*`` calls are proxied to (URL and service DID, both or neither);
+    #: without one the host answers a few ``app.bsky`` methods itself (docs/host.md).
+    appview_url: str | None = None
+    appview_did: str | None = None
+    #: Let ``atproto-proxy`` reach services over plain http or on loopback/private addresses
+    #: (development; the reference's ``PDS_DISABLE_SSRF_PROTECTION``).
+    proxy_allow_private: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.plc_port <= 65535:
@@ -92,6 +117,39 @@ class HostConfig:
             raise ValueError(f"log format must be text or json, not {self.log_format!r}")
         if self.event_retention_hours <= 0:
             raise ValueError("event retention must be positive")
+        if (self.appview_url is None) != (self.appview_did is None):
+            raise ValueError("an AppView needs both its URL and its DID (appview_url, appview_did)")
+        if self.appview_url is not None:
+            parts = urlsplit(self.appview_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"AppView URL must be http(s)://host[:port]: {self.appview_url!r}")
+        if self.appview_did is not None and not is_valid_did(self.appview_did):
+            raise ValueError(f"AppView DID is not a DID: {self.appview_did!r}")
+        self.rate_rules()  # a bad limit stops the host at start
+
+    def rate_rules(self) -> RateRules:
+        """The limits the settings name: global per IP, per-IP methods, and those keyed by handlers.
+
+        Keyed rules are named by the method's NSID (``createSession`` is keyed
+        by identifier and IP, ``createAccount`` and ``uploadBlob`` by IP) and
+        ``REPO_WRITE_RULE`` (points per DID). ``getRepo`` has its own per-IP
+        limit and skips the global one, as in the reference.
+        """
+        return RateRules(
+            global_ip=parse_limits("global-ip", self.rate_limit_global),
+            per_ip={"com.atproto.sync.getRepo": parse_limits("getRepo", self.rate_limit_get_repo)},
+            keyed={
+                "com.atproto.server.createSession": parse_limits(
+                    "createSession", self.rate_limit_create_session
+                ),
+                "com.atproto.server.createAccount": parse_limits(
+                    "createAccount", self.rate_limit_create_account
+                ),
+                "com.atproto.repo.uploadBlob": parse_limits("uploadBlob", self.rate_limit_upload_blob),
+                REPO_WRITE_RULE: parse_limits("repo-write", self.rate_limit_repo_writes),
+            },
+            global_exempt=frozenset({"com.atproto.sync.getRepo", "com.atproto.sync.subscribeRepos"}),
+        )
 
     def resolved_public_url(self, bound_port: int | None = None) -> str:
         """The public URL, defaulting to where we listen (``bound_port``: the port actually bound)."""
@@ -140,6 +198,12 @@ def _convert(name: str, value: Any, source: str) -> Any:
             return int(value)
         if name in _FLOAT_FIELDS:
             return float(value)
+        if name in _BOOL_FIELDS:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            raise TypeError("expected true or false")
         if name == "data_dir":
             return Path(value)
         if not isinstance(value, str):

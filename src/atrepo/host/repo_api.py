@@ -67,6 +67,7 @@ from atrepo.store.base import BlobRow
 from atrepo.xrpc import RawBody, XrpcContext, XrpcRouter
 
 from .auth import AccessCredentials
+from .config import REPO_WRITE_RULE
 from .writes import (
     UNCHECKED,
     CreateOp,
@@ -82,7 +83,7 @@ from .writes import (
 if TYPE_CHECKING:
     from .app import HostContext
 
-__all__ = ["BLOB_UPLOAD_LIMIT", "WRITE_JSON_LIMIT", "register", "sniff_mime"]
+__all__ = ["BLOB_UPLOAD_LIMIT", "WRITE_JSON_LIMIT", "WRITE_POINTS", "register", "sniff_mime", "write_points"]
 
 log = logging.getLogger("atrepo.host.repo_api")
 
@@ -323,6 +324,30 @@ class _Pull:
 # --- handlers -------------------------------------------------------------------------------------
 
 
+#: Rate-limit points of each kind of write (the reference's: a create costs most, a delete least).
+WRITE_POINTS: Final = {"create": 3, "update": 2, "delete": 1}
+
+
+def write_points(ctx: XrpcContext) -> int:
+    """The points a write call costs: by method, or for ``applyWrites`` the sum over its writes.
+
+    Counted from the body as sent, before the writes are parsed (as the
+    reference): an ``applyWrites`` refused as invalid has still been charged.
+    """
+    nsid = ctx.nsid
+    if nsid == "com.atproto.repo.createRecord":
+        return WRITE_POINTS["create"]
+    if nsid == "com.atproto.repo.putRecord":
+        return WRITE_POINTS["update"]
+    if nsid == "com.atproto.repo.deleteRecord":
+        return WRITE_POINTS["delete"]
+    total = 0
+    for op in ctx.input.get("writes") or ():
+        kind = op.get("$type", "") if isinstance(op, dict) else ""
+        total += WRITE_POINTS.get(kind.rsplit("#", 1)[-1], 1) if isinstance(kind, str) else 1
+    return total
+
+
 def _write_reply(outcome: WriteOutcome) -> dict[str, Any]:
     """``createRecord``/``putRecord`` output: ``uri``, ``cid``, ``commit`` (if one was made), status."""
     out = outcome.results[0].to_json()
@@ -340,6 +365,8 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         ctx: XrpcContext, ops: list[WriteOp], *, validate: bool | None, swap_commit: CID | None
     ) -> WriteOutcome:
         creds: AccessCredentials = ctx.auth
+        # Write points per account, refused before anything is prepared or committed.
+        host.rate_limits.charge(ctx.request, REPO_WRITE_RULE, creds.did, write_points(ctx))
         repo: str = ctx.input["repo"]
         # Clients mostly name their own DID: then the account is read on the writer thread,
         # with the commit, instead of costing a reader-thread round trip first.
@@ -436,6 +463,8 @@ def register(router: XrpcRouter, host: HostContext) -> None:
     @router.procedure("com.atproto.repo.uploadBlob", auth=verify, raw_limit=BLOB_UPLOAD_LIMIT)
     async def upload_blob(ctx: XrpcContext) -> dict[str, Any]:
         creds: AccessCredentials = ctx.auth
+        limits = host.rate_limits
+        limits.charge(ctx.request, "com.atproto.repo.uploadBlob", limits.client_ip(ctx.request))
         account = await host.worker.read(SQLiteStore.get_account, creds.did)
         if account is None or account.status == "deleted":
             raise XrpcError("AccountNotFound", "Account not found", 403)

@@ -301,6 +301,13 @@ class AccountReader(Protocol):
         """Accounts by (created_ms, did), those after ``after`` (``sync.listRepos`` order)."""
         ...
 
+    def count_accounts(self) -> dict[str, int]:
+        """How many accounts hold each status, statuses with none left out (status pages).
+
+        One aggregate query instead of paging every row through ``list_accounts``.
+        """
+        ...
+
 
 class TokenStore(Protocol):
     """Refresh tokens and their rotation chain (accounts.md §3)."""

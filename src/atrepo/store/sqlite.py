@@ -538,6 +538,10 @@ class SQLiteStore:
         )
         return [_account(row) for row in rows]
 
+    def count_accounts(self) -> dict[str, int]:
+        rows = self._read().execute("SELECT status, COUNT(*) FROM accounts GROUP BY status").fetchall()
+        return {str(status): int(count) for status, count in rows}
+
     # --- refresh tokens ---------------------------------------------------------------
 
     _TOKEN_SELECT = (

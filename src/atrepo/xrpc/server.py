@@ -25,6 +25,12 @@ Replies: a handler returns a data-model value (a ``dict``; sent as JSON with
 an async stream with a content type), or, as an escape hatch (redirects), an
 aiohttp response. With ``validate_output=True`` (tests, development) replies
 are checked against the lexicon and a bad one is a 500.
+
+Delegation: a service that hands some calls to another one (a PDS proxying
+to an AppView) registers one :data:`Delegate` with :meth:`XrpcRouter.delegate`;
+it is offered each query and procedure call before local routing and either
+returns a :class:`ForwardedReply` (relayed as is, any status) or declines. The
+router knows nothing of why; the decision is the delegate's.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
@@ -66,6 +72,8 @@ __all__ = [
     "JSON_BODY_LIMIT",
     "RAW_BODY_LIMIT",
     "AuthVerifier",
+    "Delegate",
+    "ForwardedReply",
     "Handler",
     "RawBody",
     "RawOutput",
@@ -192,11 +200,30 @@ class SubscriptionContext:
     auth: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardedReply:
+    """A reply relayed from another service: its status, headers and body, sent as they are.
+
+    What a :data:`Delegate` returns. Unlike a handler's reply it is not checked
+    against any lexicon (the other service answers for it) and may carry any
+    status, errors included. ``body`` may be a stream, written as it arrives.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | AsyncIterable[bytes] = b""
+
+
 Handler = Callable[[XrpcContext], Awaitable[Any]]
 SubscriptionHandler = Callable[[SubscriptionContext], Awaitable[None]]
 #: Called with the request and its parsed parameters, before any body is read; returns the
 #: credentials (kept in ``ctx.auth``) or raises (``AuthMissing``, ``InvalidToken``, ...).
 AuthVerifier = Callable[[web.Request, dict[str, Any]], Awaitable[Any]]
+
+#: Offered every query and procedure call before local routing: called with the request, its
+#: NSID and whether a local route serves it; returns the reply to send instead, or None to
+#: let the router go on as if it were not there. See :meth:`XrpcRouter.delegate`.
+Delegate = Callable[[web.Request, str, bool], Awaitable[ForwardedReply | None]]
 
 _H = TypeVar("_H", bound=Handler)
 _S = TypeVar("_S", bound=SubscriptionHandler)
@@ -333,6 +360,7 @@ class XrpcRouter:
         self._routes: dict[str, _Route] = {}
         #: NSID namespace -> the message of the 501 for methods of it that have no route.
         self._unserved: dict[str, str] = {}
+        self._delegate: Delegate | None = None
 
     # --- declaring routes --------------------------------------------------------------
 
@@ -434,6 +462,21 @@ class XrpcRouter:
                 best = namespace
         return self._unserved[best] if best else "Method Not Implemented"
 
+    def delegate(self, handler: Delegate | None) -> None:
+        """Offer calls to ``handler`` before the local routes (None removes it).
+
+        This is how a service hands calls to another one (a host proxying to an
+        AppView) without the router knowing which or why: ``handler(request,
+        nsid, served)`` sees every query and procedure call (not subscriptions,
+        not ``_health``) once its path names a valid NSID and, for a method the
+        router has no route for, once the HTTP method was checked against the
+        lexicons. It returns a :class:`ForwardedReply` to send instead, or None
+        to decline: the local route answers, or the usual 501. It may raise any
+        error, answered as a handler's would be. It must not read the body of a
+        call it declines.
+        """
+        self._delegate = handler
+
     @property
     def nsids(self) -> list[str]:
         """The NSIDs served, sorted."""
@@ -490,6 +533,13 @@ class XrpcRouter:
             raise InvalidRequest("invalid xrpc path")
         nsid = call.nsid = match.group(1)
         route = self._routes.get(nsid)
+        if self._delegate is not None and (route is None or route.endpoint.kind != "subscription"):
+            if route is None:
+                self._check_method_of_unserved(nsid, request.method)
+            forwarded = await self._delegate(request, nsid, route is not None)
+            if forwarded is not None:
+                call.label = nsid if nsid in self.registry else "_unknown"
+                return await self._forward(request, forwarded, call)
         if route is None:
             call.label = nsid if nsid in self.registry else "_unknown"
             self._check_method_of_unserved(nsid, request.method)
@@ -498,6 +548,28 @@ class XrpcRouter:
         if route.endpoint.kind == "subscription":
             return await self._serve_subscription(route, request, call)
         return await self._serve_method(route, request, call)
+
+    @staticmethod
+    async def _forward(request: web.Request, reply: ForwardedReply, call: _Call) -> web.StreamResponse:
+        """Send a delegate's reply; a stream failing midway cuts the connection, as a handler's does."""
+        if isinstance(reply.body, bytes | bytearray | memoryview):
+            response = web.Response(status=reply.status, body=bytes(reply.body))
+            response.headers.update(reply.headers)
+            return response
+        stream = web.StreamResponse(status=reply.status)
+        stream.headers.update(reply.headers)
+        try:
+            call.prepared = True
+            await stream.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in reply.body:
+                    await stream.write(chunk)
+            await stream.write_eof()
+        finally:
+            # HEAD, a client gone midway: the source is closed either way (its connection released)
+            if isinstance(reply.body, AsyncGenerator):
+                await reply.body.aclose()
+        return stream
 
     def _check_method_of_unserved(self, nsid: str, method: str) -> None:
         """A method the lexicons know but we don't serve still gets the method check (as the reference)."""
