@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 ## Fuzz every target in turn (coverage-guided with atheris when installed):
 ## `make fuzz FUZZ_SECONDS=60 FUZZ_TARGETS="cbor car"`. New inputs go to fuzz/work/.

@@ -39,6 +39,16 @@ XRPC_STANDARD = {
     "InvalidPassword",
     "InvalidSwap",
     "NotEnoughResources",
+    "MissingJwt",
+    "BadJwt",
+    "BadJwtType",
+    "JwtExpired",
+    "BadJwtAudience",
+    "BadJwtLexiconMethod",
+    "BadJwtIss",
+    "BadJwtSignature",
+    "DidNotFound",
+    "DidDeactivated",
 }
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from typing import Any
 
 import aiohttp
 from firehose_support import (
     Firehose,
     Start,
+    create,
     eventually,
     expect_close,
     read_until,
@@ -16,6 +19,8 @@ from firehose_support import (
 )
 
 from atrepo.core.events import CommitEvent, ErrorFrame, decode_frame
+from atrepo.store.base import EventRow
+from atrepo.store.sqlite import SQLiteStore
 from atrepo.xrpc.metrics import Counter, Gauge
 
 
@@ -175,3 +180,55 @@ async def test_a_consumer_that_never_reads_again_is_aborted_after_the_close_time
         await eventually(lambda: subscribers(fh) == 0, "the stuck subscriber released")
     finally:
         await stuck.close()
+
+
+async def _commit_silently(fh: Firehose, account: Any, rkey: str) -> EventRow:
+    """A write committed without telling the fan-out (the test decides how it hears of it)."""
+
+    def make(store: SQLiteStore) -> EventRow:
+        with store.transaction(account.did) as tx:
+            result = tx.open_repo().apply_writes([create(rkey)], account.key)
+            tx.apply_commit(result)
+            return tx.append_event(result.to_event)
+
+    return await fh.worker.run(make)
+
+
+async def test_offered_rows_that_follow_the_tail_join_the_window_at_once(start: Start) -> None:
+    fh = await start()
+    alice = await fh.create_account()
+    await eventually(lambda: fh.fanout.tail == 4, "creation events in the window")
+    row = await _commit_silently(fh, alice, "now")
+    fh.fanout.offer([row])
+    assert fh.fanout.tail == row.seq  # no store read was needed
+    assert fh.fanout.rows_after(row.seq - 1, 10) == [row]
+    ahead = [await _commit_silently(fh, alice, f"later{i}") for i in range(2)]
+    fh.fanout.offer(ahead[1:])  # does not follow the tail: left to the pump, which reads both in order
+    await eventually(lambda: fh.fanout.tail == ahead[1].seq, "the pump caught up")
+    assert fh.fanout.rows_after(row.seq, 10) == ahead
+
+
+async def test_offers_out_of_order_and_notifies_give_every_subscriber_each_event_once(start: Start) -> None:
+    fh = await start(window=64, page=3, max_queue=64)
+    alice = await fh.create_account()
+    ws = await fh.connect(0)
+    try:
+        await fh.live(1)
+        rows = [await _commit_silently(fh, alice, f"r{i}") for i in range(40)]
+        rng = random.Random(7)
+        batches, start = [], 0
+        while start < len(rows):
+            size = rng.randint(1, 4)
+            batches.append(rows[start : start + size])
+            start += size
+        rng.shuffle(batches)
+        for batch in batches:  # as handlers resuming in any order would, some only notifying
+            if rng.random() < 0.3:
+                fh.fanout.notify(batch[-1].seq)
+            else:
+                fh.fanout.offer(batch)
+            await asyncio.sleep(0)
+        got = seqs(await read_until(ws, rows[-1].seq))
+    finally:
+        await ws.close()
+    assert got == list(range(1, rows[-1].seq + 1))

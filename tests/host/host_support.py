@@ -71,3 +71,15 @@ class HostClient:
         return await self.call(
             "com.atproto.server.createAccount", body={"handle": handle, "password": password, **extra}
         )
+
+
+def basic_auth(password: str, user: str = "admin") -> dict[str, str]:
+    """``Authorization: Basic base64(user:password)``, as goat sends the admin password."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def admin_headers(host: HostClient) -> dict[str, str]:
+    """The admin credentials of the host under test (its generated or configured password)."""
+    return basic_auth(host.running.context.secrets.admin_password)

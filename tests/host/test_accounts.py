@@ -122,8 +122,9 @@ async def test_password_rules(host: HostClient) -> None:
 
 
 async def test_migration_and_plc_op_are_refused(host: HostClient) -> None:
+    # an existing DID needs that DID's service-auth token (tests/host/test_migration_in.py)
     reply = await host.create_account("erin.test", did="did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
-    assert (reply.status, reply.error) == (400, "InvalidRequest")
+    assert (reply.status, reply.error) == (401, "AuthenticationRequired")
     reply = await host.create_account("erin.test", plcOp={})
     assert (reply.status, reply.error) == (400, "InvalidRequest")
 

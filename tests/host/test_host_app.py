@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ async def test_health_and_metrics(host: HostClient) -> None:
 
 
 async def test_unknown_method(host: HostClient) -> None:
-    reply = await host.call("com.atproto.repo.importRepo", body={}, method="POST")
+    reply = await host.call(
+        "com.atproto.sync.listReposByCollection", params={"collection": "app.bsky.feed.post"}
+    )
     assert (reply.status, reply.error) == (501, "MethodNotImplemented")
 
 
@@ -112,3 +115,49 @@ async def test_relay_down_does_not_break_the_host(tmp_path: Path) -> None:
     running = await start_host(config)
     await running.stop()
     await running.stop()  # idempotent
+
+
+async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClient) -> None:
+    """Writes queued behind a busy writer share one transaction; each gets its own reply and record."""
+    ctx = host.running.context
+    accounts = []
+    for name in ("gc-a", "gc-b", "gc-c"):
+        body = (await host.create_account(f"{name}.test")).body
+        accounts.append((body["did"], body["accessJwt"]))
+    release = threading.Event()
+    blocker = ctx.worker.submit(lambda _store: release.wait(10))
+
+    async def post(did: str, token: str, text: str, **extra: Any) -> Any:
+        record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T00:00:00Z"}
+        return await host.call(
+            "com.atproto.repo.createRecord",
+            body={"repo": did, "collection": "app.bsky.feed.post", "record": record, **extra},
+            token=token,
+        )
+
+    writes = [asyncio.ensure_future(post(did, token, f"gc{i}")) for i in range(5) for did, token in accounts]
+    # a write that fails inside the group (its swap names no commit of the repo), alone
+    bogus = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+    writes.append(asyncio.ensure_future(post(*accounts[0], "never", swapCommit=bogus)))
+    for _ in range(200):  # until every request is queued behind the blocker
+        if ctx.worker.pending >= len(writes) + 1:
+            break
+        await asyncio.sleep(0.01)
+    groups_before = ctx.worker.groups
+    release.set()
+    await asyncio.wrap_future(blocker)
+    replies = await asyncio.gather(*writes)
+    assert ctx.worker.groups > groups_before
+    assert sorted(r.status for r in replies) == [200] * 15 + [400]
+    assert replies[-1].error == "InvalidSwap"
+    for did, _token in accounts:
+        listed = await host.call(
+            "com.atproto.repo.listRecords", params={"repo": did, "collection": "app.bsky.feed.post"}
+        )
+        assert sorted(r["value"]["text"] for r in listed.body["records"]) == [f"gc{i}" for i in range(5)]
+    async with host.http.get(f"{host.url}/metrics") as resp:
+        text = await resp.text()
+    grouped = [
+        line for line in text.splitlines() if line.startswith("atrepo_host_store_grouped_writes_total ")
+    ]
+    assert grouped and float(grouped[0].split()[1]) >= 2

@@ -30,15 +30,17 @@ from atrepo.core.errors import (
     LimitExceeded,
     RepoDeactivated,
     RepoNotFound,
+    WriteAborted,
 )
 from atrepo.core.events import AccountEvent, CommitEvent, IdentityEvent, SyncEvent, decode_frame
 from atrepo.core.keys import PrivateKey
-from atrepo.core.repo import Repo
+from atrepo.core.repo import Repo, Write
 from atrepo.core.syntax import is_valid_tid
 from atrepo.core.tid import tid_from_parts
 from atrepo.core.tracker import RepoTracker, Verdict
 from atrepo.core.verify import verify_repo_car
 from atrepo.host.writes import (
+    TREE_REUSES,
     UNCHECKED,
     CreateOp,
     DeleteOp,
@@ -819,3 +821,38 @@ def test_a_sequence_of_writes_verifies_and_chains(store: Store, writer: RepoWrit
     assert len(commits) > 30
     check_repo(store, did, key)
     check_all(bob)
+
+
+# --- the kept tree: reused only while the stored head is the commit it belongs to ---------------
+
+
+def test_the_kept_tree_is_reused_and_never_outlives_its_head(store: Store, alice: Account) -> None:
+    writer = RepoWriter(REGISTRY)
+    for i in range(TREE_REUSES + 3):  # past the reuse bound: reopened from the store once
+        writer.create_record(store, alice.did, alice.key, POST, post(f"kept {i}"), rkey=k(f"kept{i}"))
+    other = RepoWriter(REGISTRY)  # another writer moves the head: the first one's kept tree is stale
+    other.create_record(store, alice.did, alice.key, POST, post("elsewhere"), rkey=k("elsewhere"))
+    with store.transaction(alice.did) as tx:  # and a commit straight through the store
+        result = tx.open_repo().apply_writes([Write("create", POST, k("direct"), post("direct"))], alice.key)
+        tx.apply_commit(result)
+        tx.append_event(result.to_event)
+    out = writer.create_record(store, alice.did, alice.key, POST, post("after"), rkey=k("after"))
+    assert out.commit is not None
+    index = records(store, alice.did)
+    assert {path(f"kept{i}") for i in range(TREE_REUSES + 3)} | {
+        path("elsewhere"),
+        path("direct"),
+        path("after"),
+    } == set(index)
+    check_all(alice)
+
+
+def test_a_lost_transaction_leaves_no_kept_tree_behind(store: SQLiteStore, alice: Account) -> None:
+    writer = RepoWriter(REGISTRY)
+    writer.create_record(store, alice.did, alice.key, POST, post("one"), rkey=k("one"))
+    with pytest.raises(WriteAborted), store.group_commit():
+        writer.create_record(store, alice.did, alice.key, POST, post("lost"), rkey=k("lost"))  # tree kept
+        store._writer.execute("ROLLBACK")  # then the transaction is lost (as an I/O error would)
+    writer.create_record(store, alice.did, alice.key, POST, post("two"), rkey=k("two"))
+    assert set(records(store, alice.did)) == {path("one"), path("two")}
+    check_all(alice)

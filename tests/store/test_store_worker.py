@@ -8,7 +8,7 @@ import threading
 import pytest
 from store_support import POST, check_repo, commit, create, new_account, open_repo
 
-from atrepo.core.errors import LimitExceeded, OutOfSync
+from atrepo.core.errors import LimitExceeded, OutOfSync, WriteAborted
 from atrepo.core.keys import PrivateKey
 from atrepo.store.base import Store
 from atrepo.store.worker import StoreWorker
@@ -133,3 +133,108 @@ async def test_a_cancelled_caller_takes_its_queued_job_along(store: Store) -> No
 def test_worker_settings_are_checked(store: Store) -> None:
     with pytest.raises(ValueError):
         StoreWorker(store, max_pending=0)
+
+
+# --- group commit: writes queued behind a running one share its transaction ---------------
+
+
+def _rkeys(records: dict[str, object]) -> set[str]:
+    return {path.rsplit("/", 1)[1] for path in records}
+
+
+async def _queued_behind_a_blocker(worker: StoreWorker[Store], jobs: list) -> list:  # type: ignore[type-arg]
+    """Hold the writer with one job, queue ``jobs`` behind it, release: they run as one group."""
+    release = threading.Event()
+    blocker = asyncio.ensure_future(worker.run(lambda _s: release.wait(10)))
+    await asyncio.sleep(0.02)
+    futures = [asyncio.ensure_future(worker.run(fn, *args)) for fn, *args in jobs]
+    await asyncio.sleep(0.02)
+    groups = worker.groups
+    release.set()
+    await blocker
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert worker.groups == groups + 1, "the queued jobs did not run as one group"
+    return results
+
+
+async def test_queued_writes_commit_together_and_all_land(store: Store) -> None:
+    worker = StoreWorker(store)
+    try:
+        accounts = [await worker.run(new_account) for _ in range(3)]
+        jobs = [(commit, did, key, [create(f"g{i}")]) for i in range(4) for did, key in accounts]
+        results = await _queued_behind_a_blocker(worker, jobs)
+        seqs = [row.seq for _result, row in results]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(jobs)
+        assert worker.grouped_jobs >= len(jobs)
+        for did, key in accounts:
+            assert _rkeys(await worker.read(check_repo, did, key)) == {f"g{i}" for i in range(4)}
+    finally:
+        await worker.close()
+
+
+async def test_a_failing_job_in_a_group_is_rolled_back_alone(store: Store) -> None:
+    worker = StoreWorker(store)
+    try:
+        (did, key), (other, other_key) = [await worker.run(new_account) for _ in range(2)]
+
+        def half_then_fail(s: Store) -> None:
+            commit(s, did, key, [create("half")])  # its own transaction: kept
+            with s.transaction(did) as tx:  # this one fails after writing: rolled back alone
+                tx.apply_commit(tx.open_repo().apply_writes([create("never")], key))
+                raise OutOfSync("boom")
+
+        results = await _queued_behind_a_blocker(
+            worker,
+            [
+                (commit, other, other_key, [create("before")]),
+                (half_then_fail,),
+                (commit, did, key, [create("after")]),
+            ],
+        )
+        assert isinstance(results[1], OutOfSync)
+        assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+        rows = await worker.read(lambda s: s.read_events(0, 1000))
+        assert [r.seq for r in rows] == list(range(1, len(rows) + 1))  # no hole left by the failed job
+        assert _rkeys(await worker.read(check_repo, did, key)) == {"half", "after"}
+        assert _rkeys(await worker.read(check_repo, other, other_key)) == {"before"}
+    finally:
+        await worker.close()
+
+
+async def test_a_lost_group_transaction_fails_the_jobs_before_it_and_reruns_the_rest(store: Store) -> None:
+    """An error that ends the whole transaction (as SQLite does on I/O errors) loses the group's writes."""
+    worker = StoreWorker(store)
+    try:
+        did, key = await worker.run(new_account)
+        head = await worker.read(lambda s: s.head_seq())
+
+        def lose_the_transaction(s: Store) -> None:
+            s._writer.execute("ROLLBACK")  # type: ignore[attr-defined]
+            raise OSError("disk I/O error")
+
+        results = await _queued_behind_a_blocker(
+            worker,
+            [
+                (commit, did, key, [create("lost")]),
+                (lose_the_transaction,),
+                (commit, did, key, [create("rerun")]),
+            ],
+        )
+        assert isinstance(results[0], WriteAborted)
+        assert isinstance(results[1], OSError)
+        _result, row = results[2]
+        assert row.seq == head + 1  # the lost write's seq was never handed out
+        assert _rkeys(await worker.read(check_repo, did, key)) == {"rerun"}
+    finally:
+        await worker.close()
+
+
+async def test_a_single_client_is_never_grouped(store: Store) -> None:
+    worker = StoreWorker(store)
+    try:
+        did, key = await worker.run(new_account)
+        for i in range(5):
+            await worker.run(commit, did, key, [create(f"s{i}")])
+        assert worker.groups == 0
+    finally:
+        await worker.close()

@@ -27,7 +27,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "handle": ("identity", "handle_app"),
     "plc": ("identity", "plc_app"),
     "lexicon": ("lexicon", "app"),
-    "account": ("serve", "account_app"),
+    "account": ("account", "app"),
+    "host": ("host_admin", "app"),
 }
 #: Single commands: name -> (module under atrepo.cli, function attribute).
 COMMANDS: dict[str, tuple[str, str]] = {

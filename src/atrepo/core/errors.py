@@ -184,6 +184,10 @@ class InvalidWrite(AtrepoError):
     """A repository write that cannot be applied (bad path, record, or state)."""
 
 
+class StoreInUse(AtrepoError):
+    """The store is open elsewhere (a running host) and an offline operation needs it alone."""
+
+
 class InvalidCommitEvent(InvalidEvent):
     """A ``#commit`` or ``#sync`` message that fails a Sync 1.1 check.
 
@@ -412,6 +416,13 @@ class InternalServerError(AtrepoError):
     http_status = 500
 
 
+class WriteAborted(InternalServerError):
+    """A storage failure rolled back a write, together with the writes grouped into its transaction.
+
+    Nothing of it was stored and nothing was acknowledged; the client may retry.
+    """
+
+
 class HandleNotAvailable(InvalidRequest):
     """``createAccount``/``updateHandle``: the handle is taken (or reserved)."""
 
@@ -447,6 +458,76 @@ class NotEnoughResources(AtrepoError):
 
     xrpc_error = "NotEnoughResources"
     http_status = 503
+
+
+# --- inbound service auth (names of ``@atproto/xrpc-server`` ``verifyJwt``: all 401) ----------
+
+
+class ServiceAuthError(AuthRequired):
+    """An inter-service JWT that cannot be accepted; each subclass is one of the reference's names."""
+
+
+class MissingJwt(ServiceAuthError):
+    """A route that needs a service-auth token got no Bearer token."""
+
+    xrpc_error = "MissingJwt"
+
+
+class BadJwt(ServiceAuthError):
+    """Not three base64url JSON segments, or a claim missing or of the wrong type."""
+
+    xrpc_error = "BadJwt"
+
+
+class BadJwtType(ServiceAuthError):
+    """A header ``typ`` of a token that is not a service token (access, refresh, DPoP)."""
+
+    xrpc_error = "BadJwtType"
+
+
+class JwtExpired(ServiceAuthError):
+    """``exp`` is in the past."""
+
+    xrpc_error = "JwtExpired"
+
+
+class BadJwtAudience(ServiceAuthError):
+    """``aud`` does not name this service."""
+
+    xrpc_error = "BadJwtAudience"
+
+
+class BadJwtLexiconMethod(ServiceAuthError):
+    """``lxm`` is missing or names another method than the one called."""
+
+    xrpc_error = "BadJwtLexiconMethod"
+
+
+class BadJwtIss(ServiceAuthError):
+    """``iss`` is not a DID (optionally with one ``#service`` fragment)."""
+
+    xrpc_error = "BadJwtIss"
+
+
+class BadJwtSignature(ServiceAuthError):
+    """The signature does not verify with the issuer's key (even freshly resolved), or cannot be checked."""
+
+    xrpc_error = "BadJwtSignature"
+
+
+# --- identity resolution (lexicon errors of ``com.atproto.identity.resolve*``) ---------------
+
+
+class DidNotFound(InvalidRequest):
+    """The DID resolution process confirmed that there is no current DID."""
+
+    xrpc_error = "DidNotFound"
+
+
+class DidDeactivated(InvalidRequest):
+    """The DID existed but has been deactivated (a tombstoned did:plc)."""
+
+    xrpc_error = "DidDeactivated"
 
 
 class XrpcError(AtrepoError):
@@ -495,5 +576,15 @@ XRPC_ERROR_CLASSES: dict[str, type[AtrepoError]] = {
         InvalidPassword,
         InvalidSwap,
         NotEnoughResources,
+        MissingJwt,
+        BadJwt,
+        BadJwtType,
+        JwtExpired,
+        BadJwtAudience,
+        BadJwtLexiconMethod,
+        BadJwtIss,
+        BadJwtSignature,
+        DidNotFound,
+        DidDeactivated,
     )
 }

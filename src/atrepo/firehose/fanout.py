@@ -44,6 +44,7 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from atrepo.store.base import EventLog, EventRow
@@ -213,6 +214,28 @@ class Fanout(Generic[S]):
             self._target = head_seq
             self._wake.set()
 
+    def offer(self, rows: Sequence[EventRow]) -> None:
+        """Committed events a writer already holds: appended at once when they follow the window's tail.
+
+        The writer has the rows it appended in hand, so reading them back
+        from the store (a reader-thread round trip and a query per write)
+        is waste when they are the next seqs. Rows that do not continue the
+        tail exactly (another write's event is still on its way, or the pump
+        is behind) are left to the pump: it reads the log in order and skips
+        what is already here, so the window never holds a gap or a duplicate.
+        Call only after the transaction that appended ``rows`` has committed.
+        """
+        if self._closed or not rows or rows[0].seq != self._tail + 1:
+            if rows:
+                self.notify(rows[-1].seq)
+            return
+        for before, after in itertools.pairwise(rows):
+            if after.seq != before.seq + 1:
+                self.notify(rows[-1].seq)
+                return
+        self._append(list(rows))
+        self._broadcast()
+
     # --- the outboxes' side --------------------------------------------------------------
 
     @property
@@ -327,21 +350,29 @@ class Fanout(Generic[S]):
                     log.exception("firehose fan-out: reading the event log failed; retrying")
                     await asyncio.sleep(_RETRY_S)
                     continue
+                if rows and rows[0].seq <= self._tail:  # ``offer`` appended some while we read
+                    rows = [row for row in rows if row.seq > self._tail]
+                    if not rows:
+                        continue
                 if not rows:
                     # Nothing visible after tail although the head moved past it: those
                     # events were deleted (an account deletion drops its DID's events).
                     self._tail = self._target
                 else:
-                    self._check_lag()
-                    self._rows.extend(rows)
-                    self._seqs.extend(row.seq for row in rows)
-                    frames = _frames(rows, self._ends[-1] if self._ends else 0)
-                    self._wires.extend(frames.wires)
-                    self._ends.extend(frames.ends)
-                    self._tail = rows[-1].seq
-                    self._target = max(self._target, self._tail)
-                    self._trim()
+                    self._append(rows)
                 self._broadcast()
+
+    def _append(self, rows: list[EventRow]) -> None:
+        """Add events that follow the tail to the window (their frames built once, here)."""
+        self._check_lag()
+        self._rows.extend(rows)
+        self._seqs.extend(row.seq for row in rows)
+        frames = _frames(rows, self._ends[-1] if self._ends else 0)
+        self._wires.extend(frames.wires)
+        self._ends.extend(frames.ends)
+        self._tail = rows[-1].seq
+        self._target = max(self._target, self._tail)
+        self._trim()
 
     def _check_lag(self) -> None:
         """Before a batch lands: cut live subscribers already more than ``max_queue`` behind.

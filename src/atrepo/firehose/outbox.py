@@ -171,7 +171,7 @@ class FirehoseMetrics:
             ]
             for key, suffix, text, labels in specs:
                 gauge = _SampledGauge(f"{prefix}{suffix}", text, labels, sampler(key))
-                metrics._add(gauge)  # the registry has no public way to add a metric it did not build
+                metrics.register(gauge)
                 sampled.append(gauge)
         return cls(
             subscribers=metrics.gauge(f"{prefix}_subscribers", "Open subscribeRepos connections"),

@@ -11,6 +11,11 @@ differs on purpose:
   ``InvalidRequest``), as the lexicon names it.
 * Passwords are required (the lexicon allows none for entryway setups, which
   atrepo is not) and hashed with scrypt, each with its own salt.
+* ``createAccount`` with an existing ``did`` (a migration in) needs a
+  service-auth token that DID issued for this host and this method; the
+  account starts deactivated with a fresh signing key and an empty repo, and
+  nothing is sent to the directory or announced on the firehose until it is
+  activated (accounts.md §2 step 6, §11).
 
 The did:plc is registered with the directory *before* any local row exists,
 as the reference does: a failure afterwards leaves an orphan DID in the
@@ -60,10 +65,12 @@ from atrepo.identity.plc.operations import (
 from atrepo.store import Account, RefreshToken, SQLiteStore
 from atrepo.xrpc import XrpcContext, XrpcRouter
 
-from .auth import REFRESH_GRACE_MS, AccessCredentials, RefreshCredentials, new_token_id
+from . import app_passwords
+from .auth import REFRESH_GRACE_MS, AccessCredentials, RefreshCredentials, authorization, new_token_id
 
 if TYPE_CHECKING:
     from .app import HostContext
+    from .inbound_auth import InboundAuth
 
 __all__ = ["hash_password", "register", "verify_password"]
 
@@ -216,6 +223,45 @@ def _store_new_account(
     return _Created(account, last.seq)
 
 
+def _store_migrated_account(
+    store: SQLiteStore,
+    did: str,
+    handle: str,
+    email: str | None,
+    password_hash: str,
+    key: PrivateKey,
+    refresh_id: str,
+    refresh_expires_ms: int,
+) -> Account:
+    """An account moving in (accounts.md §2 step 6): deactivated, an empty repo under a fresh key, no events.
+
+    Nothing is announced: the DID still names the old host, and this host
+    speaks for the account only once it is activated (``lifecycle``), which
+    re-signs whatever ``importRepo`` stored with ``key``.
+    """
+    genesis = Repo.create(did, key, [])
+    with store.transaction(did) as tx:
+        if tx.account() is not None:
+            raise InvalidRequest(f"An account already exists for {did} on this host", path="did")
+        try:
+            account = tx.create_account(
+                handle=handle,
+                signing_key=key.to_bytes(),
+                email=email,
+                password_hash=password_hash,
+                status="deactivated",
+            )
+        except InvalidRequest as exc:
+            if exc.path == "handle":
+                raise HandleNotAvailable(f"Handle already taken: {handle}") from None
+            if exc.path == "email":
+                raise InvalidRequest(f"Email already taken: {email}") from None
+            raise
+        tx.apply_commit(genesis)
+    store.create_refresh_token(RefreshToken(refresh_id, did, refresh_expires_ms))
+    return account
+
+
 def _find_login(store: SQLiteStore, identifier: str) -> Account | None:
     ident = identifier.strip().lower()
     if "@" in ident:
@@ -256,9 +302,87 @@ def _private(ctx: XrpcContext) -> None:
     ctx.response_headers["Vary"] = "Authorization"
 
 
-def register(router: XrpcRouter, host: HostContext) -> None:
-    """Declare the account and session methods on ``router``, bound to ``host``."""
+def _new_password(password: str | None) -> str:
+    """``createAccount``'s password rules (both paths): present, and not longer than the limit."""
+    if not password:
+        raise InvalidPassword("Password is required")
+    if len(password) > MAX_NEW_PASSWORD:
+        raise InvalidPassword(f"Password too long (at most {MAX_NEW_PASSWORD} characters)")
+    return password
+
+
+def _new_email(email: str | None) -> str | None:
+    """``createAccount``'s email, normalised (trimmed, lower case), if one was given."""
+    if email is None:
+        return None
+    email = email.strip().lower()
+    if "@" not in email or email.startswith("@") or email.endswith("@"):
+        raise InvalidRequest("This email address is not supported, please use a different email.")
+    return email
+
+
+def register(router: XrpcRouter, host: HostContext, inbound: InboundAuth | None = None) -> None:
+    """Declare the account and session methods on ``router``, bound to ``host``.
+
+    ``inbound`` verifies the service-auth token of a ``createAccount`` that
+    brings its own DID (a migration); without it such calls are refused.
+    """
     tokens = host.tokens
+
+    async def _migration_handle(raw: str, did: str) -> str:
+        """A handle under our domains, or one elsewhere that already resolves to ``did`` (reference)."""
+        try:
+            return check_new_handle(raw, host.config.user_domains)
+        except UnsupportedDomain:
+            pass
+        handle = normalize_handle(raw)
+        try:
+            resolved = await asyncio.wait_for(host.handle_resolver.resolve(handle), RESOLVE_TIMEOUT_S)
+        except (AtrepoError, TimeoutError):
+            resolved = None
+        if resolved != did:
+            raise UnsupportedDomain("External handle did not resolve to DID")
+        return handle
+
+    async def _migration_requester(ctx: XrpcContext, did: str) -> None:
+        """The Bearer service token must be issued by ``did`` for this host and createAccount (else 401)."""
+        parsed = authorization(ctx.request)
+        requester = None
+        if parsed is not None and parsed[0] == "Bearer" and parsed[1] and inbound is not None:
+            requester = await inbound.verify(parsed[1], lxm="com.atproto.server.createAccount")
+        if requester is None or requester.partition("#")[0] != did:
+            raise AuthRequired(f"Missing auth to create account with did: {did}")
+
+    async def _create_migrated(ctx: XrpcContext, did: str) -> dict[str, Any]:
+        """``createAccount`` with an existing DID: no directory operation, the account starts deactivated."""
+        body = ctx.input
+        if not is_valid_did(did):
+            raise InvalidRequest(f"Input/did must be a valid DID: {did[:100]}", path="did")
+        await _migration_requester(ctx, did)
+        handle = await _migration_handle(body["handle"], did)
+        password = _new_password(body.get("password"))
+        email = _new_email(body.get("email"))
+        if await host.worker.read(SQLiteStore.get_account, did) is not None:
+            raise InvalidRequest(f"An account already exists for {did} on this host", path="did")
+        if await host.worker.read(SQLiteStore.get_account_by_handle, handle) is not None:
+            raise HandleNotAvailable(f"Handle already taken: {handle}")
+        if email is not None and await host.worker.read(SQLiteStore.get_account_by_email, email) is not None:
+            raise InvalidRequest(f"Email already taken: {email}")
+        key = PrivateKey.generate("k256")
+        password_hash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        refresh_id = new_token_id()
+        refresh_expires = tokens.refresh_expiry_ms()
+        await host.worker.run(
+            _store_migrated_account, did, handle, email, password_hash, key, refresh_id, refresh_expires
+        )
+        log.info("account created for a migration in: %s %s (deactivated)", did, handle)
+        session = tokens.session(did, refresh_id, refresh_expires)
+        return {
+            "accessJwt": session.access_jwt,
+            "refreshJwt": session.refresh_jwt,
+            "handle": handle,
+            "did": did,
+        }
 
     @router.query("com.atproto.server.describeServer")
     async def describe_server(ctx: XrpcContext) -> dict[str, Any]:
@@ -278,18 +402,10 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         if body.get("plcOp") is not None:
             raise InvalidRequest("Unsupported input: plcOp")
         if body.get("did") is not None:
-            raise InvalidRequest("Creating an account for an existing DID (migration) is not supported yet")
+            return await _create_migrated(ctx, str(body["did"]))
         handle = check_new_handle(body["handle"], host.config.user_domains)
-        password = body.get("password")
-        if not password:
-            raise InvalidPassword("Password is required")
-        if len(password) > MAX_NEW_PASSWORD:
-            raise InvalidPassword(f"Password too long (at most {MAX_NEW_PASSWORD} characters)")
-        email = body.get("email")
-        if email is not None:
-            email = email.strip().lower()
-            if "@" not in email or email.startswith("@") or email.endswith("@"):
-                raise InvalidRequest("This email address is not supported, please use a different email.")
+        password = _new_password(body.get("password"))
+        email = _new_email(body.get("email"))
         # Cheap checks before the directory sees anything; the transaction checks again.
         if await host.worker.read(SQLiteStore.get_account_by_handle, handle) is not None:
             raise HandleNotAvailable(f"Handle already taken: {handle}")
@@ -355,16 +471,21 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             stored = account.password_hash if account is not None else _decoy_hash()
             loop = asyncio.get_running_loop()
             ok = await loop.run_in_executor(None, verify_password, password, stored)
-        if account is None or not ok:
+        # Not the account password: perhaps one of its app passwords (a session of lesser scope).
+        app_password = None if ok else await app_passwords.check_login(host, account, password)
+        if account is None or not (ok or app_password is not None):
             raise AuthRequired("Invalid identifier or password")
         if account.status == "takendown":
             raise AccountTakedown("Account has been taken down")
         refresh_id = new_token_id()
         refresh_expires = tokens.refresh_expiry_ms()
+        app_name = app_password.name if app_password is not None else None
         await host.worker.run(
-            SQLiteStore.create_refresh_token, RefreshToken(refresh_id, account.did, refresh_expires)
+            SQLiteStore.create_refresh_token,
+            RefreshToken(refresh_id, account.did, refresh_expires, app_password=app_name),
         )
-        session = tokens.session(account.did, refresh_id, refresh_expires)
+        scope = app_passwords.scope_for(app_password)
+        session = tokens.session(account.did, refresh_id, refresh_expires, scope=scope)
         return {
             "accessJwt": session.access_jwt,
             "refreshJwt": session.refresh_jwt,
@@ -410,7 +531,11 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         next_exp = tokens.refresh_expiry_ms()
         successor = await host.worker.run(_rotate, creds, new_token_id(), tokens.clock_ms(), next_exp)
         row = await host.worker.read(SQLiteStore.get_refresh_token, successor)
-        session = tokens.session(creds.did, successor, row.expires_ms if row is not None else next_exp)
+        if row is None:  # revoked meanwhile (an app password, a takedown)
+            raise ExpiredToken("Token has been revoked")
+        # the scope of the login, again: an app password's session stays one
+        scope = await app_passwords.refresh_scope(host, row)
+        session = tokens.session(creds.did, successor, row.expires_ms, scope=scope)
         return {
             "accessJwt": session.access_jwt,
             "refreshJwt": session.refresh_jwt,

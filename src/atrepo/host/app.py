@@ -23,7 +23,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
@@ -38,11 +38,25 @@ from atrepo.identity.handle import HandleResolver
 from atrepo.identity.plc.server import create_app as create_plc_app
 from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
+from atrepo.store.base import EventRow
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from atrepo.xrpc.ratelimit import HttpRateLimits
 
-from . import accounts, app_bsky, identity_api, proxy, repo_api, service_auth, sync_api
+from . import (
+    accounts,
+    admin,
+    app_bsky,
+    app_passwords,
+    identity_api,
+    importer,
+    inbound_auth,
+    lifecycle,
+    proxy,
+    repo_api,
+    service_auth,
+    sync_api,
+)
 from .auth import TokenAuthority
 from .config import HostConfig, HostSecrets, LogFormat, load_secrets
 from .status import add_host_status_routes
@@ -68,6 +82,9 @@ TEMPORARY_BLOB_GRACE_S: Final = 3600.0
 #: ``requestCrawl`` goes to each relay at start, then after writes at most this often
 #: (the reference's ``Crawlers`` threshold: 20 minutes).
 CRAWL_NOTIFY_INTERVAL_S: Final = 20 * 60.0
+
+#: Parsed signing keys kept by :meth:`HostContext.signing_key` (all dropped when it is full).
+SIGNING_KEY_CACHE: Final = 10_000
 
 #: A callback told the new head seq of the event log after each committed write.
 NotifyHook = Callable[[int], Any]
@@ -172,7 +189,8 @@ class HostContext:
       new head seq. The firehose registers its fan-out wake-up here. A hook
       must not block; it may return an awaitable, which is awaited. A hook
       that raises is logged and does not fail the write (already committed).
-      Writers call :meth:`notify` after their ``worker.run`` returns; it also
+      Writers call :meth:`notify` after their ``worker.run`` returns (passing
+      the events they appended, which the firehose then need not read back); it also
       counts commits and events for ``/metrics``.
     * :meth:`prune` is the maintenance pass (every ``MAINTENANCE_INTERVAL_S``):
       old events, expired refresh tokens, uploads unreferenced past
@@ -214,8 +232,18 @@ class HostContext:
         for counter in (self._commits, self._events):
             counter.inc(0)  # shown as 0 from the start: a scraper sees the series before the first write
         self._writer_queue.set(0)
+        self._groups = metrics.counter(
+            "atrepo_host_store_group_commits_total",
+            "Transactions that committed several queued writes at once (one fsync for all)",
+        )
+        self._grouped = metrics.counter(
+            "atrepo_host_store_grouped_writes_total", "Write jobs committed as part of a group commit"
+        )
+        self._groups.inc(0)
+        self._grouped.inc(0)
         # the head when counting started: events counts what was appended after it
         self._counted_seq: int | None = None
+        self._signing_keys: dict[bytes, PrivateKey] = {}
 
     def start_counting(self, head_seq: int) -> None:
         """Take the log's head at start-up as the base of ``atrepo_host_events_total``."""
@@ -225,6 +253,9 @@ class HostContext:
     def sample_metrics(self) -> None:
         """Refresh the gauges read from live state (called by ``/metrics`` before it renders)."""
         self._writer_queue.set(self.worker.pending)
+        # the worker counts on its thread; the counters catch up at each scrape
+        self._groups.inc(self.worker.groups - int(self._groups.value()))
+        self._grouped.inc(self.worker.grouped_jobs - int(self._grouped.value()))
 
     @property
     def service_did(self) -> str:
@@ -232,8 +263,23 @@ class HostContext:
         return service_did_for(self.public_url)
 
     def signing_key(self, account: Account) -> PrivateKey:
-        """The account's repository signing key (stored as the raw secp256k1 scalar)."""
-        return PrivateKey.from_bytes("k256", account.signing_key)
+        """The account's repository signing key (stored as the raw secp256k1 scalar).
+
+        Parsed keys are kept (up to ``SIGNING_KEY_CACHE`` accounts): building
+        one derives its public key, an elliptic-curve multiplication that cost
+        more than the signature itself on every write. The cache is keyed by
+        the stored bytes, so a rotated key is never served stale. It may be
+        called from the writer thread and the event loop at once; the worst a
+        race does is parse a key twice.
+        """
+        raw = account.signing_key
+        key = self._signing_keys.get(raw)
+        if key is None:
+            key = PrivateKey.from_bytes("k256", raw)
+            if len(self._signing_keys) >= SIGNING_KEY_CACHE:
+                self._signing_keys.clear()  # rare; single dict operations stay safe across threads
+            self._signing_keys[raw] = key
+        return key
 
     async def prune(self, *, now_ms: int | None = None) -> Pruned:
         """Delete events past retention, expired refresh tokens and stale temporary blobs; return the counts.
@@ -261,7 +307,7 @@ class HostContext:
             )
         return Pruned(events, tokens, blobs)
 
-    async def notify(self, head_seq: int, *, commits: int = 1) -> None:
+    async def notify(self, head_seq: int, *, commits: int = 1, events: Sequence[EventRow] = ()) -> None:
         """Count the write, then tell every ``notify_event`` hook that the log's head is now ``head_seq``.
 
         This is the one place every committed write passes through, so the
@@ -279,6 +325,8 @@ class HostContext:
             self._events.inc(head_seq - self._counted_seq)
             self._counted_seq = head_seq
         self._head_seq.set(max(head_seq, int(self._head_seq.value())))
+        if events:  # the firehose takes the write's own events instead of reading them back
+            self.fanout.offer(events)
         for hook in list(self.notify_event):
             try:
                 result = hook(head_seq)
@@ -351,9 +399,14 @@ class RunningHost:
 
 def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``, the status page."""
-    accounts.register(router, host)
-    identity_api.register(router, host)
+    inbound = inbound_auth.InboundAuth(host)  # verifies service-auth tokens sent to us; DID cache
+    accounts.register(router, host, inbound)  # inbound: createAccount with an existing DID
+    lifecycle.register(router, host)
+    admin.register(router, host)
+    app_passwords.register(router, host)
+    identity_api.register(router, host, inbound)
     repo_api.register(router, host)
+    importer.register(router, host)
     sync_api.register(router, host)
     app_bsky.register(router, host)
     service_auth.register(router, host)
@@ -361,6 +414,8 @@ def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
     mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
     proxy.attach(app, service_proxy)
+    inbound_auth.attach(app, inbound)
+    admin.attach(app, host)
     router.setup(app)
     host.rate_limits.install(app)  # after the router's CORS middleware: preflights are not counted
     app.router.add_get("/metrics", _metrics_handler(host, router.metrics), allow_head=True)
@@ -416,6 +471,8 @@ async def start_host(
     lexicon (tests, development).
     """
     secrets_ = load_secrets(config)
+    if secrets_.admin_password_file is not None:  # where to find it, never the password itself
+        log.info("admin password (HTTP Basic admin:<password>) is in %s", secrets_.admin_password_file)
     plc_runner: web.AppRunner | None = None
     plc_url = config.plc_url.rstrip("/") if config.plc_url else ""
     if not plc_url:

@@ -37,8 +37,12 @@ from aiohttp import web
 from atrepo.core.errors import AuthMissing, ExpiredToken, InvalidToken, XrpcError
 
 __all__ = [
+    "ACCESS_FULL_SCOPES",
     "ACCESS_LIFETIME_S",
+    "ACCESS_PRIVILEGED_SCOPES",
     "ACCESS_SCOPE",
+    "APP_PASS_PRIVILEGED_SCOPE",
+    "APP_PASS_SCOPE",
     "REFRESH_GRACE_MS",
     "REFRESH_LIFETIME_S",
     "REFRESH_SCOPE",
@@ -51,9 +55,16 @@ __all__ = [
 
 ACCESS_SCOPE: Final = "com.atproto.access"
 REFRESH_SCOPE: Final = "com.atproto.refresh"
-#: Scopes the reference issues for access tokens; app passwords are not implemented yet,
-#: so only the first is issued here, but all are accepted where the reference accepts them.
-ACCESS_SCOPES: Final = frozenset({ACCESS_SCOPE, "com.atproto.appPass", "com.atproto.appPassPrivileged"})
+#: Sessions opened with an app password (accounts.md §4): a privileged one also reaches
+#: ``chat.bsky.*`` and service tokens for ``createAccount``; neither manages the account.
+APP_PASS_SCOPE: Final = "com.atproto.appPass"
+APP_PASS_PRIVILEGED_SCOPE: Final = "com.atproto.appPassPrivileged"
+#: Scopes the reference issues for access tokens, all accepted by ``verify_access``.
+ACCESS_SCOPES: Final = frozenset({ACCESS_SCOPE, APP_PASS_SCOPE, APP_PASS_PRIVILEGED_SCOPE})
+#: The reference's ``ACCESS_FULL`` (``verify_full_access``): the account password's session only.
+ACCESS_FULL_SCOPES: Final = frozenset({ACCESS_SCOPE})
+#: The reference's ``ACCESS_PRIVILEGED`` (``verify_privileged_access``): full or privileged app password.
+ACCESS_PRIVILEGED_SCOPES: Final = frozenset({ACCESS_SCOPE, APP_PASS_PRIVILEGED_SCOPE})
 ACCESS_TYP: Final = "at+jwt"
 REFRESH_TYP: Final = "refresh+jwt"
 #: Reference lifetimes: 120 minutes and 90 days (the SDK refreshes 15 minutes before ``exp``).
@@ -62,6 +73,8 @@ REFRESH_LIFETIME_S: Final = 90 * 24 * 60 * 60
 #: After a rotation the old refresh token still answers (with the same successor) this long:
 #: a client whose reply was lost can retry. Reference: 2 hours.
 REFRESH_GRACE_MS: Final = 2 * 60 * 60 * 1000
+#: Access tokens remembered as verified by :meth:`TokenAuthority.verify_access`.
+VERIFIED_TOKEN_CACHE: Final = 10_000
 
 _SCHEMES: Final = {"BASIC": "Basic", "BEARER": "Bearer", "DPOP": "DPoP"}
 
@@ -154,6 +167,8 @@ class TokenAuthority:
         self._secret = secret
         self.service_did = service_did
         self.clock_ms = clock_ms
+        # access tokens already verified: token -> credentials (see verify_access)
+        self._verified: dict[str, AccessCredentials] = {}
 
     def now_s(self) -> int:
         return self.clock_ms() // 1000
@@ -188,10 +203,16 @@ class TokenAuthority:
     def refresh_expiry_ms(self) -> int:
         return self.clock_ms() + REFRESH_LIFETIME_S * 1000
 
-    def session(self, did: str, refresh_id: str, refresh_expires_ms: int) -> SessionTokens:
-        """A new access token plus the refresh JWT for a row the caller stored (or is about to)."""
+    def session(
+        self, did: str, refresh_id: str, refresh_expires_ms: int, *, scope: str = ACCESS_SCOPE
+    ) -> SessionTokens:
+        """A new access token of ``scope`` plus the refresh JWT of a row the caller stored (or will).
+
+        The refresh JWT's own scope is always ``com.atproto.refresh``: what a
+        refresh grants again is read from its row (the app password it names).
+        """
         return SessionTokens(
-            access_jwt=self.access_token(did),
+            access_jwt=self.access_token(did, scope=scope),
             refresh_jwt=self.refresh_token(did, refresh_id, refresh_expires_ms),
             refresh_id=refresh_id,
             refresh_expires_ms=refresh_expires_ms,
@@ -235,9 +256,50 @@ class TokenAuthority:
         return claims
 
     async def verify_access(self, request: web.Request, params: dict[str, Any]) -> AccessCredentials:
-        """``auth=`` hook for routes that need a session: a valid, unexpired access token."""
-        claims = self.decode(bearer_token(request), typ=ACCESS_TYP, scopes=ACCESS_SCOPES)
-        return AccessCredentials(did=claims["sub"], scope=claims["scope"], exp=int(claims["exp"]))
+        """``auth=`` hook for routes that need a session: a valid, unexpired access token.
+
+        A client sends the same access token with every call until it
+        refreshes, and checking it (base64, JSON, HMAC) was a tenth of a
+        write's time on the event loop. So a token that verified is
+        remembered, keyed by its whole text, signature included: only a byte
+        for byte identical token is taken from the cache, and its expiry is
+        still checked on every use. The cache is bounded (cleared when full).
+        """
+        token = bearer_token(request)
+        creds = self._verified.get(token)
+        if creds is not None:
+            if creds.exp <= self.now_s():
+                raise ExpiredToken("Token has expired")
+            return creds
+        claims = self.decode(token, typ=ACCESS_TYP, scopes=ACCESS_SCOPES)
+        creds = AccessCredentials(did=claims["sub"], scope=claims["scope"], exp=int(claims["exp"]))
+        if len(self._verified) >= VERIFIED_TOKEN_CACHE:
+            self._verified.clear()
+        self._verified[token] = creds
+        return creds
+
+    async def verify_full_access(self, request: web.Request, params: dict[str, Any]) -> AccessCredentials:
+        """``auth=`` hook of routes that manage the account: no app-password session.
+
+        The reference's ``ACCESS_FULL``: an app-password token is answered as a
+        token of the wrong scope, 400 ``InvalidToken`` "Bad token scope".
+        """
+        creds = await self.verify_access(request, params)
+        if creds.scope not in ACCESS_FULL_SCOPES:
+            raise InvalidToken("Bad token scope")
+        return creds
+
+    async def verify_privileged_access(
+        self, request: web.Request, params: dict[str, Any]
+    ) -> AccessCredentials:
+        """``auth=`` hook of privileged routes: a full session or a privileged app password's.
+
+        The reference's ``ACCESS_PRIVILEGED`` (400 ``InvalidToken`` "Bad token scope" otherwise).
+        """
+        creds = await self.verify_access(request, params)
+        if creds.scope not in ACCESS_PRIVILEGED_SCOPES:
+            raise InvalidToken("Bad token scope")
+        return creds
 
     async def verify_refresh(self, request: web.Request, params: dict[str, Any]) -> RefreshCredentials:
         """``auth=`` hook of ``refreshSession``: a valid, unexpired refresh token."""

@@ -45,6 +45,8 @@ DEFAULT_PORT: Final = 2583
 DEFAULT_PLC_PORT: Final = 2582
 ENV_PREFIX: Final = "ATREPO_"
 JWT_SECRET_FILENAME: Final = "jwt-secret"
+#: The generated admin password (HTTP Basic ``admin:<password>``) when none is configured.
+ADMIN_PASSWORD_FILENAME: Final = "admin-password"
 ROTATION_KEY_FILENAME: Final = "rotation.key"
 PLC_DIRNAME: Final = "plc"
 
@@ -263,6 +265,10 @@ class HostSecrets:
 
     jwt_secret: str = field(repr=False)
     rotation_key: PrivateKey = field(repr=False)
+    #: HTTP Basic ``admin:<password>`` of ``com.atproto.admin.*`` (configured or generated).
+    admin_password: str = field(default="", repr=False)
+    #: Where the generated admin password is kept (None when it was configured).
+    admin_password_file: Path | None = None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -302,4 +308,17 @@ def load_secrets(config: HostConfig) -> HostSecrets:
         raise InputFileError("the JWT secret is empty")
     key_path = config.data_dir / ROTATION_KEY_FILENAME
     key_text = _read_or_create(key_path, lambda: PrivateKey.generate("k256").to_multibase())
-    return HostSecrets(jwt_secret=jwt_secret, rotation_key=PrivateKey.from_multibase(key_text))
+    # The admin password, like the JWT secret: generated once (0600) unless configured.
+    admin_file: Path | None = None
+    admin_password = config.admin_password
+    if admin_password is None:
+        admin_file = config.data_dir / ADMIN_PASSWORD_FILENAME
+        admin_password = _read_or_create(admin_file, lambda: secrets.token_urlsafe(24))
+    if not admin_password:
+        raise InputFileError("the admin password is empty")
+    return HostSecrets(
+        jwt_secret=jwt_secret,
+        rotation_key=PrivateKey.from_multibase(key_text),
+        admin_password=admin_password,
+        admin_password_file=admin_file,
+    )

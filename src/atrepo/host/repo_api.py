@@ -25,7 +25,11 @@ Reference behaviour kept (``@atproto/pds`` ``api/com/atproto/repo/*.ts``):
 * ``describeRepo``: ``assertRepoAvailability`` errors ("Could not find repo for
   DID: X", ``RepoTakendown``, ``RepoDeactivated``); ``handleIsCorrect`` is the
   DID document's handle equal to the account's;
-* ``uploadBlob``: the type sniffed from the bytes wins over the header.
+* ``uploadBlob``: the type sniffed from the bytes wins over the header;
+* writes and ``uploadBlob`` by a taken-down account: 401 ``AccountTakedown``;
+  writes by a deactivated one: 401 ``AccountDeactivated`` (accounts.md §9), while
+  its uploads go on, as the reference allows (a migration uploads blobs before
+  activating).
 
 Deliberate differences: an unknown ``repo`` is ``RepoNotFound`` (the same 400
 and message, where the reference says ``InvalidRequest``), and reads of a
@@ -126,7 +130,16 @@ async def _writable_repo(host: HostContext, repo: str, creds: AccessCredentials)
         raise RepoNotFound(f"Could not find repo: {repo}")
     if account.did != creds.did:
         raise AuthRequired("Authentication Required")
+    _check_writer(account)
     return account
+
+
+def _check_writer(account: Account) -> None:
+    """An inactive account's session may not write (reference ``authorization`` checks: 401)."""
+    if account.status in ("takendown", "suspended"):
+        raise AccountTakedown("Account has been taken down")
+    if account.status == "deactivated":
+        raise XrpcError("AccountDeactivated", "Account is deactivated", 401)
 
 
 async def _readable_repo(host: HostContext, repo: str, *, not_found: str) -> Account:
@@ -374,14 +387,14 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         batch = writer.prepare(did, ops, validate=validate)
 
         def commit(store: SQLiteStore) -> WriteOutcome:
-            account = store.get_account(did)
-            if account is None or account.status == "deleted":
-                raise RepoNotFound(f"Could not find repo: {repo}")
-            return writer.commit(store, host.signing_key(account), batch, swap_commit=swap_commit)
+            return writer.commit(store, host.signing_key, batch, swap_commit=swap_commit)
 
-        outcome = await host.worker.run(commit)
+        try:
+            outcome = await host.worker.run(commit)
+        except RepoDeactivated:  # the writer's check of the caller's own account (accounts.md §9)
+            raise XrpcError("AccountDeactivated", "Account is deactivated", 401) from None
         if outcome.seq is not None:
-            await host.notify(outcome.seq)
+            await host.notify(outcome.seq, events=(outcome.event,) if outcome.event else ())
         return outcome
 
     @router.procedure("com.atproto.repo.createRecord", auth=verify, json_limit=WRITE_JSON_LIMIT)
@@ -468,6 +481,8 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         account = await host.worker.read(SQLiteStore.get_account, creds.did)
         if account is None or account.status == "deleted":
             raise XrpcError("AccountNotFound", "Account not found", 403)
+        # only a takedown stops uploads (the reference's accessCheckTakedown): a deactivated account
+        # being migrated in uploads its blobs before it is activated
         if account.status in ("takendown", "suspended"):
             raise AccountTakedown("Account has been taken down")
         body = ctx.body

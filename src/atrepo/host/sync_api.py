@@ -7,8 +7,9 @@ Behaviour follows the reference host as ``sync.md`` §2 records it:
   taken-down, suspended or deactivated one is ``RepoTakendown``,
   ``RepoSuspended`` or ``RepoDeactivated`` for every endpoint that serves repo
   data (``getRepoStatus`` and ``listRepos`` report the status instead). All
-  400, as the reference answers them. The owner reading its own inactive
-  repository (the reference's ``isUserOrAdmin``) is not offered yet.
+  400, as the reference answers them. The owner's session or the admin's
+  Basic credentials skip these checks (the reference's ``isUserOrAdmin``:
+  an export before migrating); a bad or expired token counts as none.
 * ``getRepo``: a full export in the streamable pre-order (commit, root, then
   depth first), or with ``since`` the blocks written by commits with a rev
   after it (root: the current commit). ``getRecord``: commit, the MST path
@@ -73,6 +74,8 @@ from atrepo.store.base import RepoHead, Store
 from atrepo.xrpc import RawOutput, XrpcContext, XrpcRouter
 from atrepo.xrpc.metrics import Gauge
 
+from .admin import may_see_inactive, owner_or_admin
+
 if TYPE_CHECKING:
     from .app import HostContext
 
@@ -102,10 +105,16 @@ BLOB_HEADERS: Final = {
 # --- availability (reference assertRepoAvailability) ------------------------------------------
 
 
-def check_available(account: Account | None, did: str) -> Account:
-    """The account if its repository may be served to anyone; else the reference's error."""
+def check_available(account: Account | None, did: str, *, privileged: bool = False) -> Account:
+    """The account if its repository may be served to anyone; else the reference's error.
+
+    ``privileged``: the caller is the owner or the admin (reference ``isUserOrAdmin``), who may
+    read an inactive repository (an export before migrating, an operator's copy).
+    """
     if account is None or account.status == "deleted":
         raise RepoNotFound(f"Could not find repo for DID: {did}")
+    if privileged:
+        return account
     if account.status == "takendown":
         raise RepoTakendown(f"Repo has been takendown: {did}")
     if account.status == "suspended":
@@ -115,8 +124,8 @@ def check_available(account: Account | None, did: str) -> Account:
     return account
 
 
-def _available_head(store: Store, did: str) -> RepoHead:
-    head = check_available(store.get_account(did), did).repo_head
+def _available_head(store: Store, did: str, privileged: bool = False) -> RepoHead:
+    head = check_available(store.get_account(did), did, privileged=privileged).repo_head
     if head is None:  # an account row whose genesis commit is not stored: nothing to serve
         raise RepoNotFound(f"Could not find root for DID: {did}")
     return head
@@ -292,11 +301,11 @@ class CarStreams:
 
 
 def export_repo(
-    store: Store, did: str, since: str | None, *, chunk_blocks: int = CHUNK_BLOCKS
+    store: Store, did: str, since: str | None, *, chunk_blocks: int = CHUNK_BLOCKS, privileged: bool = False
 ) -> Generator[tuple[bytes, int], None, None]:
     """``getRepo``: the full export in pre-order, or the blocks after ``since``, from one snapshot."""
     with store.snapshot():
-        head = _available_head(store, did)
+        head = _available_head(store, did, privileged)
         if since is not None:
             yield from car_pieces([head.cid], store.blocks_since(did, since), chunk_blocks=chunk_blocks)
             return
@@ -411,10 +420,10 @@ def _raw_pieces(
         yield b"".join(parts), count
 
 
-def record_proof(store: Store, did: str, collection: str, rkey: str) -> bytes:
+def record_proof(store: Store, did: str, collection: str, rkey: str, privileged: bool = False) -> bytes:
     """``getRecord``: commit, the key's MST path, then the record when present."""
     with store.snapshot():
-        head = _available_head(store, did)
+        head = _available_head(store, did, privileged)
         repo = Repo.open(store.repo_blocks(did), head.cid)
         blocks = proof_blocks(repo.tree, f"{collection}/{rkey}")
         found = repo.get_record_cid(collection, rkey)
@@ -425,9 +434,9 @@ def record_proof(store: Store, did: str, collection: str, rkey: str) -> bytes:
         return write_car([head.cid], [(head.cid, repo.commit.raw), *blocks.items()])
 
 
-def requested_blocks(store: Store, did: str, cids: list[CID]) -> bytes:
+def requested_blocks(store: Store, did: str, cids: list[CID], privileged: bool = False) -> bytes:
     """``getBlocks``: the blocks in the order asked, no roots; any missing one fails the call."""
-    check_available(store.get_account(did), did)
+    check_available(store.get_account(did), did, privileged=privileged)
     found = store.get_blocks(did, cids)
     missing = [str(cid) for cid in cids if cid not in found]
     if missing:
@@ -437,10 +446,10 @@ def requested_blocks(store: Store, did: str, cids: list[CID]) -> bytes:
     )  # each block once, in asked order
 
 
-def _blob_file(store: Store, did: str, cid: CID) -> tuple[str, int, IO[bytes]]:
-    check_available(store.get_account(did), did)
+def _blob_file(store: Store, did: str, cid: CID, privileged: bool = False) -> tuple[str, int, IO[bytes]]:
+    check_available(store.get_account(did), did, privileged=privileged)
     row = store.get_blob(did, cid)
-    if row is None or row.temporary:
+    if row is None or row.temporary or store.blob_takedown(did, cid) is not None:  # admin blob takedown
         raise BlobNotFound("Blob not found")
     path: Path = store.blob_files.path(cid)
     try:
@@ -467,6 +476,7 @@ def _status(account: Account) -> dict[str, Any]:
 def register(router: XrpcRouter, host: HostContext) -> None:
     """Declare the sync methods (all unauthenticated) on ``router``, bound to ``host``."""
     worker = host.worker
+    viewer = owner_or_admin(host)  # the owner or the admin may read an inactive repository
     streams = CarStreams(
         host.store,
         in_progress=host.metrics.gauge(
@@ -474,25 +484,31 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         ),
     )
 
-    @router.query("com.atproto.sync.getRepo")
+    @router.query("com.atproto.sync.getRepo", auth=viewer)
     async def get_repo(ctx: XrpcContext) -> RawOutput:
-        stream = await streams.open(export_repo, ctx.params["did"], ctx.params.get("since"))
+        did = ctx.params["did"]
+        stream = await streams.open(
+            export_repo, did, ctx.params.get("since"), privileged=may_see_inactive(ctx.auth, did)
+        )
         return RawOutput(CAR, stream)
 
-    @router.query("com.atproto.sync.getRecord")
+    @router.query("com.atproto.sync.getRecord", auth=viewer)
     async def get_record(ctx: XrpcContext) -> RawOutput:
         p = ctx.params
-        car = await worker.read(record_proof, p["did"], p["collection"], p["rkey"])
+        privileged = may_see_inactive(ctx.auth, p["did"])
+        car = await worker.read(record_proof, p["did"], p["collection"], p["rkey"], privileged)
         return RawOutput(CAR, car)
 
-    @router.query("com.atproto.sync.getBlocks")
+    @router.query("com.atproto.sync.getBlocks", auth=viewer)
     async def get_blocks(ctx: XrpcContext) -> RawOutput:
         cids = [c if isinstance(c, CID) else CID.parse(c) for c in ctx.params["cids"]]
-        return RawOutput(CAR, await worker.read(requested_blocks, ctx.params["did"], cids))
+        did = ctx.params["did"]
+        return RawOutput(CAR, await worker.read(requested_blocks, did, cids, may_see_inactive(ctx.auth, did)))
 
-    @router.query("com.atproto.sync.getLatestCommit")
+    @router.query("com.atproto.sync.getLatestCommit", auth=viewer)
     async def get_latest_commit(ctx: XrpcContext) -> dict[str, Any]:
-        head = await worker.read(_available_head, ctx.params["did"])
+        did = ctx.params["did"]
+        head = await worker.read(_available_head, did, may_see_inactive(ctx.auth, did))
         return {"cid": str(head.cid), "rev": head.rev}
 
     @router.query("com.atproto.sync.getRepoStatus")
@@ -522,13 +538,14 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             out["cursor"] = f"{page[-1].created_ms}::{page[-1].did}"
         return out
 
-    @router.query("com.atproto.sync.listBlobs")
+    @router.query("com.atproto.sync.listBlobs", auth=viewer)
     async def list_blobs(ctx: XrpcContext) -> dict[str, Any]:
         p = ctx.params
         did, limit = p["did"], p["limit"]
+        privileged = may_see_inactive(ctx.auth, did)
 
         def page(store: SQLiteStore) -> list[CID]:
-            check_available(store.get_account(did), did)
+            check_available(store.get_account(did), did, privileged=privileged)
             return store.list_blobs(did, since=p.get("since"), cursor=p.get("cursor"), limit=limit)
 
         cids = await worker.read(page)
@@ -537,11 +554,11 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             out["cursor"] = str(cids[-1])
         return out
 
-    @router.query("com.atproto.sync.getBlob")
+    @router.query("com.atproto.sync.getBlob", auth=viewer)
     async def get_blob(ctx: XrpcContext) -> RawOutput:
         did, cid_param = ctx.params["did"], ctx.params["cid"]
         cid = cid_param if isinstance(cid_param, CID) else CID.parse(cid_param)
-        mime, size, handle = await worker.read(_blob_file, did, cid)
+        mime, size, handle = await worker.read(_blob_file, did, cid, may_see_inactive(ctx.auth, did))
         ctx.response_headers.update(BLOB_HEADERS)
         ctx.response_headers["Content-Disposition"] = f'attachment; filename="{cid}"'
         return RawOutput(mime or "application/octet-stream", _read_file(handle), length=size)

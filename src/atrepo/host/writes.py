@@ -32,7 +32,8 @@ error a request with several problems gets:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from atrepo.core import cbor, limits
 from atrepo.core.action import Action
 from atrepo.core.blobrefs import BlobRef, find_blobs
 from atrepo.core.cid import CID
+from atrepo.core.commit import SignedCommit
 from atrepo.core.datamodel import validate_record
 from atrepo.core.errors import (
     AccountTakedown,
@@ -54,10 +56,11 @@ from atrepo.core.errors import (
 from atrepo.core.keys import PrivateKey
 from atrepo.core.lexicon.records import ValidationStatus, prepare_record
 from atrepo.core.lexicon.registry import Registry
+from atrepo.core.mst.tree import MST, NodeLoader
 from atrepo.core.repo import CommitResult, Repo, Write
 from atrepo.core.syntax import is_valid_at_uri, is_valid_did, is_valid_nsid, is_valid_record_key
 from atrepo.core.tid import DEFAULT_CLOCK, TIDClock
-from atrepo.store.base import Account, BlobRow, EventRow, Store
+from atrepo.store.base import Account, BlobRow, EventRow, RepoTransaction, Store
 
 __all__ = [
     "UNCHECKED",
@@ -325,11 +328,41 @@ class RepoWriter:
     Stateless otherwise: one writer serves every account, from any thread.
     """
 
-    __slots__ = ("_clock", "registry")
+    __slots__ = ("_clock", "_trees", "registry")
 
     def __init__(self, registry: Registry, *, clock: TIDClock = DEFAULT_CLOCK) -> None:
         self.registry = registry
         self._clock = clock
+        # did -> the tree its last commit here produced (see _open)
+        self._trees: OrderedDict[str, _OpenTree] = OrderedDict()
+
+    def _open(self, tx: RepoTransaction, did: str, head: CID) -> Repo:
+        """The repository at ``head``, reusing the tree this writer's last commit to it built.
+
+        Opening from the store reads and decodes the commit and the nodes on
+        every path a write touches, the very nodes the previous commit built
+        in memory. The kept tree is used only when the stored head is the
+        commit it belongs to (content addressed: then it is exactly that
+        state), so a commit rolled back, or a head moved by anything else
+        (an import, a re-sign, a deletion), simply misses. In-memory nodes
+        accumulate as writes touch new paths, so a tree is reopened from the
+        store after ``TREE_REUSES`` commits, and at most ``TREES_KEPT``
+        repositories are kept.
+        """
+        kept = self._trees.get(did)
+        if kept is None or kept.commit.cid != head or kept.uses >= TREE_REUSES:
+            return Repo.open(tx.blocks, head)
+        self._trees.move_to_end(did)
+        tree = MST(NodeLoader(tx.blocks), kept.tree.root, kept.tree.layer)
+        return Repo(tx.blocks, kept.commit, tree)
+
+    def _keep(self, did: str, result: CommitResult, reused: bool) -> None:
+        kept = self._trees.get(did)
+        uses = kept.uses + 1 if reused and kept is not None else 0
+        self._trees[did] = _OpenTree(result.commit, result.repo.tree, uses)
+        self._trees.move_to_end(did)
+        while len(self._trees) > TREES_KEPT:
+            self._trees.popitem(last=False)
 
     # --- the endpoints -------------------------------------------------------------------
 
@@ -455,9 +488,18 @@ class RepoWriter:
         return _Prepared(op, op.collection, rkey, record, CID.for_dag_cbor(data), status, blobs)
 
     def commit(
-        self, store: Store, key: PrivateKey, batch: PreparedBatch, *, swap_commit: CID | None = None
+        self,
+        store: Store,
+        key: PrivateKey | Callable[[Account], PrivateKey],
+        batch: PreparedBatch,
+        *,
+        swap_commit: CID | None = None,
     ) -> WriteOutcome:
         """Apply a prepared batch in one ``store.transaction``; on the store's writer thread.
+
+        ``key`` is the signing key, or a function from the account (as read
+        inside the transaction) to it, which saves the caller reading the
+        account a second time.
 
         Errors: :class:`RepoNotFound`, :class:`AccountTakedown`,
         :class:`RepoDeactivated` (the account), :class:`InvalidRequest` (a
@@ -467,11 +509,16 @@ class RepoWriter:
         """
         did = batch.did
         with store.transaction(did) as tx:
-            _check_account(tx.account(), did)
+            account = tx.account()
+            _check_account(account, did)
+            assert account is not None
+            if not isinstance(key, PrivateKey):
+                key = key(account)
             head = tx.head()
             if head is None:
                 raise InvalidRequest(f"No repo root found for {did}", path="repo", rule="no-repo")
-            repo = Repo.open(tx.blocks, head.cid)  # tx.open_repo() would read the head again
+            repo = self._open(tx, did, head.cid)  # tx.open_repo() would read the head again
+            reused = did in self._trees and self._trees[did].commit is repo.commit
             planned = [_plan(item, repo, did, index) for index, item in enumerate(batch.ops)]
             results = tuple(_result(plan, did) for plan in planned)
             live = [plan for plan in planned if plan.applied]
@@ -492,6 +539,7 @@ class RepoWriter:
             result = _build(repo, writes, key, self._clock.next_after(repo.rev))
             tx.apply_commit(result, blob_refs=refs)
             event = tx.append_event(result.to_event)
+            self._keep(did, result, reused)
             return WriteOutcome(
                 did,
                 results,
@@ -503,6 +551,19 @@ class RepoWriter:
 
 
 # --- the steps inside the transaction --------------------------------------------------------------
+
+
+#: Commits a kept tree serves before it is reopened from the store (bounds its in-memory nodes).
+TREE_REUSES: Final = 32
+#: Repositories whose last tree :class:`RepoWriter` keeps (least recently written dropped first).
+TREES_KEPT: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenTree:
+    commit: SignedCommit
+    tree: MST
+    uses: int
 
 
 def _check_account(account: Account | None, did: str) -> None:

@@ -72,10 +72,14 @@ __all__ = [
     "ACCOUNT_STATUSES",
     "Account",
     "AccountReader",
+    "AccountState",
     "AccountStatus",
+    "AppPassword",
+    "AppPasswordStore",
     "BlobFiles",
     "BlobReader",
     "BlobRow",
+    "EmailToken",
     "EventLog",
     "EventRow",
     "MakeEvent",
@@ -88,6 +92,7 @@ __all__ = [
     "RepoReader",
     "RepoTransaction",
     "Rotation",
+    "SeqFloor",
     "SequencedEvent",
     "Store",
     "TokenStore",
@@ -150,6 +155,41 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account's lifecycle columns beside its effective ``status`` (accounts.md §6, §8).
+
+    ``takedown_ref`` is the operator's reference of a takedown in force (None
+    when there is none), ``deactivated_ms`` when the owner deactivated it
+    (None when active) and ``delete_after_ms`` the owner's ``deleteAfter``
+    hint. ``status`` is what they add up to, a takedown winning.
+    """
+
+    did: str
+    status: AccountStatus
+    takedown_ref: str | None
+    deactivated_ms: int | None
+    delete_after_ms: int | None
+
+    @property
+    def taken_down(self) -> bool:
+        return self.takedown_ref is not None or self.status == "takendown"
+
+    @property
+    def deactivated(self) -> bool:
+        return self.deactivated_ms is not None or self.status == "deactivated"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailToken:
+    """A one-time token of an account for a ``purpose`` (``delete_account``), as the reference mails them."""
+
+    did: str
+    purpose: str
+    token: str
+    requested_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class RecordRow:
     """One entry of the record index: the path's current CID and the rev that wrote it."""
 
@@ -176,6 +216,32 @@ class RefreshToken:
     did: str
     expires_ms: int
     next_id: str | None = None
+    #: The name of the app password this session logged in with (None: the account password).
+    #: Rotation passes it on; revoking the app password deletes its tokens.
+    app_password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeqFloor:
+    """What raising the event log's seq floor found and left: the next seq, before and after."""
+
+    old_next: int
+    new_next: int
+
+    @property
+    def changed(self) -> bool:
+        return self.new_next != self.old_next
+
+
+@dataclass(frozen=True, slots=True)
+class AppPassword:
+    """An app password's row: the hash only (the password is shown once, at creation)."""
+
+    did: str
+    name: str
+    password_hash: str
+    privileged: bool
+    created_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +374,10 @@ class AccountReader(Protocol):
         """
         ...
 
+    def get_account_state(self, did: str) -> AccountState | None:
+        """The account's takedown and deactivation columns (None for an unknown DID)."""
+        ...
+
 
 class TokenStore(Protocol):
     """Refresh tokens and their rotation chain (accounts.md §3)."""
@@ -346,6 +416,48 @@ class TokenStore(Protocol):
         """*Writer.* Delete tokens expired at ``now_ms``."""
         ...
 
+    def put_email_token(self, did: str, purpose: str, token: str, now_ms: int) -> EmailToken:
+        """*Writer.* Store the account's one token for ``purpose``, replacing an earlier one.
+
+        Raises ``RuntimeError`` for an unknown account. Deleting the account deletes its tokens.
+        """
+        ...
+
+    def get_email_token(self, did: str, purpose: str) -> EmailToken | None: ...
+
+    def delete_email_token(self, did: str, purpose: str) -> bool:
+        """*Writer.* Forget the token once used."""
+        ...
+
+    def list_email_tokens(self, purpose: str, *, requested_after_ms: int) -> list[EmailToken]:
+        """The tokens for ``purpose`` requested after ``requested_after_ms``, oldest first.
+
+        We send no mail: an operator reads pending tokens (those still within
+        their lifetime) here and hands them to the account holder.
+        """
+        ...
+
+
+class AppPasswordStore(Protocol):
+    """App passwords (accounts.md §4): ``(did, name)`` is unique."""
+
+    def list_app_passwords(self, did: str) -> list[AppPassword]:
+        """The account's app passwords, newest first."""
+        ...
+
+    def get_app_password(self, did: str, name: str) -> AppPassword | None: ...
+
+    def create_app_password(self, password: AppPassword) -> None:
+        """*Writer.* Store a new one; ``InvalidRequest`` (path ``name``) if the name is taken."""
+        ...
+
+    def revoke_app_password(self, did: str, name: str) -> tuple[bool, int]:
+        """*Writer.* Delete it and the refresh tokens issued under it, in one transaction.
+
+        Returns (whether it existed, how many refresh tokens went).
+        """
+        ...
+
 
 class BlobReader(Protocol):
     """Blob metadata; the bytes are in ``Store.blob_files``."""
@@ -373,6 +485,14 @@ class BlobReader(Protocol):
 
     def prune_temporary_blobs(self, before_ms: int) -> int:
         """*Writer.* Forget unreferenced uploads created before ``before_ms``; delete orphaned files."""
+        ...
+
+    def blob_takedown(self, did: str, cid: CID) -> str | None:
+        """The takedown reference of the account's blob (None: not taken down, or no such blob)."""
+        ...
+
+    def set_blob_takedown(self, did: str, cid: CID, ref: str | None) -> bool:
+        """*Writer.* Take the account's blob down (``ref``) or restore it (None); False for no such blob."""
         ...
 
 
@@ -477,6 +597,22 @@ class RepoTransaction(Protocol):
 
     def set_status(self, status: AccountStatus) -> None: ...
 
+    def set_takedown(self, ref: str | None, *, now_ms: int) -> AccountStatus:
+        """Apply a takedown with ``ref`` (None: reverse it); return the new effective status.
+
+        Reversing leaves the account deactivated if its owner had deactivated it.
+        """
+        ...
+
+    def set_deactivated(
+        self, deactivated: bool, *, now_ms: int, delete_after_ms: int | None = None
+    ) -> AccountStatus:
+        """Deactivate (keeping the first deactivation time) or reactivate; return the new effective status.
+
+        A takedown in force stays in force either way.
+        """
+        ...
+
     def apply_commit(
         self, result: CommitResult, *, blob_refs: Mapping[str, Iterable[CID]] | None = None
     ) -> None:
@@ -498,6 +634,30 @@ class RepoTransaction(Protocol):
         """Allocate the next seq and time, build the event with them, encode its frame once, store it."""
         ...
 
+    def stage_blocks(self, blocks: Iterable[tuple[bytes, bytes]]) -> BlockSource:
+        """Hold blocks (binary CID, bytes) aside, on disk, for this transaction only (an import's CAR).
+
+        What the staged source serves never reaches the repository by itself:
+        :meth:`replace_repo` stores the blocks the caller found reachable.
+        Memory stays bounded whatever the CAR's size.
+        """
+        ...
+
+    def replace_repo(
+        self,
+        commit: CID,
+        rev: str,
+        blocks: Iterable[tuple[CID, bytes]],
+        records: Iterable[tuple[str, CID, Sequence[str]]],
+    ) -> int:
+        """Replace the repository wholesale (an import): blocks, record index, blob refs, head.
+
+        ``records`` are (path, record CID, blob CIDs the record names). Blobs
+        no record names any more become temporary (collected after the grace
+        period). Appends no event. Returns how many blocks were stored.
+        """
+        ...
+
     def add_blob(self, cid: CID, mime: str, size: int) -> BlobRow:
         """Record an upload whose bytes ``BlobFiles.write`` already stored (temporary until referenced).
 
@@ -516,7 +676,15 @@ class RepoTransaction(Protocol):
 
 
 class Store(
-    RepoReader, RecordIndex, AccountReader, TokenStore, BlobReader, PreferenceStore, EventLog, Protocol
+    RepoReader,
+    RecordIndex,
+    AccountReader,
+    TokenStore,
+    AppPasswordStore,
+    BlobReader,
+    PreferenceStore,
+    EventLog,
+    Protocol,
 ):
     """A whole host store."""
 

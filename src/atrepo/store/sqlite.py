@@ -49,7 +49,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from atrepo.core import limits
 from atrepo.core.blocks import BlockSource
 from atrepo.core.cid import CID
-from atrepo.core.errors import InvalidRequest, LimitExceeded, MissingBlock, OutOfSync
+from atrepo.core.errors import (
+    InputFileError,
+    InvalidRequest,
+    LimitExceeded,
+    MissingBlock,
+    OutOfSync,
+    StoreInUse,
+    WriteAborted,
+)
 from atrepo.core.events import CommitEvent, encode_frame
 from atrepo.core.repo import CommitResult, Repo
 from atrepo.core.syntax import format_datetime
@@ -57,9 +65,12 @@ from atrepo.core.syntax import format_datetime
 from .base import (
     ACCOUNT_STATUSES,
     Account,
+    AccountState,
     AccountStatus,
+    AppPassword,
     BlobFiles,
     BlobRow,
+    EmailToken,
     EventRow,
     MakeEvent,
     Preference,
@@ -67,13 +78,14 @@ from .base import (
     RefreshToken,
     RepoHead,
     Rotation,
+    SeqFloor,
     in_namespace,
 )
 
 if TYPE_CHECKING:
     from .base import RepoTransaction, Store
 
-__all__ = ["DB_FILENAME", "SQLiteStore", "Synchronous"]
+__all__ = ["DB_FILENAME", "SQLiteStore", "Synchronous", "raise_seq_floor"]
 
 DB_FILENAME: Final = "store.sqlite3"
 BLOBS_DIRNAME: Final = "blobs"
@@ -178,8 +190,44 @@ CREATE TABLE preferences (
 );
 """
 
+# Account lifecycle (accounts.md §6, §8): a takedown's reference and the deactivation time kept
+# apart from ``status`` (which stays the effective one: takedown wins), so that reversing one
+# restores the other; one-time e-mail-style tokens per (account, purpose) (``delete_account``);
+# blob takedowns. Rows already deactivated or taken down get the matching column.
+_V_LIFECYCLE = """
+ALTER TABLE accounts ADD COLUMN takedown_ref TEXT;
+ALTER TABLE accounts ADD COLUMN deactivated_ms INTEGER;
+ALTER TABLE accounts ADD COLUMN delete_after_ms INTEGER;
+UPDATE accounts SET deactivated_ms = created_ms WHERE status = 'deactivated';
+UPDATE accounts SET takedown_ref = 'takendown' WHERE status = 'takendown';
+ALTER TABLE blobs ADD COLUMN takedown_ref TEXT;
+CREATE TABLE email_tokens (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    purpose TEXT NOT NULL,
+    token TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL,
+    PRIMARY KEY (repo, purpose)
+);
+"""
+
+# App passwords (accounts.md §4): scrypt hashes, ``(repo, name)`` unique; a refresh token names
+# the app password it was issued under, so that revoking one ends its sessions' refreshes.
+_V_APP_PASSWORDS = """
+CREATE TABLE app_passwords (
+    repo INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    privileged INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (repo, name)
+);
+ALTER TABLE refresh_tokens ADD COLUMN app_password TEXT;
+CREATE INDEX refresh_tokens_by_app_password ON refresh_tokens (repo, app_password)
+    WHERE app_password IS NOT NULL;
+"""
+
 #: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V_LIFECYCLE, _V_APP_PASSWORDS)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _ACCOUNT_COLUMNS = "did, handle, email, password_hash, status, signing_key, head, rev, created_ms"
@@ -213,7 +261,7 @@ def _account(row: Any) -> Account:
 
 
 def _token(row: Any) -> RefreshToken:
-    return RefreshToken(row[0], row[1], row[2], row[3])
+    return RefreshToken(row[0], row[1], row[2], row[3], row[4])
 
 
 def _blob(row: Any) -> BlobRow:
@@ -246,6 +294,20 @@ class _Blocks:
         return row[0] if row is not None else None
 
 
+class _Staged:
+    """A ``BlockSource`` over the blocks a transaction staged (``import_staging``, a TEMP table)."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
+        self._connection = connection
+
+    def get(self, cid: CID) -> bytes | None:
+        query = "SELECT data FROM import_staging WHERE cid = ?"
+        row = self._connection().execute(query, (cid.raw,)).fetchone()
+        return row[0] if row is not None else None
+
+
 class SQLiteStore:
     """Every table of a host in ``<data_dir>/store.sqlite3``, blob bytes in ``<data_dir>/blobs/``."""
 
@@ -267,6 +329,9 @@ class SQLiteStore:
         self._blob_files = BlobFiles(self.data_dir / BLOBS_DIRNAME)
         self._write_lock = threading.Lock()
         self._write_owner: int | None = None
+        self._group_open = False
+        self._in_savepoint = False
+        self._after_commit: list[set[str]] = []
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -319,9 +384,17 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error).
+
+        Inside a :meth:`group_commit` on this thread the write is a savepoint of
+        the group's transaction instead: released on success, rolled back (alone)
+        on error, and made durable by the group's one ``COMMIT``.
+        """
         me = threading.get_ident()
         if self._write_owner == me:
+            if self._group_open and not self._in_savepoint:
+                yield from self._savepoint()
+                return
             raise RuntimeError("this thread is already inside a store write transaction")
         with self._write_lock:
             self._write_owner = me
@@ -337,6 +410,70 @@ class SQLiteStore:
                     raise
             finally:
                 self._write_owner = None
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        db = self._writer
+        if not db.in_transaction:  # an earlier failure (I/O error, disk full) ended the group's transaction
+            raise WriteAborted("the group commit's transaction was rolled back by an earlier error")
+        self._in_savepoint = True
+        db.execute("SAVEPOINT job")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+            raise
+        else:
+            db.execute("RELEASE job")
+        finally:
+            self._in_savepoint = False
+
+    @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """One transaction, and so one fsync, for several write jobs run one after another in it.
+
+        The store worker opens a group when writes are queued behind each
+        other: each job's ``transaction``/write becomes a savepoint (a job that
+        fails rolls back only its own changes), and the group's single
+        ``COMMIT`` makes them all durable at once. Nothing a job wrote is
+        acknowledged before that ``COMMIT`` returns, so an acknowledged write
+        survives ``kill -9`` exactly as with one transaction per write; work
+        that must wait for durability (deleting blob files no row names any
+        more) is deferred to after it. If the ``COMMIT`` fails, or an error
+        ends the transaction early (:attr:`group_aborted`), every job in the
+        group has failed and the caller must report that error for each.
+        """
+        me = threading.get_ident()
+        if self._write_owner == me:
+            raise RuntimeError("this thread is already inside a store write transaction")
+        with self._write_lock:
+            self._write_owner = me
+            self._group_open = True
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    if not db.in_transaction:
+                        raise WriteAborted("the group commit's transaction was rolled back by an error")
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self._after_commit.clear()
+                    raise
+            finally:
+                self._group_open = False
+                self._write_owner = None
+        deferred, self._after_commit = self._after_commit, []
+        for cids in deferred:
+            self._delete_orphan_files(cids)
+
+    @property
+    def group_aborted(self) -> bool:
+        """Inside a group: whether an error already ended its transaction (every job in it is lost)."""
+        return self._group_open and not self._writer.in_transaction
 
     def close(self) -> None:
         with self._write_lock:
@@ -385,9 +522,12 @@ class SQLiteStore:
                 yield tx
             finally:
                 tx._live = False
-        # committed: files of blobs that no account holds any more can go
+        # committed: files of blobs that no account holds any more can go (in a group, once it commits)
         if tx._orphan_candidates:
-            self._delete_orphan_files(tx._orphan_candidates)
+            if self._group_open:
+                self._after_commit.append(tx._orphan_candidates)
+            else:
+                self._delete_orphan_files(tx._orphan_candidates)
 
     def _delete_orphan_files(self, cids: Iterable[str]) -> None:
         with self._write_lock:  # the check and the unlink happen between writes, never inside one
@@ -417,10 +557,14 @@ class SQLiteStore:
         out: dict[CID, bytes] = {}
         if repo is None:
             return out
-        for cid in cids:
-            row = db.execute("SELECT data FROM blocks WHERE repo = ? AND cid = ?", (repo, cid.raw)).fetchone()
-            if row is not None:
-                out[cid] = row[0]
+        wanted = {cid.raw: cid for cid in cids}
+        raws = list(wanted)
+        for start in range(0, len(raws), _IN_BATCH):  # many blocks to a query, as getRepo reads them
+            chunk = raws[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT cid, data FROM blocks WHERE repo = ? AND cid IN ({marks})"
+            for raw, data in db.execute(query, (repo, *chunk)):
+                out[wanted[raw]] = data
         return out
 
     def repo_block_reader(self, did: str) -> Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]] | None:
@@ -542,10 +686,23 @@ class SQLiteStore:
         rows = self._read().execute("SELECT status, COUNT(*) FROM accounts GROUP BY status").fetchall()
         return {str(status): int(count) for status, count in rows}
 
+    def get_account_state(self, did: str) -> AccountState | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT did, status, takedown_ref, deactivated_ms, delete_after_ms "
+                "FROM accounts WHERE did = ?",
+                (did,),
+            )
+            .fetchone()
+        )
+        return AccountState(*row) if row is not None else None
+
     # --- refresh tokens ---------------------------------------------------------------
 
     _TOKEN_SELECT = (
-        "SELECT t.id, a.did, t.expires_ms, t.next_id FROM refresh_tokens t JOIN accounts a ON a.id = t.repo "
+        "SELECT t.id, a.did, t.expires_ms, t.next_id, t.app_password "
+        "FROM refresh_tokens t JOIN accounts a ON a.id = t.repo "
     )
 
     def get_refresh_token(self, token_id: str) -> RefreshToken | None:
@@ -563,8 +720,9 @@ class SQLiteStore:
             if repo is None:
                 raise RuntimeError(f"no account {token.did} for a refresh token")
             db.execute(
-                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id) VALUES (?, ?, ?, NULL)",
-                (token.id, repo, token.expires_ms),
+                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id, app_password) "
+                "VALUES (?, ?, ?, NULL, ?)",
+                (token.id, repo, token.expires_ms, token.app_password),
             )
 
     def rotate_refresh_token(
@@ -583,11 +741,14 @@ class SQLiteStore:
                 (next_id, now_ms + grace_ms, token_id),
             )
             db.execute(
-                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id) "
-                "SELECT ?, repo, ?, NULL FROM refresh_tokens WHERE id = ?",
+                "INSERT INTO refresh_tokens (id, repo, expires_ms, next_id, app_password) "
+                "SELECT ?, repo, ?, NULL, app_password FROM refresh_tokens WHERE id = ?",
                 (next_id, next_expires_ms, token_id),
             )
-            return Rotation(presented, RefreshToken(next_id, presented.did, next_expires_ms), reused=False)
+            successor = RefreshToken(
+                next_id, presented.did, next_expires_ms, app_password=presented.app_password
+            )
+            return Rotation(presented, successor, reused=False)
 
     def revoke_refresh_chain(self, token_id: str) -> int:
         with self._write() as db:
@@ -623,6 +784,108 @@ class SQLiteStore:
     def prune_refresh_tokens(self, now_ms: int) -> int:
         with self._write() as db:
             return db.execute("DELETE FROM refresh_tokens WHERE expires_ms <= ?", (now_ms,)).rowcount
+
+    # --- app passwords ----------------------------------------------------------------
+
+    _APP_PASSWORD_SELECT = (
+        "SELECT a.did, p.name, p.password_hash, p.privileged, p.created_ms "
+        "FROM app_passwords p JOIN accounts a ON a.id = p.repo "
+    )
+
+    def list_app_passwords(self, did: str) -> list[AppPassword]:
+        rows = (
+            self._read()
+            .execute(self._APP_PASSWORD_SELECT + "WHERE a.did = ? ORDER BY p.created_ms DESC, p.name", (did,))
+            .fetchall()
+        )
+        return [AppPassword(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    def get_app_password(self, did: str, name: str) -> AppPassword | None:
+        r = (
+            self._read()
+            .execute(self._APP_PASSWORD_SELECT + "WHERE a.did = ? AND p.name = ?", (did, name))
+            .fetchone()
+        )
+        return AppPassword(r[0], r[1], r[2], bool(r[3]), r[4]) if r is not None else None
+
+    def create_app_password(self, password: AppPassword) -> None:
+        with self._write() as db:
+            repo = self._repo_id(db, password.did)
+            if repo is None:
+                raise RuntimeError(f"no account {password.did} for an app password")
+            try:
+                db.execute(
+                    "INSERT INTO app_passwords (repo, name, password_hash, privileged, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        repo,
+                        password.name,
+                        password.password_hash,
+                        int(password.privileged),
+                        password.created_ms,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise InvalidRequest("An app password with this name already exists", path="name") from None
+
+    def revoke_app_password(self, did: str, name: str) -> tuple[bool, int]:
+        with self._write() as db:
+            repo = self._repo_id(db, did)
+            if repo is None:
+                return False, 0
+            found = db.execute("DELETE FROM app_passwords WHERE repo = ? AND name = ?", (repo, name)).rowcount
+            tokens = db.execute(
+                "DELETE FROM refresh_tokens WHERE repo = ? AND app_password = ?", (repo, name)
+            ).rowcount
+            return found > 0, tokens
+
+    # --- e-mail tokens ----------------------------------------------------------------
+
+    def put_email_token(self, did: str, purpose: str, token: str, now_ms: int) -> EmailToken:
+        with self._write() as db:
+            repo = self._repo_id(db, did)
+            if repo is None:
+                raise RuntimeError(f"no account {did} for a token")
+            db.execute(
+                "INSERT INTO email_tokens (repo, purpose, token, requested_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (repo, purpose) DO UPDATE SET token = excluded.token, "
+                "requested_ms = excluded.requested_ms",
+                (repo, purpose, token, now_ms),
+            )
+        return EmailToken(did, purpose, token, now_ms)
+
+    def get_email_token(self, did: str, purpose: str) -> EmailToken | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT t.token, t.requested_ms FROM email_tokens t JOIN accounts a ON a.id = t.repo "
+                "WHERE a.did = ? AND t.purpose = ?",
+                (did, purpose),
+            )
+            .fetchone()
+        )
+        return EmailToken(did, purpose, row[0], row[1]) if row is not None else None
+
+    def delete_email_token(self, did: str, purpose: str) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM email_tokens "
+                "WHERE repo = (SELECT id FROM accounts WHERE did = ?) AND purpose = ?",
+                (did, purpose),
+            )
+            return cursor.rowcount > 0
+
+    def list_email_tokens(self, purpose: str, *, requested_after_ms: int) -> list[EmailToken]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT a.did, t.token, t.requested_ms FROM email_tokens t JOIN accounts a ON a.id = t.repo "
+                "WHERE t.purpose = ? AND t.requested_ms > ? ORDER BY t.requested_ms, a.did",
+                (purpose, requested_after_ms),
+            )
+            .fetchall()
+        )
+        return [EmailToken(did, purpose, token, ms) for did, token, ms in rows]
 
     # --- blobs ------------------------------------------------------------------------
 
@@ -699,6 +962,27 @@ class SQLiteStore:
         self._delete_orphan_files(cids)
         return count
 
+    def blob_takedown(self, did: str, cid: CID) -> str | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT b.takedown_ref FROM blobs b JOIN accounts a ON a.id = b.repo "
+                "WHERE a.did = ? AND b.cid = ?",
+                (did, str(cid)),
+            )
+            .fetchone()
+        )
+        return row[0] if row is not None else None
+
+    def set_blob_takedown(self, did: str, cid: CID, ref: str | None) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE blobs SET takedown_ref = ? WHERE repo = (SELECT id FROM accounts WHERE did = ?) "
+                "AND cid = ?",
+                (ref, did, str(cid)),
+            )
+            return cursor.rowcount > 0
+
     # --- preferences ------------------------------------------------------------------
 
     def get_preferences(self, did: str, namespace: str) -> list[Preference]:
@@ -764,6 +1048,54 @@ class SQLiteStore:
             return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
 
 
+def raise_seq_floor(data_dir: str | Path, next_seq: int) -> SeqFloor:
+    """Make the next event seq of a *stopped* host's log at least ``next_seq`` (never lower it).
+
+    The remedy for a store restored from a backup: its log hands out seqs
+    that relays have already seen from the lost timeline, and a relay treats
+    a host whose seq went backwards as broken. Raising the floor past the
+    highest seq ever published makes the next event newer than all of them.
+
+    The file is opened in SQLite's exclusive locking mode and the change made
+    in one ``BEGIN EXCLUSIVE`` transaction: any other connection (a running
+    host keeps its writer open for its whole life) makes that fail at once
+    with :class:`StoreInUse`, and while this runs a host cannot start on the
+    file. The schema is not migrated here (that is the host's job at start).
+    """
+    if not 1 <= next_seq <= limits.MAX_SAFE_INT:
+        raise InvalidRequest(f"the next seq must be between 1 and {limits.MAX_SAFE_INT}, not {next_seq}")
+    path = Path(data_dir) / DB_FILENAME
+    if not path.is_file():
+        raise InputFileError(f"no store at {path}")
+    db = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as exc:
+            raise StoreInUse(f"{path} is in use ({exc}): stop the host that runs on it, then retry") from None
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if not 1 <= version <= SCHEMA_VERSION:
+                raise InvalidRequest(
+                    f"{path} has schema version {version}; this atrepo knows 1 to {SCHEMA_VERSION}"
+                )
+            (head,) = db.execute("SELECT seq FROM event_seq WHERE id = 1").fetchone()
+            (newest,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+            old_head = max(int(head), int(newest or 0))
+            new_head = max(old_head, next_seq - 1)
+            if new_head != int(head):
+                db.execute("UPDATE event_seq SET seq = ? WHERE id = 1", (new_head,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return SeqFloor(old_head + 1, new_head + 1)
+    finally:
+        db.close()
+
+
 class SQLiteTransaction:
     """``RepoTransaction`` on the writer connection, inside ``BEGIN IMMEDIATE``."""
 
@@ -775,6 +1107,7 @@ class SQLiteTransaction:
         self._events: list[EventRow] = []
         #: blob CIDs (strings) whose rows this transaction deleted: their files go after commit if unheld
         self._orphan_candidates: set[str] = set()
+        self._staged = False  # import_staging holds this transaction's blocks
         self._live = True
 
     # --- reading the locked state -------------------------------------------------------
@@ -895,6 +1228,45 @@ class SQLiteTransaction:
         _check_status(status)
         self._set("status", status)
 
+    def _lifecycle(self) -> tuple[str, str | None, int | None]:
+        repo = self._require_repo()
+        status, ref, deactivated = self._db.execute(
+            "SELECT status, takedown_ref, deactivated_ms FROM accounts WHERE id = ?", (repo,)
+        ).fetchone()
+        return status, ref, deactivated
+
+    def set_takedown(self, ref: str | None, *, now_ms: int) -> AccountStatus:
+        status, _, deactivated = self._lifecycle()
+        if status == "deactivated" and deactivated is None:  # deactivated before the column existed
+            deactivated = now_ms
+        new: AccountStatus
+        if ref is not None:
+            new = "takendown"
+        else:
+            new = "deactivated" if deactivated is not None else "active"
+        self._db.execute(
+            "UPDATE accounts SET takedown_ref = ?, deactivated_ms = ?, status = ? WHERE id = ?",
+            (ref, deactivated, new, self._repo),
+        )
+        return new
+
+    def set_deactivated(
+        self, deactivated: bool, *, now_ms: int, delete_after_ms: int | None = None
+    ) -> AccountStatus:
+        status, ref, since = self._lifecycle()
+        taken_down = ref is not None or status == "takendown"
+        new: AccountStatus = "takendown" if taken_down else "deactivated" if deactivated else "active"
+        self._db.execute(
+            "UPDATE accounts SET deactivated_ms = ?, delete_after_ms = ?, status = ? WHERE id = ?",
+            (
+                (since if since is not None else now_ms) if deactivated else None,
+                delete_after_ms if deactivated else None,
+                new,
+                self._repo,
+            ),
+        )
+        return new
+
     def delete_account(self) -> None:
         repo = self._require_repo()
         db = self._db
@@ -1002,6 +1374,71 @@ class SQLiteTransaction:
         return row
 
     # --- blobs ------------------------------------------------------------------------
+
+    def stage_blocks(self, blocks: Iterable[tuple[bytes, bytes]]) -> BlockSource:
+        db = self._connection()
+        # TEMP: private to the writer connection, on disk (temp_store is FILE), gone with it
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS import_staging (cid BLOB PRIMARY KEY, data BLOB NOT NULL)"
+        )
+        db.execute("DELETE FROM import_staging")
+        batch: list[tuple[bytes, bytes]] = []
+        for item in blocks:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                db.executemany("INSERT OR IGNORE INTO import_staging (cid, data) VALUES (?, ?)", batch)
+                batch.clear()
+        if batch:
+            db.executemany("INSERT OR IGNORE INTO import_staging (cid, data) VALUES (?, ?)", batch)
+        self._staged = True
+        return _Staged(self._connection)
+
+    def replace_repo(
+        self,
+        commit: CID,
+        rev: str,
+        blocks: Iterable[tuple[CID, bytes]],
+        records: Iterable[tuple[str, CID, Sequence[str]]],
+    ) -> int:
+        repo = self._require_repo()
+        db = self._db
+        for table in ("blob_refs", "records", "blocks"):
+            db.execute(f"DELETE FROM {table} WHERE repo = ?", (repo,))
+        stored = 0
+        insert = "INSERT OR IGNORE INTO blocks (repo, cid, rev, data) VALUES (?, ?, ?, ?)"
+        batch: list[tuple[int, bytes, str, bytes]] = []
+        for cid, data in blocks:
+            batch.append((repo, cid.raw, rev, data))
+            if len(batch) >= _BATCH:
+                db.executemany(insert, batch)
+                stored += len(batch)
+                batch.clear()
+        if batch:
+            db.executemany(insert, batch)
+            stored += len(batch)
+        for path, cid, blobs in records:
+            collection, rkey = _split(path)
+            db.execute(
+                "INSERT INTO records (repo, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)",
+                (repo, collection, rkey, cid.raw, rev),
+            )
+            for blob in blobs:
+                db.execute(
+                    "INSERT OR IGNORE INTO blob_refs (repo, cid, collection, rkey) VALUES (?, ?, ?, ?)",
+                    (repo, blob, collection, rkey),
+                )
+        # uploads the imported records name are kept; the others wait out the grace period
+        db.execute(
+            "UPDATE blobs SET temporary = NOT EXISTS "
+            "(SELECT 1 FROM blob_refs r WHERE r.repo = blobs.repo AND r.cid = blobs.cid), created_ms = ? "
+            "WHERE repo = ?",
+            (self._store._clock(), repo),
+        )
+        db.execute("UPDATE accounts SET head = ?, rev = ? WHERE id = ?", (commit.raw, rev, repo))
+        if self._staged:
+            db.execute("DELETE FROM import_staging")
+            self._staged = False
+        return stored
 
     def add_blob(self, cid: CID, mime: str, size: int) -> BlobRow:
         repo = self._require_repo()

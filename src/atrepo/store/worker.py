@@ -15,6 +15,15 @@ without limit, and a ``close`` that finishes what was queued.
 reader threads (each with its own connection in the SQLite store), for reads
 that should not wait behind writes nor block the event loop.
 
+**Group commit.** When writes queue up behind the one running (many clients
+at once), the writer takes up to ``group_max`` of them and, if the store has
+``group_commit()``, runs them in one transaction: each job's writes become a
+savepoint, a failing job is rolled back alone, and one ``COMMIT`` (one fsync,
+the dominant cost of a durable write) makes them all durable. No future is
+settled before that ``COMMIT`` returns, so nothing is acknowledged early; a
+lone write is committed on its own as before, so a single client waits for
+nobody.
+
 A caller that is cancelled while its job waits in the queue takes the job with
 it; a job already running finishes (and commits), its result unseen.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import queue
@@ -33,7 +43,7 @@ from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 
 from atrepo.core.errors import LimitExceeded
 
-__all__ = ["DEFAULT_MAX_PENDING", "DEFAULT_READERS", "StoreWorker"]
+__all__ = ["DEFAULT_GROUP_MAX", "DEFAULT_MAX_PENDING", "DEFAULT_READERS", "StoreWorker"]
 
 log = logging.getLogger("atrepo.store")
 
@@ -44,8 +54,24 @@ P = ParamSpec("P")
 #: Most write jobs waiting for the writer thread; one more is refused at once.
 #: At ~1 ms a commit this is about a second of backlog.
 DEFAULT_MAX_PENDING: Final = 1024
+#: Most queued write jobs committed together in one transaction (when the store has ``group_commit``).
+DEFAULT_GROUP_MAX: Final = 64
 #: Reader threads for ``StoreWorker.read``.
 DEFAULT_READERS: Final = 4
+
+
+#: What became of a job: (job, its error or None, its result); the error ``_CANCELLED`` means not run.
+_Outcome = tuple["_Job", BaseException | None, Any]
+
+
+class _Cancelled(BaseException):
+    """Marks a job whose caller gave up before it ran: its future is settled already."""
+
+
+_CANCELLED: Final = _Cancelled()
+
+#: ``store.group_commit``: a context manager that runs what is inside it as one transaction.
+_Group = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 @dataclass(slots=True)
@@ -65,12 +91,17 @@ class StoreWorker(Generic[S]):
         *,
         max_pending: int = DEFAULT_MAX_PENDING,
         readers: int = DEFAULT_READERS,
+        group_max: int = DEFAULT_GROUP_MAX,
         name: str = "atrepo-store",
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.store = store
         self.max_pending = max_pending
+        self.group_max = group_max
+        #: Group commits run, and the jobs they held together (``/metrics`` shows both).
+        self.groups = 0
+        self.grouped_jobs = 0
         # One slot beyond the limit for the stop sentinel, so that close never waits on a full queue.
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending + 1)
         self._lock = threading.Lock()
@@ -124,23 +155,98 @@ class StoreWorker(Generic[S]):
         return await asyncio.get_running_loop().run_in_executor(self._readers, call)
 
     def _loop(self) -> None:
-        while True:
+        group = getattr(self.store, "group_commit", None) if self.group_max > 1 else None
+        stopping = False
+        while not stopping:
             job = self._queue.get()
             if job is None:
                 return
+            jobs = [job]
+            # Writes that queued up while the last one ran share one transaction (one fsync).
+            while group is not None and len(jobs) < self.group_max:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
             try:
-                if job.future.set_running_or_notify_cancel():
-                    try:
-                        result = job.fn(self.store, *job.args, **job.kwargs)
-                    except BaseException as exc:
-                        job.future.set_exception(exc)
-                    else:
-                        job.future.set_result(result)
-            except BaseException:  # pragma: no cover - a callback failed; keep the writer alive
+                if len(jobs) == 1 or group is None:
+                    outcomes = [self._run_alone(one) for one in jobs]
+                else:
+                    self.groups += 1
+                    self.grouped_jobs += len(jobs)
+                    outcomes = self._run_group(group, jobs)
+            except BaseException:  # pragma: no cover - a bug of ours; keep the writer alive
                 log.exception("store worker: job bookkeeping failed")
-            finally:
-                with self._lock:
-                    self._pending -= 1
+                outcomes = []
+            # Not pending any more before anyone hears back: a caller that awaited its
+            # write and then reads ``pending`` sees its own job gone.
+            with self._lock:
+                self._pending -= len(jobs)
+            for job, error, result in outcomes:
+                if error is _CANCELLED:
+                    continue
+                try:
+                    if error is None:
+                        job.future.set_result(result)
+                    else:
+                        job.future.set_exception(error)
+                except BaseException:  # pragma: no cover - a callback failed; keep the writer alive
+                    log.exception("store worker: settling a job failed")
+
+    def _run_alone(self, job: _Job) -> _Outcome:
+        if not job.future.set_running_or_notify_cancel():
+            return job, _CANCELLED, None
+        try:
+            return job, None, job.fn(self.store, *job.args, **job.kwargs)
+        except BaseException as exc:
+            return job, exc, None
+
+    def _run_group(self, group: _Group, jobs: list[_Job]) -> list[_Outcome]:
+        """Run ``jobs`` in one group commit; return each outcome once the group's fate is known.
+
+        A job that raises fails alone (its savepoint is rolled back). If the
+        group's transaction is lost (an I/O error inside a job, or a failed
+        ``COMMIT``), the jobs that had succeeded get that error too: their
+        writes were never stored. When an earlier job's error ended the
+        transaction, the jobs after it are run again in a new group.
+        """
+        outcomes: list[_Outcome] = []
+        pending = jobs
+        started: set[int] = set()  # marked running just before it runs: until then it can be cancelled
+        while pending:
+            done: list[_Outcome] = []
+            rest: list[_Job] = []
+            position = 0  # pending[position:] have not run
+            try:
+                with group():
+                    for job in pending:
+                        position += 1
+                        if id(job) not in started:
+                            if not job.future.set_running_or_notify_cancel():
+                                continue
+                            started.add(id(job))
+                        try:
+                            done.append((job, None, job.fn(self.store, *job.args, **job.kwargs)))
+                        except BaseException as exc:
+                            done.append((job, exc, None))
+                        if getattr(self.store, "group_aborted", False):
+                            rest = pending[position:]
+                            break
+            except BaseException as lost:  # the transaction is lost: no job's writes were stored
+                done = [(job, error or lost, None) for job, error, _ in done]
+                if not rest:  # lost before or at COMMIT: the jobs not run yet fail with it too
+                    done += [
+                        (job, lost, None)
+                        for job in pending[position:]
+                        if id(job) in started or job.future.set_running_or_notify_cancel()
+                    ]
+            outcomes += done
+            pending = rest
+        return outcomes
 
     def _refuse_new_jobs(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
@@ -191,6 +192,9 @@ class Histogram(_Metric):
             yield f"{self.name}_count{_labels(self.labelnames, key)} {_number(running)}"
 
 
+_M = TypeVar("_M", bound="_Metric")
+
+
 class Metrics:
     """A set of metrics with unique names, rendered together for ``/metrics``."""
 
@@ -203,6 +207,11 @@ class Metrics:
             if metric.name in self._metrics:
                 raise ValueError(f"metric {metric.name} is already registered")
             self._metrics[metric.name] = metric
+
+    def register(self, metric: _M) -> _M:
+        """Add a metric built elsewhere (e.g. a gauge sampled from live state at each scrape)."""
+        self._add(metric)
+        return metric
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
         metric = Counter(name, help, labelnames)
