@@ -8,9 +8,11 @@ import threading
 import pytest
 from store_support import POST, check_repo, commit, create, new_account, open_repo
 
+from atrepo.core.cid import CID
 from atrepo.core.errors import LimitExceeded, OutOfSync, WriteAborted
 from atrepo.core.keys import PrivateKey
 from atrepo.store.base import Store
+from atrepo.store.sqlite import SQLiteStore
 from atrepo.store.worker import StoreWorker
 
 
@@ -236,5 +238,29 @@ async def test_a_single_client_is_never_grouped(store: Store) -> None:
         for i in range(5):
             await worker.run(commit, did, key, [create(f"s{i}")])
         assert worker.groups == 0
+    finally:
+        await worker.close()
+
+
+async def test_pruning_blobs_inside_a_group_deletes_their_files_after_the_commit(store: Store) -> None:
+    """A job deleting blob files in a group defers them: it must not wait on the group's own lock."""
+    worker = StoreWorker(store)
+    try:
+        did, key = await worker.run(new_account)
+
+        def upload(s: Store) -> CID:
+            cid, size = s.blob_files.write([b"an upload nobody names"])
+            with s.transaction(did) as tx:
+                tx.add_blob(cid, "text/plain", size)
+            return cid
+
+        cid = await worker.run(upload)
+        far_future = 2**62
+        results = await _queued_behind_a_blocker(
+            worker, [(commit, did, key, [create("beside")]), (SQLiteStore.prune_temporary_blobs, far_future)]
+        )
+        assert results[1] == 1
+        assert not store.blob_files.exists(cid)
+        assert _rkeys(await worker.read(check_repo, did, key)) == {"beside"}
     finally:
         await worker.close()

@@ -524,12 +524,18 @@ class SQLiteStore:
                 tx._live = False
         # committed: files of blobs that no account holds any more can go (in a group, once it commits)
         if tx._orphan_candidates:
-            if self._group_open:
-                self._after_commit.append(tx._orphan_candidates)
-            else:
-                self._delete_orphan_files(tx._orphan_candidates)
+            self._delete_orphan_files(tx._orphan_candidates)
 
     def _delete_orphan_files(self, cids: Iterable[str]) -> None:
+        """Delete the files of blobs no row names any more, once the deleting write is durable.
+
+        Inside a group commit on this thread the group holds the write lock
+        and has not committed yet: the files go after its ``COMMIT`` (taking
+        the lock here would wait on ourselves for ever).
+        """
+        if self._group_open and self._write_owner == threading.get_ident():
+            self._after_commit.append(set(cids))
+            return
         with self._write_lock:  # the check and the unlink happen between writes, never inside one
             for cid in cids:
                 held = self._writer.execute("SELECT 1 FROM blobs WHERE cid = ? LIMIT 1", (cid,)).fetchone()
