@@ -49,6 +49,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.harness import proc_cpu_seconds, proc_status_kib
+
 SUBSCRIBE = "/xrpc/com.atproto.sync.subscribeRepos"
 POST = "app.bsky.feed.post"
 CONTENDERS = ("atrepo", "atrepo-aiohttp", "refpds")
@@ -67,18 +69,6 @@ WORDS = [
     "sign",
     "commits",
 ]
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 # ------------------------------------------------------------------------------------------ the event log
@@ -529,7 +519,7 @@ def run_once(
             clients.append(_spawn("client", spec))
         for proc in clients:
             _expect_line(proc, "ready")
-        cpu0 = _proc_cpu_seconds(server_pid)
+        cpu0 = proc_cpu_seconds(server_pid)
         t0 = time.monotonic()
         for proc in clients:
             assert proc.stdin is not None
@@ -546,7 +536,7 @@ def run_once(
                 if time.monotonic() > deadline:
                     raise RuntimeError("subscribers never all went live")
                 time.sleep(0.02)
-            cpu0 = _proc_cpu_seconds(server_pid)
+            cpu0 = proc_cpu_seconds(server_pid)
             t0 = time.monotonic()
             req = urllib.request.Request(f"{base}/bench/append?count={live_events}", method="POST")
             with urllib.request.urlopen(req, timeout=600) as response:
@@ -555,9 +545,9 @@ def run_once(
         for proc in clients:
             out, _ = proc.communicate(timeout=900)
             results.append(json.loads(out.strip().splitlines()[-1]))
-        cpu1 = _proc_cpu_seconds(server_pid)
-        rss = _proc_status_kib(server_pid, "VmRSS")
-        hwm = _proc_status_kib(server_pid, "VmHWM")
+        cpu1 = proc_cpu_seconds(server_pid)
+        rss = proc_status_kib(server_pid, "VmRSS")
+        hwm = proc_status_kib(server_pid, "VmHWM")
         if server is not None:
             metrics_text = _get(base + "/metrics").decode()
     finally:

@@ -399,6 +399,22 @@ def _run_group(group: Group, cfg: Config, results: list[Result], log: TextIO | N
 _CHILD_CODE = "import sys; from bench.harness import child_main; child_main(sys.argv[1:])"
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from /proc (the server benchmarks)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` field in KiB (``VmHWM``, ``VmRSS``); 0 when absent."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size (VmHWM; ``ru_maxrss`` where /proc is missing)."""
     try:

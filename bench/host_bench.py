@@ -38,6 +38,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.harness import proc_cpu_seconds, proc_status_kib
+
 PASSWORD = "bench-password-1"
 POST = "app.bsky.feed.post"
 WORDS = [
@@ -312,18 +314,6 @@ def _head_seq(url: str) -> int:
     raise RuntimeError("no atrepo_host_event_head_seq in /metrics")
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 class Server:
     """``atrepo serve`` in its own process group, stopped with SIGTERM."""
 
@@ -379,13 +369,13 @@ class Phase:
 
     def __enter__(self) -> Phase:
         self.load0 = os.getloadavg()[0]
-        self.cpu0 = _proc_cpu_seconds(self.server.pid)
+        self.cpu0 = proc_cpu_seconds(self.server.pid)
         self.t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         dt = time.monotonic() - self.t0
-        self.server_cpu_pct = 100 * (_proc_cpu_seconds(self.server.pid) - self.cpu0) / dt
+        self.server_cpu_pct = 100 * (proc_cpu_seconds(self.server.pid) - self.cpu0) / dt
         self.load = (self.load0, os.getloadavg()[0])
 
 
@@ -466,10 +456,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
             server.stop()
             server.start()
-            rss_start = _proc_status_kib(server.pid, "VmRSS")
+            rss_start = proc_status_kib(server.pid, "VmRSS")
             with Phase(server) as ph:
                 r = run_worker({"kind": "getrepo", "url": server.url, "did": big["did"], "reps": args.reps})
-            hwm = _proc_status_kib(server.pid, "VmHWM")
+            hwm = proc_status_kib(server.pid, "VmHWM")
             secs = r["seconds"]
             results["getRepo"] = {
                 "records": calls * batch,

@@ -63,6 +63,8 @@ from atrepo.identity.plc.operations import (
     state_after,
 )
 from atrepo.store import Account, RefreshToken, SQLiteStore
+from atrepo.store.base import AccountStatus
+from atrepo.store.sqlite import SQLiteTransaction
 from atrepo.xrpc import XrpcContext, XrpcRouter
 
 from . import app_passwords
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
     from .app import HostContext
     from .inbound_auth import InboundAuth
 
-__all__ = ["hash_password", "register", "verify_password"]
+__all__ = ["check_new_password", "hash_password", "register", "verify_password"]
 
 log = logging.getLogger("atrepo.host.accounts")
 
@@ -192,6 +194,27 @@ class _Created:
     head_seq: int
 
 
+def _account_row(
+    tx: SQLiteTransaction,
+    handle: str,
+    key: PrivateKey,
+    email: str | None,
+    password_hash: str,
+    status: AccountStatus,
+) -> Account:
+    """The account's row, a taken handle or email answered as the reference does (both paths)."""
+    try:
+        return tx.create_account(
+            handle=handle, signing_key=key.to_bytes(), email=email, password_hash=password_hash, status=status
+        )
+    except InvalidRequest as exc:
+        if exc.path == "handle":
+            raise HandleNotAvailable(f"Handle already taken: {handle}") from None
+        if exc.path == "email":
+            raise InvalidRequest(f"Email already taken: {email}") from None
+        raise
+
+
 def _store_new_account(
     store: SQLiteStore,
     did: str,
@@ -204,16 +227,7 @@ def _store_new_account(
 ) -> _Created:
     genesis = Repo.create(did, key, [])
     with store.transaction(did) as tx:
-        try:
-            account = tx.create_account(
-                handle=handle, signing_key=key.to_bytes(), email=email, password_hash=password_hash
-            )
-        except InvalidRequest as exc:
-            if exc.path == "handle":
-                raise HandleNotAvailable(f"Handle already taken: {handle}") from None
-            if exc.path == "email":
-                raise InvalidRequest(f"Email already taken: {email}") from None
-            raise
+        account = _account_row(tx, handle, key, email, password_hash, "active")
         tx.apply_commit(genesis)
         tx.append_event(lambda seq, time: IdentityEvent(seq=seq, did=did, time=time, handle=handle))
         tx.append_event(lambda seq, time: AccountEvent(seq=seq, did=did, time=time, active=True))
@@ -243,20 +257,7 @@ def _store_migrated_account(
     with store.transaction(did) as tx:
         if tx.account() is not None:
             raise InvalidRequest(f"An account already exists for {did} on this host", path="did")
-        try:
-            account = tx.create_account(
-                handle=handle,
-                signing_key=key.to_bytes(),
-                email=email,
-                password_hash=password_hash,
-                status="deactivated",
-            )
-        except InvalidRequest as exc:
-            if exc.path == "handle":
-                raise HandleNotAvailable(f"Handle already taken: {handle}") from None
-            if exc.path == "email":
-                raise InvalidRequest(f"Email already taken: {email}") from None
-            raise
+        account = _account_row(tx, handle, key, email, password_hash, "deactivated")
         tx.apply_commit(genesis)
     store.create_refresh_token(RefreshToken(refresh_id, did, refresh_expires_ms))
     return account
@@ -302,8 +303,8 @@ def _private(ctx: XrpcContext) -> None:
     ctx.response_headers["Vary"] = "Authorization"
 
 
-def _new_password(password: str | None) -> str:
-    """``createAccount``'s password rules (both paths): present, and not longer than the limit."""
+def check_new_password(password: str | None) -> str:
+    """A new password's rules (createAccount, the admin's reset): present, not longer than the limit."""
     if not password:
         raise InvalidPassword("Password is required")
     if len(password) > MAX_NEW_PASSWORD:
@@ -360,7 +361,7 @@ def register(router: XrpcRouter, host: HostContext, inbound: InboundAuth | None 
             raise InvalidRequest(f"Input/did must be a valid DID: {did[:100]}", path="did")
         await _migration_requester(ctx, did)
         handle = await _migration_handle(body["handle"], did)
-        password = _new_password(body.get("password"))
+        password = check_new_password(body.get("password"))
         email = _new_email(body.get("email"))
         if await host.worker.read(SQLiteStore.get_account, did) is not None:
             raise InvalidRequest(f"An account already exists for {did} on this host", path="did")
@@ -404,7 +405,7 @@ def register(router: XrpcRouter, host: HostContext, inbound: InboundAuth | None 
         if body.get("did") is not None:
             return await _create_migrated(ctx, str(body["did"]))
         handle = check_new_handle(body["handle"], host.config.user_domains)
-        password = _new_password(body.get("password"))
+        password = check_new_password(body.get("password"))
         email = _new_email(body.get("email"))
         # Cheap checks before the directory sees anything; the transaction checks again.
         if await host.worker.read(SQLiteStore.get_account_by_handle, handle) is not None:

@@ -52,21 +52,17 @@ from atrepo.core.errors import (
     AuthRequired,
     HandleNotAvailable,
     InvalidHandle,
-    InvalidPassword,
-    InvalidPLCOperation,
     InvalidRequest,
     InvalidSyntax,
     XrpcError,
 )
-from atrepo.core.events import IdentityEvent
 from atrepo.core.syntax import format_datetime, normalize_handle
-from atrepo.identity.plc.client import fetch_verified_log, submit_operation
-from atrepo.identity.plc.operations import build_operation
 from atrepo.store import Account, SQLiteStore
 from atrepo.store.base import AccountState
 from atrepo.xrpc import XrpcContext, XrpcRouter
 
-from .accounts import MAX_NEW_PASSWORD, hash_password
+from .accounts import check_new_password, hash_password
+from .identity_api import plc_set_handle, store_handle
 from .lifecycle import DELETE_PURPOSE, EMAIL_TOKEN_TTL_MS, apply_admin_status, delete_account
 
 if TYPE_CHECKING:
@@ -219,19 +215,6 @@ def _status_attr(applied: bool, ref: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _store_handle(store: SQLiteStore, did: str, handle: str) -> int:
-    with store.transaction(did) as tx:
-        try:
-            tx.set_handle(handle)
-        except InvalidRequest as exc:
-            if exc.path == "handle":
-                raise HandleNotAvailable(f"Handle already taken: {handle}") from None
-            raise
-        return tx.append_event(
-            lambda seq, time: IdentityEvent(seq=seq, did=did, time=time, handle=handle)
-        ).seq
-
-
 def _set_password(store: SQLiteStore, did: str, password_hash: str) -> None:
     with store.transaction(did) as tx:
         if tx.account() is None:
@@ -370,61 +353,20 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         if holder is not None and holder.did != did:
             raise HandleNotAvailable(f"Handle already taken: {handle}")
         if did.startswith("did:plc:"):
-            await _plc_handle(host, did, handle)
-        seq = await worker.run(_store_handle, did, handle)
+            await plc_set_handle(host, did, handle)
+        seq = await worker.run(store_handle, did, handle)
         await host.notify(seq, commits=0)
         log.info("admin handle of %s: %s -> %s", did, account.handle, handle)
 
     @router.procedure("com.atproto.admin.updateAccountPassword", auth=verify)
     async def update_account_password(ctx: XrpcContext) -> None:
         did, password = ctx.input["did"], ctx.input["password"]
-        if not password:
-            raise InvalidPassword("Password is required")
-        if len(password) > MAX_NEW_PASSWORD:
-            raise InvalidPassword(f"Password too long (at most {MAX_NEW_PASSWORD} characters)")
+        password = check_new_password(password)
         await existing(did)
         loop = asyncio.get_running_loop()
         password_hash = await loop.run_in_executor(None, hash_password, password)
         await worker.run(_set_password, did, password_hash)
         log.info("admin reset the password of %s (sessions revoked)", did)
-
-
-async def _plc_handle(host: HostContext, did: str, handle: str) -> None:
-    """Send the directory an update naming ``handle`` in ``alsoKnownAs`` (nothing when it already does)."""
-    try:
-        audit = await fetch_verified_log(host.http, host.plc_url, did)
-    except AtrepoError as exc:
-        raise _plc_error(exc) from None
-    state = audit.state
-    if state is None:
-        raise InvalidRequest("The DID is tombstoned in the PLC directory")
-    new = f"at://{handle}"
-    akas = list(state.also_known_as)
-    index = next((i for i, a in enumerate(akas) if a.startswith("at://")), None)
-    if index is not None and akas[index] == new:
-        return
-    if index is None:
-        akas.insert(0, new)
-    else:
-        akas[index] = new
-    op = build_operation(
-        host.secrets.rotation_key,
-        rotation_keys=state.rotation_keys,
-        verification_methods=state.verification_methods,
-        also_known_as=akas,
-        services=state.services,
-        prev=audit.active[-1].cid,
-    )
-    try:
-        await submit_operation(host.http, host.plc_url, did, op)
-    except AtrepoError as exc:
-        raise _plc_error(exc) from None
-
-
-def _plc_error(exc: AtrepoError) -> AtrepoError:
-    if isinstance(exc, InvalidPLCOperation):
-        return InvalidRequest(f"the PLC directory refused the operation: {exc.message}")
-    return XrpcError("UpstreamFailure", f"the PLC directory could not be reached: {exc.message}", 502)
 
 
 def attach(app: web.Application, host: HostContext) -> None:

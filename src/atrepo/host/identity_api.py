@@ -102,7 +102,15 @@ from .inbound_auth import InboundAuth
 if TYPE_CHECKING:
     from .app import HostContext
 
-__all__ = ["PLC_TOKEN_LIFETIME_MS", "PLC_TOKEN_PURPOSE", "new_plc_token", "pending_plc_tokens", "register"]
+__all__ = [
+    "PLC_TOKEN_LIFETIME_MS",
+    "PLC_TOKEN_PURPOSE",
+    "new_plc_token",
+    "pending_plc_tokens",
+    "plc_set_handle",
+    "register",
+    "store_handle",
+]
 
 log = logging.getLogger("atrepo.host.identity")
 
@@ -128,7 +136,8 @@ def _current_handle(state: PLCState) -> str | None:
     return next((a[len("at://") :] for a in state.also_known_as if a.startswith("at://")), None)
 
 
-def _store_handle(store: SQLiteStore, did: str, handle: str) -> int:
+def store_handle(store: SQLiteStore, did: str, handle: str) -> int:
+    """Set the handle and append its ``#identity`` (updateHandle and the admin's updateAccountHandle)."""
     with store.transaction(did) as tx:
         try:
             tx.set_handle(handle)
@@ -163,6 +172,36 @@ def _counts(store: SQLiteStore, did: str) -> tuple[int, int, int, int]:
             break
         missing_cursor = new_cursor
     return blocks, records, expected, expected - len(missing)
+
+
+async def plc_set_handle(host: HostContext, did: str, handle: str) -> None:
+    """Send the directory an update naming ``handle`` in ``alsoKnownAs`` (nothing when it already does).
+
+    Signed with the host's rotation key; shared by ``updateHandle`` and the
+    admin's ``updateAccountHandle``.
+    """
+    try:
+        audit = await fetch_verified_log(host.http, host.plc_url, did)
+    except AtrepoError as exc:
+        raise _plc_error(exc) from None
+    state = audit.state
+    if state is None:
+        raise InvalidRequest("The DID is tombstoned in the PLC directory")
+    if _current_handle(state) == handle:
+        return
+    op = build_operation(
+        host.secrets.rotation_key,
+        rotation_keys=state.rotation_keys,
+        verification_methods=state.verification_methods,
+        also_known_as=_with_handle(state.also_known_as, handle),
+        services=state.services,
+        prev=audit.active[-1].cid,
+    )
+    try:
+        await submit_operation(host.http, host.plc_url, did, op)
+    except AtrepoError as exc:
+        log.warning("directory refused the handle update of %s: %s", did, exc)
+        raise _plc_error(exc) from None
 
 
 def _plc_error(exc: AtrepoError) -> XrpcError | InvalidRequest:
@@ -218,28 +257,8 @@ def register(router: XrpcRouter, host: HostContext, inbound: InboundAuth) -> Non
         if holder is not None and holder.did != did:
             raise HandleNotAvailable(f"Handle already taken: {handle}")
         if did.startswith("did:plc:"):
-            try:
-                audit = await fetch_verified_log(host.http, host.plc_url, did)
-            except AtrepoError as exc:
-                raise _plc_error(exc) from None
-            state = audit.state
-            if state is None:
-                raise InvalidRequest("The DID is tombstoned in the PLC directory")
-            if _current_handle(state) != handle:
-                op = build_operation(
-                    host.secrets.rotation_key,
-                    rotation_keys=state.rotation_keys,
-                    verification_methods=state.verification_methods,
-                    also_known_as=_with_handle(state.also_known_as, handle),
-                    services=state.services,
-                    prev=audit.active[-1].cid,
-                )
-                try:
-                    await submit_operation(host.http, host.plc_url, did, op)
-                except AtrepoError as exc:
-                    log.warning("directory refused the handle update of %s: %s", did, exc)
-                    raise _plc_error(exc) from None
-        head = await host.worker.run(_store_handle, did, handle)
+            await plc_set_handle(host, did, handle)
+        head = await host.worker.run(store_handle, did, handle)
         inbound.resolver.purge(did)
         await host.notify(head, commits=0)
         log.info("handle of %s: %s -> %s", did, account.handle, handle)

@@ -45,7 +45,6 @@ from atrepo.core.cbor import decode
 from atrepo.core.cid import CID
 from atrepo.core.commit import decode_commit
 from atrepo.core.errors import (
-    AtrepoError,
     InvalidCAR,
     InvalidRequest,
     MissingBlock,
@@ -212,8 +211,6 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             log.info("import %s: %d bytes received", creds.did, path.stat().st_size)
             try:
                 await host.worker.run(import_car, creds.did, path, key)
-            except AtrepoError:
-                raise
             except ValueError as exc:  # a malformed CAR the reader could not frame
                 raise InvalidCAR(f"not a repository CAR: {exc}") from None
         finally:

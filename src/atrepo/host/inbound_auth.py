@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from atrepo.core.errors import AtrepoError, AuthRequired, BadJwtSignature, InvalidKey, MissingJwt
-from atrepo.core.keys import LEGACY_SUITES, PublicKey, parse_legacy_multibase, parse_multikey
+from atrepo.core.errors import AtrepoError, AuthRequired, BadJwtSignature, MissingJwt
+from atrepo.core.keys import PublicKey
 from atrepo.core.service_jwt import ServiceJwt, parse_service_jwt
-from atrepo.identity.document import DIDDocument
+from atrepo.identity.document import DIDDocument, method_key
 from atrepo.identity.resolver import DIDResolver
 from atrepo.xrpc.server import AuthVerifier
 
@@ -67,17 +67,9 @@ def _label_key(doc: DIDDocument) -> PublicKey | None:
             continue
         if method.get("id") not in (f"#{_LABEL_KEY}", f"{doc.did}#{_LABEL_KEY}"):
             continue
-        text, kind = method.get("publicKeyMultibase"), method.get("type")
-        if not isinstance(text, str):
-            continue
-        try:
-            if kind == "Multikey":
-                return parse_multikey(text)
-            legacy = LEGACY_SUITES.get(kind) if isinstance(kind, str) else None
-            if legacy is not None:
-                return parse_legacy_multibase(text, legacy)
-        except InvalidKey:
-            continue
+        key = method_key(method)
+        if key is not None:
+            return key
     return None
 
 

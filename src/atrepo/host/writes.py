@@ -336,8 +336,8 @@ class RepoWriter:
         # did -> the tree its last commit here produced (see _open)
         self._trees: OrderedDict[str, _OpenTree] = OrderedDict()
 
-    def _open(self, tx: RepoTransaction, did: str, head: CID) -> Repo:
-        """The repository at ``head``, reusing the tree this writer's last commit to it built.
+    def _open(self, tx: RepoTransaction, did: str, head: CID) -> tuple[Repo, bool]:
+        """The repository at ``head`` and whether it reuses the tree this writer's last commit built.
 
         Opening from the store reads and decodes the commit and the nodes on
         every path a write touches, the very nodes the previous commit built
@@ -351,10 +351,10 @@ class RepoWriter:
         """
         kept = self._trees.get(did)
         if kept is None or kept.commit.cid != head or kept.uses >= TREE_REUSES:
-            return Repo.open(tx.blocks, head)
+            return Repo.open(tx.blocks, head), False
         self._trees.move_to_end(did)
         tree = MST(NodeLoader(tx.blocks), kept.tree.root, kept.tree.layer)
-        return Repo(tx.blocks, kept.commit, tree)
+        return Repo(tx.blocks, kept.commit, tree), True
 
     def _keep(self, did: str, result: CommitResult, reused: bool) -> None:
         kept = self._trees.get(did)
@@ -517,8 +517,7 @@ class RepoWriter:
             head = tx.head()
             if head is None:
                 raise InvalidRequest(f"No repo root found for {did}", path="repo", rule="no-repo")
-            repo = self._open(tx, did, head.cid)  # tx.open_repo() would read the head again
-            reused = did in self._trees and self._trees[did].commit is repo.commit
+            repo, reused = self._open(tx, did, head.cid)  # tx.open_repo() would read the head again
             planned = [_plan(item, repo, did, index) for index, item in enumerate(batch.ops)]
             results = tuple(_result(plan, did) for plan in planned)
             live = [plan for plan in planned if plan.applied]

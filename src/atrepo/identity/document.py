@@ -24,6 +24,7 @@ from atrepo.identity.limits import MAX_DID_DOCUMENT_BYTES
 __all__ = [
     "DIDDocument",
     "Identity",
+    "method_key",
     "parse_did_document",
     "parse_did_document_bytes",
     "pds_endpoint_problem",
@@ -83,18 +84,25 @@ def _signing_key(did: str, methods: list[Any]) -> PublicKey | None:
             continue
         if method.get("controller") != did:
             continue
-        text = method.get("publicKeyMultibase")
-        if not isinstance(text, str):
-            continue
-        kind = method.get("type")
-        try:
-            if kind == "Multikey":
-                return parse_multikey(text)
-            legacy = LEGACY_SUITES.get(kind) if isinstance(kind, str) else None
-            if legacy is not None:
-                return parse_legacy_multibase(text, legacy)
-        except InvalidKey:
-            continue
+        key = method_key(method)
+        if key is not None:
+            return key
+    return None
+
+
+def method_key(method: Mapping[str, Any]) -> PublicKey | None:
+    """The key of one verification method (``Multikey`` or a legacy suite); None if it holds none we read."""
+    text, kind = method.get("publicKeyMultibase"), method.get("type")
+    if not isinstance(text, str):
+        return None
+    try:
+        if kind == "Multikey":
+            return parse_multikey(text)
+        legacy = LEGACY_SUITES.get(kind) if isinstance(kind, str) else None
+        if legacy is not None:
+            return parse_legacy_multibase(text, legacy)
+    except InvalidKey:
+        return None
     return None
 
 
