@@ -37,3 +37,11 @@ bench-host: $(BENCH_STAMP)
 .PHONY: bench-fanout
 bench-fanout: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.firehose_fanout $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-relay`: atrepo relay verifying three hosts' logs replayed from cursor 0,
+# with --workers 0/1/2, then fan-out to 100 subscribers (bench/relay_bench.py; about 8 minutes;
+# BENCH_ARGS="--quick" for a smoke run, "--profile /tmp/relay.raw" for a py-spy profile,
+# "--refpds /tmp/refpds" to add the reference PDS as a fourth upstream).
+.PHONY: bench-relay
+bench-relay: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.relay_bench $(BENCH_ARGS)

@@ -15,6 +15,8 @@ from atrepo.core.errors import AtrepoError, InvalidCommitEvent, InvalidSyntax, P
 #: named errors of the lexicons and the reference PDS that atrepo answers with.
 XRPC_STANDARD = {
     "InvalidRequest",
+    "HostBanned",
+    "HostNotFound",
     "AuthenticationRequired",
     "Forbidden",
     "PayloadTooLarge",

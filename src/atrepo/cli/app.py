@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "demo"),
     "serve": ("serve", "serve"),
+    "relay": ("relay", "relay"),
 }
 
 

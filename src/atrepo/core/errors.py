@@ -530,6 +530,21 @@ class DidDeactivated(InvalidRequest):
     xrpc_error = "DidDeactivated"
 
 
+# --- relays (lexicon errors of ``com.atproto.sync.requestCrawl`` / ``getHostStatus``) -----------
+
+
+class HostBanned(InvalidRequest):
+    """``requestCrawl`` for a host (or a domain it is under) that the relay's operator banned."""
+
+    xrpc_error = "HostBanned"
+
+
+class HostNotFound(InvalidRequest):
+    """No upstream host of that name at this relay, or one that did not answer as a host."""
+
+    xrpc_error = "HostNotFound"
+
+
 class XrpcError(AtrepoError):
     """An XRPC error reply whose name has no class here, as a client received it.
 
@@ -586,5 +601,7 @@ XRPC_ERROR_CLASSES: dict[str, type[AtrepoError]] = {
         BadJwtSignature,
         DidNotFound,
         DidDeactivated,
+        HostBanned,
+        HostNotFound,
     )
 }

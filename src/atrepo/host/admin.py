@@ -37,9 +37,6 @@ pending e-mail-style token (we send no mail), under the same Basic auth.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -60,6 +57,7 @@ from atrepo.core.syntax import format_datetime, normalize_handle
 from atrepo.store import Account, SQLiteStore
 from atrepo.store.base import AccountState
 from atrepo.xrpc import XrpcContext, XrpcRouter
+from atrepo.xrpc.basic_auth import ADMIN_USER, check_basic
 
 from .accounts import check_new_password, hash_password
 from .identity_api import plc_set_handle, store_handle
@@ -82,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger("atrepo.host.admin")
 
-ADMIN_USER: Final = "admin"
 EMAIL_TOKEN_PATH: Final = "/atrepo/admin/email-token"
 REPO_REF: Final = "com.atproto.admin.defs#repoRef"
 BLOB_REF: Final = "com.atproto.admin.defs#repoBlobRef"
@@ -96,24 +93,6 @@ class AdminCredentials:
 
     __slots__ = ()
     kind: Final = "admin_token"
-
-
-def check_basic(header: str | None, password: str) -> bool:
-    """Whether ``header`` is ``Basic base64(admin:<password>)`` (constant-time on the password)."""
-    if not header or not password:
-        return False
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return False
-    user, sep, given = decoded.partition(":")
-    if not sep:
-        return False
-    ok_password = hmac.compare_digest(given.encode(), password.encode())
-    return user == ADMIN_USER and ok_password
 
 
 #: What :func:`owner_or_admin` gives for the admin (a DID always starts with ``did:``).

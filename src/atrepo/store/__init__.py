@@ -1,7 +1,8 @@
 """Storage for the servers: repositories, records, accounts, tokens, blobs and the event log.
 
 ``base`` holds the synchronous protocols and frozen rows every backend
-implements, ``sqlite`` the default backend and ``worker`` the one writer
+implements, ``sqlite`` the default backend, ``relay`` the relay's own store
+(hosts, accounts seen, its event log) and ``worker`` the one writer
 thread through which async code reaches a store. The store imports only the
 core; services import the store.
 """
@@ -24,19 +25,26 @@ from .base import (
     SequencedEvent,
     Store,
 )
+from .relay import HOST_STATUSES, LOCAL_STATUSES, HostRow, PendingEvent, RelayAccount, RelayStore
 from .sqlite import SQLiteStore
 from .worker import StoreWorker
 
 __all__ = [
     "ACCOUNT_STATUSES",
+    "HOST_STATUSES",
+    "LOCAL_STATUSES",
     "Account",
     "AccountStatus",
     "BlobFiles",
     "BlobRow",
     "EventRow",
+    "HostRow",
+    "PendingEvent",
     "Preference",
     "RecordRow",
     "RefreshToken",
+    "RelayAccount",
+    "RelayStore",
     "RepoHead",
     "RepoTransaction",
     "Rotation",

@@ -7,7 +7,8 @@ same way, send the same security headers and refresh the same way:
 
 * a service describes its page once (:class:`StatusPage`: sections of
   :class:`Fact` rows, each naming a dotted key of the JSON document and how to
-  display it) and supplies a coroutine that collects the document;
+  display it, and :class:`Table` s, each naming a list in the document and
+  its :class:`Column` s) and supplies a coroutine that collects the document;
 * :func:`add_status_routes` serves ``/`` (HTML to a browser, a short text to
   anything else: curl and SDKs poke ``/`` too), ``/status.json`` (the
   document, for scripts) and the page's static assets.
@@ -18,7 +19,8 @@ fetches from this origin only, no inline code), so an injected value that
 somehow reached the markup still could not run. The HTML is fully rendered on
 the server, so the page works with JavaScript off; with it on,
 ``/status.js`` re-reads ``/status.json`` every few seconds and writes each
-value with ``textContent`` (never as markup). Both sides format values by the
+value with ``textContent`` (never as markup); a table's body is rebuilt
+from its list, row by row, each cell again by ``textContent``. Both sides format values by the
 same rules (:func:`format_value` and its twin in ``STATUS_JS``), so a
 refreshed value looks like the server-rendered one.
 
@@ -47,9 +49,12 @@ __all__ = [
     "STATUS_CSS",
     "STATUS_JS",
     "STATUS_SVG",
+    "Column",
     "Fact",
     "FactKind",
+    "Item",
     "StatusPage",
+    "Table",
     "add_status_routes",
     "format_value",
     "lookup",
@@ -97,27 +102,65 @@ class Fact:
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a :class:`Table`: its heading, the dotted key of its value in each row, its display."""
+
+    label: str
+    key: str
+    kind: FactKind = "text"
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A list of the JSON document shown as a table: one row per item, one cell per :class:`Column`.
+
+    ``key`` is the dotted path of the list (``"hosts.list"``); a missing or
+    empty list shows one row saying ``empty``. Rows are rendered on the server
+    like facts; the page's script rebuilds the body from each refreshed list
+    (cells written with ``textContent``), so rows come and go without a reload.
+    A service that may hold many items caps the list in its collector: the
+    page shows what the document holds.
+    """
+
+    key: str
+    columns: Sequence[Column]
+    empty: str = "none"
+
+
+#: What a section holds: key-value rows and tables, shown in the order given.
+Item = Fact | Table
+
+
+@dataclass(frozen=True, slots=True)
 class StatusPage:
     """The fixed shape of a service's status page; the values come from its JSON document.
 
-    ``sections`` is a list of (heading, facts). ``text`` is the answer to
+    ``sections`` is a list of (heading, items), an item being a :class:`Fact`
+    or a :class:`Table` (consecutive facts share one list). ``wide`` lets the
+    page use a wider column, for tables of many columns. ``text`` is the answer to
     clients that do not prefer HTML. ``links`` are (label, path) pairs shown
     at the foot of the page (the JSON document, ``/metrics``). ``refresh_s``
     is how often the page's script re-reads the document.
     """
 
     title: str
-    sections: Sequence[tuple[str, Sequence[Fact]]]
+    sections: Sequence[tuple[str, Sequence[Item]]]
     text: str
     links: Sequence[tuple[str, str]] = ()
     refresh_s: float = 5.0
     json_path: str = "/status.json"
     asset_prefix: str = "/status"
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    wide: bool = False
 
     def facts(self) -> list[Fact]:
         """Every fact of every section, in page order."""
-        return [fact for _, facts in self.sections for fact in facts]
+        return [item for _, items in self.sections for item in items if isinstance(item, Fact)]
+
+    def tables(self) -> list[Table]:
+        """Every table of every section, in page order."""
+        return [item for _, items in self.sections for item in items if isinstance(item, Table)]
 
 
 # --- values ------------------------------------------------------------------------------------
@@ -266,25 +309,36 @@ def render_html(page: StatusPage, doc: Mapping[str, Any], *, now: float | None =
         f'<link rel="stylesheet" href="{_e(prefix)}.css">',
         f'<script src="{_e(prefix)}.js" defer></script>',
         "</head>",
-        f'<body data-source="{_e(page.json_path)}" data-refresh="{_e(_scalar(float(page.refresh_s)))}">',
+        f'<body data-source="{_e(page.json_path)}" data-refresh="{_e(_scalar(float(page.refresh_s)))}"'
+        + (' class="wide">' if page.wide else ">"),
         "<header>",
         f"<h1>{_e(page.title)}</h1>",
         f'<p id="status-state" class="state" aria-live="polite">As of {_e(stamp)}.</p>',
         "</header>",
         "<main>",
     ]
-    for number, (heading, facts) in enumerate(page.sections):
+    for number, (heading, items) in enumerate(page.sections):
         out.append(f'<section aria-labelledby="section-{number}">')
         out.append(f'<h2 id="section-{number}">{_e(heading)}</h2>')
-        out.append("<dl>")
-        for fact in facts:
-            value = format_value(lookup(doc, fact.key), fact.kind, fact.unit)
+        in_list = False
+        for item in items:
+            if isinstance(item, Table):
+                if in_list:
+                    out.append("</dl>")
+                    in_list = False
+                out.extend(_render_table(item, lookup(doc, item.key)))
+                continue
+            if not in_list:
+                out.append("<dl>")
+                in_list = True
+            value = format_value(lookup(doc, item.key), item.kind, item.unit)
             out.append(
-                f'<div class="row"><dt>{_e(fact.label)}</dt>'
-                f'<dd data-key="{_e(fact.key)}" data-kind="{_e(fact.kind)}" data-unit="{_e(fact.unit)}">'
+                f'<div class="row"><dt>{_e(item.label)}</dt>'
+                f'<dd data-key="{_e(item.key)}" data-kind="{_e(item.kind)}" data-unit="{_e(item.unit)}">'
                 f"{_e(value)}</dd></div>"
             )
-        out.append("</dl>")
+        if in_list:
+            out.append("</dl>")
         out.append("</section>")
     out.append("</main>")
     if page.links:
@@ -293,6 +347,36 @@ def render_html(page: StatusPage, doc: Mapping[str, Any], *, now: float | None =
     out.append("</body>")
     out.append("</html>")
     return "\n".join(out) + "\n"
+
+
+def _render_table(table: Table, rows: Any) -> list[str]:
+    """A table's markup: the columns (which the script reads to rebuild the body) and its rows now."""
+    out = [
+        '<div class="table-wrap">',
+        f'<table data-table="{_e(table.key)}" data-empty="{_e(table.empty)}">',
+        "<thead><tr>",
+    ]
+    for column in table.columns:
+        out.append(
+            f'<th scope="col" data-col="{_e(column.key)}" data-kind="{_e(column.kind)}" '
+            f'data-unit="{_e(column.unit)}">{_e(column.label)}</th>'
+        )
+    out.append("</tr></thead>")
+    out.append("<tbody>")
+    items = rows if isinstance(rows, list | tuple) else []
+    if not items:
+        out.append(f'<tr class="empty"><td colspan="{len(table.columns)}">{_e(table.empty)}</td></tr>')
+    for row in items:
+        values = [lookup(row, c.key) if isinstance(row, Mapping) else None for c in table.columns]
+        cells = "".join(
+            f"<td>{_e(format_value(value, c.kind, c.unit))}</td>"
+            for value, c in zip(values, table.columns, strict=True)
+        )
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</tbody>")
+    out.append("</table>")
+    out.append("</div>")
+    return out
 
 
 # --- assets ------------------------------------------------------------------------------------
@@ -346,6 +430,49 @@ STATUS_JS: Final = r"""'use strict';
     }
     return value;
   }
+  function fillTable(table, rows) {
+    var heads = table.querySelectorAll('th[data-col]'), body = table.tBodies[0];
+    if (!body) { return; }
+    var texts = [];
+    if (Array.isArray(rows)) {
+      for (var r = 0; r < rows.length; r++) {
+        var row = rows[r], line = [];
+        for (var c = 0; c < heads.length; c++) {
+          var key = heads[c].getAttribute('data-col');
+          var value = row !== null && typeof row === 'object' ? lookup(row, key) : null;
+          line.push(format(value, heads[c].getAttribute('data-kind'), heads[c].getAttribute('data-unit')));
+        }
+        texts.push(line);
+      }
+    }
+    var now = [];
+    for (var i = 0; i < body.rows.length; i++) {
+      var cells = [];
+      for (var j = 0; j < body.rows[i].cells.length; j++) { cells.push(body.rows[i].cells[j].textContent); }
+      now.push(cells);
+    }
+    var wanted = texts.length ? texts : [[table.getAttribute('data-empty') || 'none']];
+    if (JSON.stringify(now) === JSON.stringify(wanted)) { return; }
+    while (body.firstChild) { body.removeChild(body.firstChild); }
+    if (!texts.length) {
+      var tr = document.createElement('tr'), td = document.createElement('td');
+      tr.className = 'empty';
+      td.colSpan = heads.length;
+      td.textContent = wanted[0][0];
+      tr.appendChild(td);
+      body.appendChild(tr);
+      return;
+    }
+    for (var k = 0; k < texts.length; k++) {
+      var line2 = document.createElement('tr');
+      for (var m = 0; m < texts[k].length; m++) {
+        var cell = document.createElement('td');
+        cell.textContent = texts[k][m];
+        line2.appendChild(cell);
+      }
+      body.appendChild(line2);
+    }
+  }
   function start() {
     var body = document.body;
     var source = body.getAttribute('data-source');
@@ -360,6 +487,10 @@ STATUS_JS: Final = r"""'use strict';
         var text = format(lookup(doc, cell.getAttribute('data-key')),
                           cell.getAttribute('data-kind'), cell.getAttribute('data-unit'));
         if (cell.textContent !== text) { cell.textContent = text; }
+      }
+      var tables = document.querySelectorAll('table[data-table]');
+      for (var t = 0; t < tables.length; t++) {
+        fillTable(tables[t], lookup(doc, tables[t].getAttribute('data-table')));
       }
       refreshes += 1;
       body.setAttribute('data-refreshed', String(refreshes));
@@ -413,6 +544,14 @@ dl { margin: 0; }
        border-bottom: 1px solid var(--line); }
 dt { color: var(--muted); }
 dd { margin: 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
+body.wide { max-width: 90rem; }
+.table-wrap { overflow-x: auto; margin: .25rem 0 1rem; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th { text-align: left; color: var(--muted); font-weight: 600; padding: .3rem .6rem .3rem 0;
+     border-bottom: 1px solid var(--line); white-space: nowrap; }
+td { padding: .3rem .6rem .3rem 0; border-bottom: 1px solid var(--line); vertical-align: top;
+     font-family: ui-monospace, monospace; overflow-wrap: break-word; word-break: break-word; }
+tr.empty td { color: var(--muted); font-family: inherit; }
 footer { margin-top: 2rem; color: var(--muted); font-size: .9rem; }
 @media (max-width: 36rem) { .row { grid-template-columns: 1fr; gap: 0; } }
 """

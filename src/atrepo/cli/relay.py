@@ -1,0 +1,96 @@
+"""``atrepo relay``: run a relay until SIGTERM or SIGINT.
+
+The relay package is imported inside the command, so other commands never
+pay for it at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["relay"]
+
+
+def relay(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 2470,
+    data: Annotated[Path, typer.Option("--data", help="data directory")] = Path("relay-data"),
+    plc: Annotated[str, typer.Option("--plc", help="PLC directory URL")] = "https://plc.directory",
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option("--upstream", help="host to subscribe to (URL; loopback allowed), repeatable"),
+    ] = None,
+    admin_password: Annotated[
+        str | None,
+        typer.Option(help="admin password (HTTP Basic admin:PW) [generated into DATA/admin-password]"),
+    ] = None,
+    lenient: Annotated[
+        bool, typer.Option("--lenient", help="log chain breaks and relay the commit (as the reference relay)")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="verification worker processes (0: in this process)")] = 0,
+    retention_hours: Annotated[float, typer.Option(help="how far back subscribeRepos replays")] = 72.0,
+    account_limit: Annotated[int, typer.Option(help="accounts a crawled host may bring at first")] = 100,
+    new_hosts_per_day: Annotated[int, typer.Option(help="requestCrawl additions per 24 hours")] = 50,
+    crawl_allow_private: Annotated[
+        bool, typer.Option("--crawl-allow-private", help="requestCrawl may reach private addresses (dev)")
+    ] = False,
+    replay: Annotated[
+        bool,
+        typer.Option("--replay", help="read new --upstream hosts from cursor 0 instead of seeding them"),
+    ] = False,
+    log_format: Annotated[str, typer.Option(help="log lines as text or json")] = "text",
+) -> None:
+    """Run a relay: subscribe to hosts, verify every event, serve one merged firehose (docs/relay.md)."""
+    from ..host import configure_logging
+    from ..relay import RelayConfig
+
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("text or json", param_hint="--log-format")
+    if workers < 0:
+        raise typer.BadParameter("0 or more", param_hint="--workers")
+    configure_logging(log_format)  # type: ignore[arg-type]
+    config = RelayConfig(
+        host=host,
+        port=port,
+        data_dir=data,
+        plc_url=plc,
+        upstreams=tuple(upstream or ()),
+        admin_password=admin_password,
+        lenient=lenient,
+        workers=workers,
+        retention_hours=retention_hours,
+        default_account_limit=account_limit,
+        new_hosts_per_day=new_hosts_per_day,
+        crawl_allow_private=crawl_allow_private,
+        replay_upstreams=replay,
+        log_format=log_format,
+    )
+    asyncio.run(_run(config))
+
+
+async def _run(config: object) -> None:
+    from ..relay import RelayConfig, start_relay
+
+    assert isinstance(config, RelayConfig)
+    try:
+        running = await start_relay(config)
+    except OSError as exc:
+        print(f"error: cannot start the relay on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"atrepo relay listening on {running.url}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()

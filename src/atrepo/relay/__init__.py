@@ -1,0 +1,11 @@
+"""The relay: subscribes to many hosts, verifies every event, keeps each account's state, serves one firehose.
+
+See :mod:`atrepo.relay.app` for the process, :mod:`.ingest` for the per-event
+policy, :mod:`.hosts` for upstream hosts and :mod:`.resync` for accounts that
+fell out of step; ``docs/relay.md`` for operating it.
+"""
+
+from .app import RelayContext, RunningRelay, start_relay
+from .config import DEFAULT_PORT, RelayConfig
+
+__all__ = ["DEFAULT_PORT", "RelayConfig", "RelayContext", "RunningRelay", "start_relay"]

@@ -1,0 +1,872 @@
+"""The relay's store: upstream hosts, the accounts seen on them, a collection index and the event log.
+
+A relay (sync.md §8) keeps no repositories: per account only where it is
+hosted, its statuses and the last commit it passed on, and per upstream host
+its cursor, status and limits. What it does keep must be exact and durable:
+its own event log, whose seqs subscribers hold as cursors (sync.md §4), and
+the upstream cursors, so that a restart resumes each host where it stopped.
+
+**One transaction per batch.** The relay validates upstream events off the
+writer thread and hands them over in batches: :meth:`RelayStore.apply_batch`
+upserts the batch's accounts, adds (did, collection) pairs, allocates the
+events' seqs, stores their frames and moves the hosts' cursors in a single
+``BEGIN IMMEDIATE`` ... ``COMMIT``, so one fsync covers a whole batch (the
+store batches itself; it has no ``group_commit``) and a crash keeps either
+all of a batch or none of it: a cursor never runs ahead of the events it
+covers, and a seq is never handed out twice.
+
+**Seqs** are allocated from a counter row updated in the same transaction,
+never from ``MAX(seq)``: pruning the whole log or a crash mid-batch never
+brings a seq back, and a rolled-back batch leaves no gap. The stored
+``time_ms`` of an event is clamped to be non-decreasing along the log (the
+frame keeps the time it was encoded with), so pruning by time always deletes
+a prefix and the log stays a contiguous run of seqs.
+
+**Durability and threads** follow :mod:`atrepo.store.sqlite`: WAL,
+``synchronous=FULL`` by default, one writer connection guarded by a lock
+(normally used from the store worker's writer thread), one ``query_only``
+read connection per thread. A lock file (``flock``) in the data directory
+keeps a second relay off the same directory: it fails at once with
+:class:`StoreInUse` instead of interleaving seqs with the first one.
+
+**Schema** versioned by ``PRAGMA user_version``: ``_MIGRATIONS[n]`` takes a
+file from version ``n`` to ``n + 1``; a file from a newer atrepo is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from atrepo.core import limits
+from atrepo.core.cid import CID
+from atrepo.core.errors import StoreInUse
+
+from .base import EventRow
+
+__all__ = [
+    "HOST_STATUSES",
+    "LOCAL_STATUSES",
+    "RELAY_DB_FILENAME",
+    "UNCHANGED",
+    "HostRow",
+    "PendingEvent",
+    "RelayAccount",
+    "RelayStore",
+    "Unchanged",
+]
+
+#: The database's name when ``RelayStore`` is given a directory.
+RELAY_DB_FILENAME: Final = "relay.sqlite3"
+
+#: Every status a host may hold (sync.md §8).
+HOST_STATUSES: Final = ("active", "idle", "offline", "throttled", "banned")
+#: The relay's own view of an account, beside the upstream's status.
+LOCAL_STATUSES: Final = ("active", "takendown", "throttled", "desynchronized")
+#: Local statuses under which an account whose upstream is active is still active (sync.md §8, §10).
+_ACTIVE_LOCAL: Final = frozenset({"active", "throttled", "desynchronized"})
+
+
+class Unchanged(Enum):
+    """The type of :data:`UNCHANGED`: "leave this column as it is" where None means "default policy"."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    """An upstream host (a PDS) the relay subscribes to.
+
+    ``hostname`` is lower-case, with a port only when it is not the scheme's
+    default; ``last_seq`` is the upstream cursor (-1: none yet);
+    ``account_count`` the number of accounts whose host this is, kept exact by
+    the store. Rate columns are None for the default policy.
+    """
+
+    id: int
+    hostname: str
+    url: str
+    configured: bool
+    trusted: bool
+    status: str
+    last_seq: int
+    account_limit: int
+    account_count: int
+    last_error: str | None
+    last_error_ms: int | None
+    last_event_ms: int | None
+    created_ms: int
+    rate_per_second: int | None
+    rate_per_hour: int | None
+    rate_per_day: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAccount:
+    """An account the relay has seen: where it is hosted, both statuses and its last commit."""
+
+    did: str
+    host_id: int
+    status: str
+    upstream_status: str
+    rev: str | None
+    commit: CID | None
+    data: CID | None
+    created_ms: int
+    updated_ms: int
+
+    @property
+    def active(self) -> bool:
+        """Visible (sync.md §10): the upstream says active and the relay has not taken it down."""
+        return self.status in _ACTIVE_LOCAL and self.upstream_status == "active"
+
+    @property
+    def public_status(self) -> str | None:
+        """The ``status`` of the combined view (sync.md §8 ``#account``): None when plainly active.
+
+        A local override (takendown, throttled, desynchronized) wins; else the
+        upstream's status when it is not active.
+        """
+        if self.status != "active":
+            return self.status
+        return None if self.upstream_status == "active" else self.upstream_status
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event to sequence: ``encode(seq)`` returns its whole frame (header and body)."""
+
+    did: str
+    type: str
+    time_ms: int
+    encode: Callable[[int], bytes]
+
+
+# --- schema ----------------------------------------------------------------------------
+
+_V1 = """
+CREATE TABLE hosts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hostname TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    configured INTEGER NOT NULL,
+    trusted INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'idle', 'offline', 'throttled', 'banned')),
+    last_seq INTEGER NOT NULL,
+    account_limit INTEGER NOT NULL,
+    account_count INTEGER NOT NULL,
+    last_error TEXT,
+    last_error_ms INTEGER,
+    last_event_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    rate_per_second INTEGER,
+    rate_per_hour INTEGER,
+    rate_per_day INTEGER
+);
+CREATE INDEX hosts_by_created ON hosts (created_ms);
+
+CREATE TABLE banned_domains (domain TEXT PRIMARY KEY) WITHOUT ROWID;
+
+CREATE TABLE accounts (
+    did TEXT PRIMARY KEY,
+    host_id INTEGER NOT NULL REFERENCES hosts (id),
+    status TEXT NOT NULL CHECK (status IN ('active', 'takendown', 'throttled', 'desynchronized')),
+    upstream_status TEXT NOT NULL,
+    rev TEXT,
+    commit_cid BLOB,
+    data_cid BLOB,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX accounts_by_host ON accounts (host_id, did);
+-- Only the few accounts not locally active: counting and listing them by status
+-- stays cheap (the total is the sum of hosts.account_count).
+CREATE INDEX accounts_not_active ON accounts (status, did) WHERE status != 'active';
+
+CREATE TABLE collections (
+    collection TEXT NOT NULL,
+    did TEXT NOT NULL,
+    PRIMARY KEY (collection, did)
+) WITHOUT ROWID;
+CREATE INDEX collections_by_did ON collections (did, collection);
+
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    did TEXT NOT NULL,
+    type TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    frame BLOB NOT NULL
+);
+CREATE INDEX events_by_time ON events (time_ms);
+
+-- The last seq and (clamped) time handed out: a row, not MAX(seq), so that
+-- pruning the log never brings a seq back; updated inside the appending
+-- transaction, so that a rollback leaves no gap.
+CREATE TABLE event_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
+"""
+
+#: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_HOST_COLUMNS: Final = (
+    "id, hostname, url, configured, trusted, status, last_seq, account_limit, account_count,"
+    " last_error, last_error_ms, last_event_ms, created_ms, rate_per_second, rate_per_hour, rate_per_day"
+)
+_ACCOUNT_COLUMNS: Final = (
+    "did, host_id, status, upstream_status, rev, commit_cid, data_cid, created_ms, updated_ms"
+)
+#: Most values one ``IN (...)`` names (SQLite allows 32766 parameters).
+_IN_BATCH: Final = 500
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+def _host(row: Any) -> HostRow:
+    (hid, hostname, url, configured, trusted, status, last_seq, limit, count) = row[:9]
+    return HostRow(
+        hid, hostname, url, bool(configured), bool(trusted), status, last_seq, limit, count, *row[9:]
+    )
+
+
+def _account(row: Any) -> RelayAccount:
+    did, host_id, status, upstream, rev, commit, data, created_ms, updated_ms = row
+    return RelayAccount(
+        did,
+        host_id,
+        status,
+        upstream,
+        rev,
+        CID(bytes(commit)) if commit is not None else None,
+        CID(bytes(data)) if data is not None else None,
+        created_ms,
+        updated_ms,
+    )
+
+
+def _account_params(account: RelayAccount) -> tuple[Any, ...]:
+    if account.status not in LOCAL_STATUSES:
+        raise ValueError(f"local account status must be one of {LOCAL_STATUSES}, not {account.status!r}")
+    return (
+        account.did,
+        account.host_id,
+        account.status,
+        account.upstream_status,
+        account.rev,
+        account.commit.raw if account.commit is not None else None,
+        account.data.raw if account.data is not None else None,
+        account.created_ms,
+        account.updated_ms,
+    )
+
+
+def _chunks(values: Sequence[str], size: int = _IN_BATCH) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _normalize_domain(domain: str) -> str:
+    return domain.strip().rstrip(".").lower()
+
+
+def _bare_host(hostname: str) -> str:
+    """The hostname without its port (and without the brackets of an IPv6 literal)."""
+    name = _normalize_domain(hostname)
+    if name.startswith("["):
+        return name[1:].partition("]")[0]
+    head, sep, port = name.rpartition(":")
+    if sep and port.isdigit() and ":" not in head:
+        return head
+    return name
+
+
+def _ban_candidates(hostname: str) -> list[str]:
+    """The names whose ban covers ``hostname``: itself and every parent domain (an IP only itself)."""
+    name = _bare_host(hostname)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        labels = name.split(".")
+        return [".".join(labels[i:]) for i in range(len(labels)) if labels[i]]
+    return [name]
+
+
+class RelayStore:
+    """Every table of a relay in one SQLite file, locked by ``<file>.lock`` beside it.
+
+    ``path`` is the database file (its directory is created if missing), or
+    an existing directory, which then holds ``relay.sqlite3``. Raises
+    :class:`StoreInUse` when another ``RelayStore`` (in this process or
+    another) has the file open.
+    """
+
+    def __init__(
+        self, path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 10_000
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        given = Path(path)
+        self.path = given / RELAY_DB_FILENAME if given.is_dir() else given
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._closed = False
+        self._lock_fd = self._take_lock(self.path.with_name(self.path.name + ".lock"))
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        try:
+            self._writer = self._connect()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        try:
+            (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            self._writer.execute(f"PRAGMA synchronous={synchronous}")
+            self._migrate()
+        except BaseException:
+            self._writer.close()
+            os.close(self._lock_fd)
+            raise
+
+    # --- connections and life cycle ---------------------------------------------------
+
+    @staticmethod
+    def _take_lock(lock_path: Path) -> int:
+        """An exclusive ``flock`` on the lock file, held until :meth:`close` (the OS drops it on exit).
+
+        ``flock`` belongs to the open file, so a second store in the same
+        process is refused too; a crashed relay leaves no stale lock.
+        """
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreInUse(
+                f"{lock_path} is held by another relay ({exc.strerror}): stop it, then retry"
+            ) from None
+        return fd
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        db.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+        return db
+
+    def _read(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            if self._closed:
+                raise RuntimeError("the relay store is closed")
+            db = self._connect(read_only=True)
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def _migrate(self) -> None:
+        db = self._writer
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this atrepo knows up to {SCHEMA_VERSION}"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+                )
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the relay store is closed")
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
+                    db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        (version,) = self._read().execute("PRAGMA user_version").fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        """Close every connection and release the directory's lock (a second call does nothing)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+        os.close(self._lock_fd)
+
+    # --- the batch write ---------------------------------------------------------------
+
+    def apply_batch(
+        self,
+        accounts: Sequence[RelayAccount],
+        events: Sequence[PendingEvent],
+        collections: Sequence[tuple[str, str]] = (),
+        cursors: Mapping[int, tuple[int, int | None]] | None = None,
+        *,
+        replace_collections: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[EventRow]:
+        """*Writer.* One transaction: upsert accounts, index collections, sequence events, move cursors.
+
+        Accounts are inserted or updated by DID (an existing row keeps its
+        ``created_ms``); ``hosts.account_count`` follows new accounts and moves.
+        Events get consecutive seqs after the last one ever allocated, in
+        order; ``encode(seq)`` builds each frame. ``cursors`` maps a host id to
+        its (last_seq, last_event_ms). ``replace_collections`` maps a DID to
+        its whole new set of collections (a ``#sync``), applied before
+        ``collections`` is added. Anything raising (an ``encode``, an
+        unknown host id (``KeyError``, or ``sqlite3.IntegrityError`` for an
+        account's), a bad status) rolls the whole batch back. Returns the
+        stored events, in order, for the fan-out.
+        """
+        with self._write() as db:
+            if accounts:
+                self._upsert_accounts(db, accounts)
+            for did, names in (replace_collections or {}).items():
+                self._replace_collections(db, did, names)
+            if collections:
+                db.executemany(
+                    "INSERT OR IGNORE INTO collections (collection, did) VALUES (?, ?)",
+                    [(collection, did) for did, collection in collections],
+                )
+            rows: list[EventRow] = []
+            if events:
+                seq, last_ms = db.execute("SELECT seq, time_ms FROM event_seq WHERE id = 1").fetchone()
+                for event in events:
+                    seq += 1
+                    if seq > limits.MAX_SAFE_INT:
+                        raise RuntimeError("the relay's event seq would pass 2^53 - 1")
+                    last_ms = max(last_ms, event.time_ms)
+                    rows.append(EventRow(seq, event.did, event.type, last_ms, event.encode(seq)))
+                db.executemany(
+                    "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)",
+                    [(r.seq, r.did, r.type, r.time_ms, r.frame) for r in rows],
+                )
+                db.execute("UPDATE event_seq SET seq = ?, time_ms = ? WHERE id = 1", (seq, last_ms))
+            if cursors:
+                for host_id, (last_seq, last_event_ms) in cursors.items():
+                    changed = db.execute(
+                        "UPDATE hosts SET last_seq = ?, last_event_ms = COALESCE(?, last_event_ms)"
+                        " WHERE id = ?",
+                        (last_seq, last_event_ms, host_id),
+                    ).rowcount
+                    if not changed:
+                        raise KeyError(f"no host with id {host_id}")
+            return rows
+
+    def _upsert_accounts(self, db: sqlite3.Connection, accounts: Sequence[RelayAccount]) -> None:
+        """Upsert rows and fold new accounts and moves into per-host ``account_count`` deltas.
+
+        The last row of a DID in the batch wins (a new account keeps the
+        ``created_ms`` of its first row). Rows are written by what changes:
+        an account staying on its host is updated without touching
+        ``host_id``, so the ``accounts_by_host`` index page is not rewritten
+        (most of a relay's upserts are a new rev on the same host).
+        """
+        final: dict[str, RelayAccount] = {}
+        first_created: dict[str, int] = {}
+        for account in accounts:
+            first_created.setdefault(account.did, account.created_ms)
+            final[account.did] = account
+        dids = list(final)
+        where: dict[str, int] = {}
+        for chunk in _chunks(dids):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT did, host_id FROM accounts WHERE did IN ({marks})"
+            where.update((did, host_id) for did, host_id in db.execute(query, chunk))
+        deltas: dict[int, int] = {}
+        inserts: list[tuple[Any, ...]] = []
+        moves: list[tuple[Any, ...]] = []
+        stays: list[tuple[Any, ...]] = []
+        for did, account in final.items():
+            params = _account_params(account)
+            before = where.get(did)
+            if before is None:
+                inserts.append((*params[:7], first_created[did], params[8]))
+            elif before != account.host_id:
+                deltas[before] = deltas.get(before, 0) - 1
+                moves.append((*params[1:7], params[8], did))
+            else:
+                stays.append((*params[2:7], params[8], did))
+            if before != account.host_id:
+                deltas[account.host_id] = deltas.get(account.host_id, 0) + 1
+        if inserts:
+            db.executemany(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts
+            )
+        if moves:
+            db.executemany(
+                "UPDATE accounts SET host_id = ?, status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
+                " data_cid = ?, updated_ms = ? WHERE did = ?",
+                moves,
+            )
+        if stays:
+            db.executemany(
+                "UPDATE accounts SET status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
+                " data_cid = ?, updated_ms = ? WHERE did = ?",
+                stays,
+            )
+        db.executemany(
+            "UPDATE hosts SET account_count = account_count + ? WHERE id = ?",
+            [(delta, host_id) for host_id, delta in deltas.items() if delta],
+        )
+
+    # --- event log (atrepo.store.base.EventLog) --------------------------------------------
+
+    def head_seq(self) -> int:
+        """The last seq ever allocated (0 for none): never goes back, even when the log is pruned."""
+        (seq,) = self._read().execute("SELECT seq FROM event_seq WHERE id = 1").fetchone()
+        return int(seq)
+
+    def oldest_seq(self) -> int | None:
+        (seq,) = self._read().execute("SELECT MIN(seq) FROM events").fetchone()
+        return int(seq) if seq is not None else None
+
+    def read_events(self, after: int, limit: int) -> list[EventRow]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT seq, did, type, time_ms, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+            .fetchall()
+        )
+        return [EventRow(*row) for row in rows]
+
+    def prune_events(self, before_ms: int) -> int:
+        """*Writer.* Delete events stored with ``time_ms < before_ms`` (a prefix of the log)."""
+        with self._write() as db:
+            return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
+
+    # --- hosts -------------------------------------------------------------------------
+
+    def add_host(
+        self, hostname: str, url: str, *, configured: bool, trusted: bool, account_limit: int, now_ms: int
+    ) -> HostRow:
+        """*Writer.* Create an ``active`` host without a cursor; a known hostname's row is returned as is."""
+        name = hostname.lower()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO hosts (hostname, url, configured, trusted, status, last_seq,"
+                " account_limit, account_count, created_ms) VALUES (?, ?, ?, ?, 'active', -1, ?, 0, ?)",
+                (name, url, int(configured), int(trusted), account_limit, now_ms),
+            )
+            row = db.execute(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE hostname = ?", (name,)).fetchone()
+        return _host(row)
+
+    def get_host(self, host_id: int) -> HostRow | None:
+        row = self._read().execute(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,)).fetchone()
+        return _host(row) if row is not None else None
+
+    def get_host_by_name(self, hostname: str) -> HostRow | None:
+        query = f"SELECT {_HOST_COLUMNS} FROM hosts WHERE hostname = ?"
+        row = self._read().execute(query, (hostname.lower(),)).fetchone()
+        return _host(row) if row is not None else None
+
+    def list_hosts(self, *, after_id: int = 0, limit: int = 500) -> list[HostRow]:
+        """Hosts with id > ``after_id``, by id (``listHosts``)."""
+        query = f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id > ? ORDER BY id LIMIT ?"
+        return [_host(row) for row in self._read().execute(query, (after_id, limit))]
+
+    def _host_after(self, db: sqlite3.Connection, host_id: int, changed: int) -> HostRow:
+        if not changed:
+            raise KeyError(f"no host with id {host_id}")
+        return _host(db.execute(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,)).fetchone())
+
+    def set_host_status(self, host_id: int, status: str, *, error: str | None = None, now_ms: int) -> HostRow:
+        """*Writer.* Set the status; record ``error`` (with ``now_ms``) when given.
+
+        Rule for ``last_error``: an ``error`` replaces it (and ``last_error_ms``);
+        no error and ``status == "active"`` clears both (the host recovered);
+        no error with any other status keeps the previous error, which is
+        likely what made the host idle or offline. Raises ``KeyError`` for an
+        unknown id, ``ValueError`` for an unknown status.
+        """
+        if status not in HOST_STATUSES:
+            raise ValueError(f"host status must be one of {HOST_STATUSES}, not {status!r}")
+        with self._write() as db:
+            if error is not None:
+                query = "UPDATE hosts SET status = ?, last_error = ?, last_error_ms = ? WHERE id = ?"
+                changed = db.execute(query, (status, error, now_ms, host_id)).rowcount
+            elif status == "active":
+                query = "UPDATE hosts SET status = ?, last_error = NULL, last_error_ms = NULL WHERE id = ?"
+                changed = db.execute(query, (status, host_id)).rowcount
+            else:
+                changed = db.execute("UPDATE hosts SET status = ? WHERE id = ?", (status, host_id)).rowcount
+            return self._host_after(db, host_id, changed)
+
+    def set_host_cursor(self, host_id: int, last_seq: int) -> None:
+        """*Writer.* Set the upstream cursor (-1: start from the live head next time)."""
+        with self._write() as db:
+            changed = db.execute("UPDATE hosts SET last_seq = ? WHERE id = ?", (last_seq, host_id)).rowcount
+            if not changed:
+                raise KeyError(f"no host with id {host_id}")
+
+    def set_host_limits(
+        self,
+        host_id: int,
+        *,
+        account_limit: int | None = None,
+        rate_per_second: int | None | Unchanged = UNCHANGED,
+        rate_per_hour: int | None | Unchanged = UNCHANGED,
+        rate_per_day: int | None | Unchanged = UNCHANGED,
+        trusted: bool | None = None,
+    ) -> HostRow:
+        """*Writer.* Change a host's limits; what is not passed stays.
+
+        ``account_limit``/``trusted`` None: unchanged. A rate passed as None
+        goes back to the default policy; leave it out (:data:`UNCHANGED`) to
+        keep it. Raises ``KeyError`` for an unknown id.
+        """
+        sets: list[str] = []
+        params: list[Any] = []
+        if account_limit is not None:
+            sets.append("account_limit = ?")
+            params.append(account_limit)
+        if trusted is not None:
+            sets.append("trusted = ?")
+            params.append(int(trusted))
+        for column, value in (
+            ("rate_per_second", rate_per_second),
+            ("rate_per_hour", rate_per_hour),
+            ("rate_per_day", rate_per_day),
+        ):
+            if value is not UNCHANGED:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        with self._write() as db:
+            if sets:
+                query = f"UPDATE hosts SET {', '.join(sets)} WHERE id = ?"
+                changed = db.execute(query, (*params, host_id)).rowcount
+            else:
+                changed = len(db.execute("SELECT 1 FROM hosts WHERE id = ?", (host_id,)).fetchall())
+            return self._host_after(db, host_id, changed)
+
+    def count_hosts_created_since(self, ms: int) -> int:
+        """Hosts created at or after ``ms`` (the new-hosts-per-day limit)."""
+        (count,) = self._read().execute("SELECT COUNT(*) FROM hosts WHERE created_ms >= ?", (ms,)).fetchone()
+        return int(count)
+
+    # --- domain bans -------------------------------------------------------------------
+
+    def ban_domain(self, domain: str) -> None:
+        """*Writer.* Ban a domain and every subdomain of it (lower-cased, trailing dot dropped)."""
+        name = _normalize_domain(domain)
+        if not name:
+            raise ValueError("cannot ban an empty domain")
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO banned_domains (domain) VALUES (?)", (name,))
+
+    def unban_domain(self, domain: str) -> bool:
+        """*Writer.* Lift a ban; False when the domain was not banned."""
+        with self._write() as db:
+            query = "DELETE FROM banned_domains WHERE domain = ?"
+            return db.execute(query, (_normalize_domain(domain),)).rowcount > 0
+
+    def list_banned_domains(self) -> list[str]:
+        return [row[0] for row in self._read().execute("SELECT domain FROM banned_domains ORDER BY domain")]
+
+    def is_banned(self, hostname: str) -> bool:
+        """Whether ``hostname`` (port ignored) is a banned domain or a subdomain of one."""
+        candidates = _ban_candidates(hostname)
+        if not candidates:
+            return False
+        marks = ",".join("?" * len(candidates))
+        query = f"SELECT 1 FROM banned_domains WHERE domain IN ({marks}) LIMIT 1"
+        return self._read().execute(query, candidates).fetchone() is not None
+
+    # --- accounts ----------------------------------------------------------------------
+
+    def get_account(self, did: str) -> RelayAccount | None:
+        query = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?"
+        row = self._read().execute(query, (did,)).fetchone()
+        return _account(row) if row is not None else None
+
+    def get_accounts(self, dids: Iterable[str]) -> dict[str, RelayAccount]:
+        """The accounts of ``dids`` that exist, by DID (one query per 500 DIDs)."""
+        wanted = list(dict.fromkeys(dids))
+        db = self._read()
+        found: dict[str, RelayAccount] = {}
+        for chunk in _chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did IN ({marks})", chunk):
+                account = _account(row)
+                found[account.did] = account
+        return found
+
+    def list_accounts(self, *, after: str | None = None, limit: int = 500) -> list[RelayAccount]:
+        """Accounts by DID, those after ``after`` (``listRepos``)."""
+        query = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did > ? ORDER BY did LIMIT ?"
+        return [_account(row) for row in self._read().execute(query, (after or "", limit))]
+
+    def list_host_accounts(
+        self, host_id: int, *, status: str | None = None, after: str | None = None, limit: int = 500
+    ) -> list[RelayAccount]:
+        """A host's accounts by DID, after ``after``, only those of local ``status`` when given."""
+        query = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE host_id = ? AND did > ?"
+        params: list[Any] = [host_id, after or ""]
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
+        query += " ORDER BY did LIMIT ?"
+        params.append(limit)
+        return [_account(row) for row in self._read().execute(query, params)]
+
+    def count_accounts(self) -> dict[str, int]:
+        """Accounts per local status (every status, zeros included) and ``total``.
+
+        Cheap: the total is the sum of the hosts' exact counts and only the
+        not-active statuses are counted, through a partial index.
+        """
+        db = self._read()
+        (total,) = db.execute("SELECT COALESCE(SUM(account_count), 0) FROM hosts").fetchone()
+        counts = dict.fromkeys(LOCAL_STATUSES, 0)
+        query = "SELECT status, COUNT(*) FROM accounts WHERE status != 'active' GROUP BY status"
+        for status, count in db.execute(query):
+            counts[status] = int(count)
+        counts["active"] = int(total) - sum(counts.values())
+        counts["total"] = int(total)
+        return counts
+
+    def list_accounts_by_status(
+        self, status: str, *, after: str | None = None, limit: int = 100
+    ) -> list[RelayAccount]:
+        """Accounts of a not-active local ``status`` by DID, after ``after`` (the status page, admin).
+
+        Cheap: read through the partial index of not-active accounts (the
+        literal ``status != 'active'`` lets SQLite use it with a bound status).
+        """
+        query = (
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE status != 'active' AND status = ? AND did > ? "
+            "ORDER BY did LIMIT ?"
+        )
+        return [_account(row) for row in self._read().execute(query, (status, after or "", limit))]
+
+    def set_account_status(self, did: str, status: str, *, now_ms: int | None = None) -> RelayAccount | None:
+        """*Writer.* Set the local status (takedown, throttling); None for an unknown DID.
+
+        ``now_ms``, when given, becomes ``updated_ms``.
+        """
+        if status not in LOCAL_STATUSES:
+            raise ValueError(f"local account status must be one of {LOCAL_STATUSES}, not {status!r}")
+        with self._write() as db:
+            query = "UPDATE accounts SET status = ?, updated_ms = COALESCE(?, updated_ms) WHERE did = ?"
+            if not db.execute(query, (status, now_ms, did)).rowcount:
+                return None
+            row = db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?", (did,)).fetchone()
+        return _account(row)
+
+    def delete_account(self, did: str) -> bool:
+        """*Writer.* Forget an account and its collections (its events stay); False when unknown."""
+        with self._write() as db:
+            row = db.execute("DELETE FROM accounts WHERE did = ? RETURNING host_id", (did,)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE hosts SET account_count = account_count - 1 WHERE id = ?", (row[0],))
+            db.execute("DELETE FROM collections WHERE did = ?", (did,))
+            return True
+
+    # --- collections index -------------------------------------------------------------
+
+    def add_collections(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """*Writer.* Index (did, collection) pairs; those already indexed are left as they are."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO collections (collection, did) VALUES (?, ?)",
+                [(collection, did) for did, collection in pairs],
+            )
+
+    def replace_collections(self, did: str, collections: Iterable[str]) -> None:
+        """*Writer.* Make ``collections`` the DID's whole set (after a resync), in one transaction."""
+        with self._write() as db:
+            self._replace_collections(db, did, collections)
+
+    @staticmethod
+    def _replace_collections(db: sqlite3.Connection, did: str, collections: Iterable[str]) -> None:
+        db.execute("DELETE FROM collections WHERE did = ?", (did,))
+        db.executemany(
+            "INSERT INTO collections (collection, did) VALUES (?, ?)",
+            [(collection, did) for collection in dict.fromkeys(collections)],
+        )
+
+    def list_repos_by_collection(
+        self, collection: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        """DIDs holding ``collection``, in DID order, after ``after`` (``listReposByCollection``)."""
+        query = "SELECT did FROM collections WHERE collection = ? AND did > ? ORDER BY did LIMIT ?"
+        return [row[0] for row in self._read().execute(query, (collection, after or "", limit))]
+
+    def collections_of(self, did: str) -> list[str]:
+        """The DID's indexed collections, sorted."""
+        query = "SELECT collection FROM collections WHERE did = ? ORDER BY collection"
+        return [row[0] for row in self._read().execute(query, (did,))]
+
+    # --- statistics --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Cheap counts for ``/metrics`` and the status page: no query scans a large table.
+
+        ``hosts`` and ``hosts_<status>``; ``accounts`` and ``accounts_<status>``;
+        ``events`` (the stored seq range: the log is contiguous), ``head_seq``
+        and ``oldest_seq`` (0 when empty).
+        """
+        db = self._read()
+        out: dict[str, int] = {f"hosts_{status}": 0 for status in HOST_STATUSES}
+        for status, count in db.execute("SELECT status, COUNT(*) FROM hosts GROUP BY status"):
+            out[f"hosts_{status}"] = int(count)
+        out["hosts"] = sum(out[f"hosts_{status}"] for status in HOST_STATUSES)
+        for status, count in self.count_accounts().items():
+            out["accounts" if status == "total" else f"accounts_{status}"] = count
+        # Two queries: SQLite answers a lone MIN or MAX from the index, not both in one.
+        (low,) = db.execute("SELECT MIN(seq) FROM events").fetchone()
+        (high,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+        out["events"] = int(high) - int(low) + 1 if low is not None else 0
+        out["oldest_seq"] = int(low) if low is not None else 0
+        out["head_seq"] = self.head_seq()
+        return out
