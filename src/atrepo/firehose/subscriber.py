@@ -40,9 +40,9 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
-from yarl import URL
 
 from atrepo.core import cbor, limits
 from atrepo.core.errors import AtrepoError, InvalidDIDDocument
@@ -172,17 +172,21 @@ def subscribe_url(url: str, cursor: int | None) -> str:
     """
     if "://" not in url:
         url = "wss://" + url
-    parsed = URL(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parsed.scheme)
-    if scheme is None:
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL: {url!r}: {exc}") from None
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parsed.scheme.lower())
+    if scheme is None or not parsed.hostname:
         raise ValueError(f"not an http(s) or ws(s) URL: {url!r}")
     path = parsed.path.rstrip("/")
     if not path.endswith(SUBSCRIBE_PATH):
         path += SUBSCRIBE_PATH
-    query = {k: v for k, v in parsed.query.items() if k != "cursor"}
+    query = [(k, v) for k, v in parse_qsl(parsed.query, keep_blank_values=True) if k != "cursor"]
     if cursor is not None:
-        query["cursor"] = str(cursor)
-    return str(parsed.with_scheme(scheme).with_path(path).with_query(query))
+        query.append(("cursor", str(cursor)))
+    return urlunsplit((scheme, parsed.netloc, path, urlencode(query), ""))
 
 
 def _lane_of(did: str | None, lanes: int) -> int:
