@@ -358,7 +358,9 @@ class HostManager:
 
     async def request_crawl(self, hostname: str) -> HostLink:
         """``requestCrawl``: check, probe, store, seed, subscribe; or say why not."""
-        name = parse_host(hostname, configured=False)
+        # --crawl-allow-private (development) takes a requestCrawl as if the host were configured:
+        # loopback, a port and plain http (a local host's CrawlNotifier sends "127.0.0.1:2583")
+        name = parse_host(hostname, configured=self.ctx.config.crawl_allow_private)
         if await self.ctx.worker.read(RelayStore.is_banned, name.host):
             raise HostBanned(f"host {name.key} is banned here")
         known = self.by_name(name.key)
