@@ -34,6 +34,7 @@ TARGETS = (
     "cid",
     "car",
     "mst_node",
+    "mst_native",
     "firehose",
     "plc",
     "did_document",

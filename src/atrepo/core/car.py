@@ -26,6 +26,7 @@ from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import cbor, limits
+from ._native import car_blocks as _native_car_blocks
 from .blocks import BlockMap
 from .cid import CID
 from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidCID, LimitExceeded
@@ -617,6 +618,10 @@ def read_car(
         data = bytes(data)
     if len(data) > max_bytes:
         raise LimitExceeded("max_bytes", len(data), max_bytes, "in-memory CAR")
+    if verify_hashes:
+        fast = _read_small_car(data, max_block_bytes)
+        if fast is not None:
+            return fast
     decoder = CarDecoder(verify_hashes=verify_hashes, max_block_bytes=max_block_bytes)
     sections = decoder.feed(data)
     decoder.close()
@@ -626,6 +631,74 @@ def read_car(
     for cid, block, _ in sections:
         put(cid, block)
     return decoder.roots, blocks
+
+
+#: The whole length-prefixed header of a CAR with one blessed root, around its 36-byte CID:
+#: ``{"roots": [root], "version": 1}`` in canonical DAG-CBOR (a firehose slice's header).
+_ONE_ROOT_HEAD = b"\x3a\xa2\x65roots\x81\xd8\x2a\x58\x25\x00"
+_ONE_ROOT_TAIL = b"\x67version\x01"
+_ONE_ROOT_CID_AT = len(_ONE_ROOT_HEAD)
+_ONE_ROOT_END = _ONE_ROOT_CID_AT + 36 + len(_ONE_ROOT_TAIL)
+
+
+def _read_small_car(data: bytes, max_section: int) -> tuple[list[CID], BlockMap] | None:
+    """``read_car`` for the common case, or None to let the general reader decide.
+
+    A firehose slice is small, in memory, and shaped one way: the canonical
+    one-root header and blessed sha2-256 CIDs with short length varints. This
+    recognises the header by its bytes (no CBOR decode) and parses the
+    sections into the block map in one loop, checking every block's hash (in C
+    when the extension hashes on the CPU's SHA extensions: ``_native.car_blocks``).
+    Anything else, including any error, returns None: the general reader then
+    reads the same bytes and accepts them or raises its located error, so the
+    outcome is the general reader's in every case.
+    """
+    if not data.startswith(_ONE_ROOT_HEAD):
+        return None
+    at = _ONE_ROOT_CID_AT
+    root = data[at : at + 36]
+    if (root[:4] != _PFX_DAG_CBOR and root[:4] != _PFX_RAW) or not data.startswith(_ONE_ROOT_TAIL, at + 36):
+        return None
+    if _native_car_blocks is not None:
+        held_native = _native_car_blocks(data, _ONE_ROOT_END, max_section)
+        if held_native is None:
+            return None
+        blocks = BlockMap()
+        blocks._blocks = held_native
+        return [CID._trusted(root)], blocks
+    pos = _ONE_ROOT_END
+    end = len(data)
+    sha = _sha256
+    startswith = data.startswith
+    trusted = CID._trusted
+    held: dict[CID, bytes] = {}
+    while pos < end:
+        byte = data[pos]
+        if byte < 0x80:
+            size = byte
+            pos += 1
+        elif pos + 1 < end and 0 < data[pos + 1] < 0x80:
+            size = (byte & 0x7F) | (data[pos + 1] << 7)
+            pos += 2
+        else:
+            return None
+        stop = pos + size
+        data_at = pos + 36
+        if (
+            size > max_section
+            or data_at > stop
+            or stop > end
+            or not (startswith(_PFX_DAG_CBOR, pos) or startswith(_PFX_RAW, pos))
+        ):
+            return None
+        block = data[data_at:stop]
+        if not startswith(sha(block).digest(), pos + 4):
+            return None
+        held[trusted(data[pos:data_at])] = block
+        pos = stop
+    blocks = BlockMap()
+    blocks._blocks = held
+    return [trusted(root)], blocks
 
 
 #: Width of one table entry in ``CarIndex``: a CIDv1 with one-byte codec and

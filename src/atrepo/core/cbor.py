@@ -20,6 +20,7 @@ from .codec import encode_raw as _encode
 from .errors import AtrepoError, InvalidCBOR, InvalidCID, InvalidDataModel, LimitExceeded
 
 __all__ = [
+    "check_values",
     "decode",
     "decode_first",
     "decode_json_direct",
@@ -250,6 +251,10 @@ def _check_values(value: Any, max_depth: int = limits.MAX_CBOR_DEPTH) -> None:
             elif kind is float:
                 raise InvalidDataModel("floats are not allowed in the AT data model")
         level = below
+
+
+#: The data-model walk ``decode`` makes after the C codec, for callers that run the codec themselves.
+check_values = _check_values
 
 
 def _diagnose(data: bytes, max_depth: int, exc: BaseException) -> AtrepoError:

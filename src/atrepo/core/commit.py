@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cbor
+from . import cbor, limits
 from .cid import CID
-from .errors import InvalidCBOR, InvalidCommit, InvalidSignature, LimitExceeded
+from .codec import decode_raw as _decode_raw
+from .codec import encode_raw as _encode_raw
+from .errors import AtrepoError, InvalidCBOR, InvalidCommit, InvalidSignature, LimitExceeded
 from .keys import PrivateKey, PublicKey
 from .syntax import is_valid_did, is_valid_tid
 
@@ -42,6 +44,24 @@ class SignedCommit:
         return out
 
     def unsigned_bytes(self) -> bytes:
+        """The DAG-CBOR of ``unsigned_map()``, the bytes the signature covers.
+
+        A commit of the five plain fields, each of its type, is encoded by the
+        C codec alone: such a map cannot hold what ``cbor.encode``'s data-model
+        walk looks for (floats, out-of-range integers, deep nesting).
+        """
+        data, prev, version = self.data, self.prev, self.version
+        if (
+            not self.extra
+            and type(self.did) is str
+            and type(self.rev) is str
+            and type(data) is CID
+            and (prev is None or type(prev) is CID)
+            and type(version) is int
+            and version == COMMIT_VERSION
+        ):
+            fields = {"did": self.did, "version": version, "data": data, "rev": self.rev, "prev": prev}
+            return _encode_raw(fields, CID, False)
         return cbor.encode(self.unsigned_map())
 
     def verify(self, key: PublicKey) -> None:
@@ -69,7 +89,57 @@ def sign_commit(did: str, data: CID, rev: str, key: PrivateKey, *, prev: CID | N
 
 
 def decode_commit(raw: bytes, cid: CID | None = None) -> SignedCommit:
-    """Decode and check a commit block's shape (not its signature)."""
+    """Decode and check a commit block's shape (not its signature).
+
+    A block of exactly the six fields, each of its type, is taken straight
+    from the C codec: every value is then a checked scalar, so the data-model
+    walk ``cbor.decode`` adds could find nothing. Everything else goes the
+    general way, which accepts it or says what is wrong.
+    """
+    if type(raw) is bytes and 0 < len(raw) <= limits.CBOR_PRESCAN_BYTES:
+        try:
+            value, length = _decode_raw(raw, CID, False)
+        except (ValueError, TypeError, AtrepoError):
+            value = None
+        if type(value) is dict and length == len(raw) and len(value) == len(_FIELDS):
+            get = value.get
+            did, data, rev, sig, prev, version = (
+                get("did"),
+                get("data"),
+                get("rev"),
+                get("sig"),
+                get("prev", False),
+                get("version"),
+            )
+            if (
+                type(version) is int
+                and version == COMMIT_VERSION
+                and type(data) is CID
+                and data.is_dag_cbor
+                and (prev is None or (type(prev) is CID and prev.is_dag_cbor))
+                and type(sig) is bytes
+                and sig
+                and type(did) is str
+                and is_valid_did(did)
+                and type(rev) is str
+                and is_valid_tid(rev)
+            ):
+                return SignedCommit(
+                    did=did,
+                    data=data,
+                    rev=rev,
+                    sig=sig,
+                    cid=cid if cid is not None else CID.for_dag_cbor(raw),
+                    raw=raw,
+                    prev=prev,
+                    version=version,
+                    extra={},
+                )
+    return _decode_commit_checked(raw, cid)
+
+
+def _decode_commit_checked(raw: bytes, cid: CID | None) -> SignedCommit:
+    """``decode_commit`` the general way: strict decode, then each field checked in order."""
     where = f"commit {cid}" if cid is not None else "commit"
     try:
         value = cbor.decode(raw)

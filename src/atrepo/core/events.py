@@ -31,6 +31,7 @@ from . import cbor, limits
 from .action import ACTIONS, Action
 from .car import CHUNK_SIZE, PushDecoder, Readable, Writable
 from .cid import CID
+from .codec import decode_raw as _decode_raw
 from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidEvent, InvalidSyntax, LimitExceeded
 from .syntax import (
     is_valid_datetime,
@@ -367,7 +368,82 @@ def _parse_op(item: Any, index: int) -> RepoOp:
     return RepoOp(action, path, cid, _opt_link(item, "prev", kind))  # type: ignore[arg-type]
 
 
+#: The actions whose op carries a record CID.
+_WRITE_ACTIONS = frozenset(("create", "update"))
+
+
 def _parse_commit(body: dict[str, Any]) -> CommitEvent:
+    """A ``#commit`` body: the common well-formed case in one pass, anything else field by field.
+
+    The fast pass makes the same checks as ``_parse_commit_fields`` but
+    inline, and gives up (returns to the field-by-field parse, which then
+    raises the error it always raised) at the first thing it does not like.
+    """
+    get = body.get
+    seq = get("seq")
+    repo = get("repo")
+    commit = get("commit")
+    rev = get("rev")
+    since = get("since")
+    blocks = get("blocks")
+    raw_ops = get("ops")
+    raw_blobs = get("blobs")
+    prev_data = get("prevData")
+    time = get("time")
+    if (
+        type(seq) is int
+        and 0 < seq <= limits.MAX_SAFE_INT
+        and body.get("rebase", True) is False
+        and body.get("tooBig", True) is False
+        and type(commit) is CID
+        and type(blocks) is bytes
+        and len(blocks) <= limits.MAX_COMMIT_BLOCKS_BYTES
+        and type(raw_ops) is list
+        and len(raw_ops) <= limits.MAX_COMMIT_OPS
+        and type(raw_blobs) is list
+        and (prev_data is None or type(prev_data) is CID)
+        and "since" in body
+        and (since is None or is_valid_tid(since))
+        and is_valid_did(repo)
+        and is_valid_tid(rev)
+        and type(time) is str
+        and is_valid_datetime(time)
+        and (prev_data is not None or "prevData" not in body)
+    ):
+        ops = []
+        for item in raw_ops:
+            if type(item) is not dict:
+                break
+            action = item.get("action")
+            path = item.get("path")
+            cid = item.get("cid", False)
+            prev = item.get("prev")
+            if action == "delete":
+                if cid is not None:
+                    break
+            elif type(cid) is not CID or action not in _WRITE_ACTIONS:
+                break
+            if (
+                type(action) is not str
+                or (prev is not None and type(prev) is not CID)
+                or (prev is None and "prev" in item)
+                or not is_valid_repo_path(path)
+            ):
+                break
+            ops.append(RepoOp(action, path, cid, prev))  # type: ignore[arg-type]
+        else:
+            for blob in raw_blobs:
+                if type(blob) is not CID:
+                    break
+            else:
+                return CommitEvent(
+                    seq, repo, commit, rev, since, blocks, tuple(ops), time, prev_data, tuple(raw_blobs)
+                )
+    return _parse_commit_fields(body)
+
+
+def _parse_commit_fields(body: dict[str, Any]) -> CommitEvent:
+    """A ``#commit`` body checked field by field, in order: the first problem is the one reported."""
     kind = "#commit"
     seq = _seq(body, kind)
     rebase = _bool(body, "rebase", kind)
@@ -474,6 +550,10 @@ def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Fra
     known = _known_header(data)
     if known is not None:
         op, t = known
+        if t == "#commit" and len(data) <= limits.CBOR_PRESCAN_BYTES:
+            body = _commit_body(data)
+            if body is not None:
+                return _parse_commit(body)
     else:
         header, at = cbor.decode_first(data, max_bytes=limits.MAX_FRAME_HEADER_BYTES)
         op, t = _read_header(header)
@@ -490,6 +570,27 @@ def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Fra
     if type(body) is not dict:
         raise InvalidEvent(f"{t}: body must be a map, not {_kind(body)}")
     return _PARSERS[t](body)
+
+
+_COMMIT_HEADER_BYTES = len(_HEADERS["#commit"])
+
+
+def _commit_body(data: bytes) -> dict[str, Any] | None:
+    """The body of a small ``#commit`` frame decoded in one C call, or None for the general path.
+
+    Checked as ``cbor.decode_multi`` checks it (strict DAG-CBOR, then the data
+    model walk); anything it would refuse, or a body that is not a map,
+    returns None so that ``decode_frame``'s general path raises its own
+    located error.
+    """
+    try:
+        body, length = _decode_raw(memoryview(data)[_COMMIT_HEADER_BYTES:], CID, False)
+        if length != len(data) - _COMMIT_HEADER_BYTES or type(body) is not dict:
+            return None
+        cbor.check_values(body)
+    except (ValueError, TypeError, AtrepoError):
+        return None
+    return body
 
 
 def _known_header(data: bytes) -> tuple[int, str | None] | None:

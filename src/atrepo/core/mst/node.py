@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 from .. import cbor, limits
+from .._native import mst_node_parse as _native_parse
 from ..cid import CID
 from ..codec import decode_raw as _decode_raw
 from ..errors import AtrepoError, InvalidCBOR, InvalidMST, LimitExceeded
@@ -249,6 +250,29 @@ class Node(_Fields):
             parts[3 * index + 3] = tails[index]
         return _node(self.keys, vals, self.subs, self.layer, new)
 
+    def without(self, index: int, subs: Sequence[Sub]) -> Node:
+        """The node less entry ``index``, with subtree slots ``subs`` (one fewer than now).
+
+        A deletion's new node: the entries around the removed one keep their
+        encoded pieces, and only the entry after it is compressed again,
+        against its new neighbour, instead of re-encoding every key.
+        """
+        keys = self.keys
+        heads = _heads(self)
+        new_heads = [*heads[:index], *heads[index + 1 :]]
+        if index + 1 < len(keys):
+            key = keys[index + 1]
+            p = common_prefix_length(keys[index - 1], key) if index else 0
+            new_heads[index] = _head(key[p:], p)
+        tails = _tails(self)
+        return _node(
+            [*keys[:index], *keys[index + 1 :]],
+            [*self.vals[:index], *self.vals[index + 1 :]],
+            subs,
+            self.layer,
+            _Encoding(new_heads, [*tails[:index], *tails[index + 1 :]]),
+        )
+
     def encode(self) -> bytes:
         """The node's canonical DAG-CBOR bytes (assembled once, then kept)."""
         enc = self._enc
@@ -427,7 +451,23 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
     layer 0, node links are blessed dag-cbor, the entry limit. Context rules
     (expected layer, bounds from the parent, empty-node placement) are checked
     by the tree when it descends.
+
+    With the C extension (``_native``), a canonical node is proven valid and
+    taken apart in C, layers included; whatever the C code
+    does not prove goes through ``_decode_python``, which accepts it or raises
+    as it always has. Both give the same node (``tests/core/test_mst_native.py``).
     """
+    parse = _native_parse
+    if parse is not None and type(data) is bytes and 0 < len(data) <= _DIRECT_BYTES:
+        parts = parse(data, _MAX_KEY, limits.MAX_MST_NODE_ENTRIES, limits.MAX_MST_LAYER)
+        if parts is not None:
+            keys, vals, subs, heads, tails, layer = parts
+            return _node(keys, vals, subs, layer, _Encoding(heads, tails, data, cid, None, True))
+    return _decode_python(data, cid)
+
+
+def _decode_python(data: bytes, cid: CID | None = None) -> Node:
+    """``decode_node`` in pure Python: the reference the C fast path is tested against."""
     raw: Any = _SLOW
     size = len(data) if type(data) is bytes else 0
     if 0 < size <= _DIRECT_BYTES and size <= limits.CBOR_PRESCAN_BYTES:
@@ -496,7 +536,6 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
         vals.append(val)
         subs.append(right)
         prev = key
-    layer = -1
     if keys:
         joined = b"\n".join(keys)  # ``keys_valid``, written out
         if _KEYS_FULLMATCH(joined) is None or joined.count(b"\n") != len(keys) - 1:
@@ -504,6 +543,27 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 problem = key_problem(key)
                 if problem is not None:
                     raise InvalidMST(f"{_Where(cid)}: key {show_key(key)}: {problem}")
+    return _layered(data, cid, entries, keys, vals, subs, None, None)
+
+
+def _layered(
+    data: bytes,
+    cid: CID | None,
+    entries: list[Any] | None,
+    keys: list[bytes],
+    vals: list[CID],
+    subs: list[Sub],
+    heads: list[bytes] | None,
+    tails: list[bytes] | None,
+) -> Node:
+    """The node, once its layer is known: the layer checks both decoders share.
+
+    Everything else about the block has been checked. ``entries`` (the decoded
+    ``e`` array) or ``heads``/``tails`` (the encoded pieces, from the C path)
+    are kept for re-encoding.
+    """
+    layer = -1
+    if keys:
         if len(keys) == 1:
             layer = key_layer(keys[0])
         else:
@@ -514,13 +574,13 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
             if low[0] >= 64:  # fewer than two leading zero bits everywhere: layer 0
                 if subs.count(None) != len(subs):
                     raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
-                # ``_finish`` and ``_node`` written out: multi-key leaves, the commonest nodes, end here
+                # ``_node`` written out: multi-key leaves, the commonest nodes, end here
                 node: Any = _new_fields(_Fields)
                 node.keys = keys
                 node.vals = vals
                 node.subs = subs
                 node.layer = 0
-                node._enc = _Encoding(None, None, data, cid, entries, True)
+                node._enc = _Encoding(heads, tails, data, cid, entries, True)
                 node.__class__ = Node
                 return node  # type: ignore[no-any-return]
             layer = digest_layer(max(digests))
@@ -533,7 +593,9 @@ def decode_node(data: bytes, cid: CID | None = None) -> Node:
                 )
         if layer > limits.MAX_MST_LAYER:
             raise LimitExceeded("MAX_MST_LAYER", layer, limits.MAX_MST_LAYER, str(_Where(cid)))
-    return _finish(data, cid, entries, keys, vals, subs, layer)
+    if layer == 0 and subs.count(None) != len(subs):
+        raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
+    return _node(keys, vals, subs, layer, _Encoding(heads, tails, data, cid, entries, True))
 
 
 def _too_long(cid: CID | None, index: int, start: bytes, length: int) -> NoReturn:
@@ -548,17 +610,3 @@ def _too_long(cid: CID | None, index: int, start: bytes, length: int) -> NoRetur
         f"{_Where(cid)}: entry {index} key {show_key(start[:SHOWN_KEY_BYTES])}...: "
         f"key is {length} bytes, more than {_MAX_KEY}"
     )
-
-
-def _finish(
-    data: bytes,
-    cid: CID | None,
-    entries: list[Any],
-    keys: list[bytes],
-    vals: list[CID],
-    subs: list[Sub],
-    layer: int,
-) -> Node:
-    if layer == 0 and subs.count(None) != len(subs):
-        raise InvalidMST(f"{_Where(cid)}: layer-0 node has a subtree link")
-    return _node(keys, vals, subs, layer, _Encoding(None, None, data, cid, entries, True))

@@ -517,6 +517,8 @@ class MST:
             # the slots either side of the key become one: from slot i's low bound to slot i+1's high
             chi = child_bounds(keys, i + 1, lo, hi)[1]
             merged = self._merge(node.subs[i], node.subs[i + 1], layer - 1, clo, key, chi)
+            if len(keys) > 1:
+                return node.without(i, [*node.subs[:i], merged, *node.subs[i + 2 :]])
             return _make(
                 [*keys[:i], *keys[i + 1 :]],
                 [*node.vals[:i], *node.vals[i + 1 :]],
