@@ -116,7 +116,10 @@ async def test_json_document_fields_and_types(host: HostClient) -> None:
     assert doc["accounts"] == {"total": 0, "byStatus": {}}
     assert doc["events"] == {"headSeq": 0, "oldestSeq": None, "retentionHours": 72.0}
     assert doc["firehose"] == {"subscribers": 0}
-    assert doc["writes"] == {"commitsSinceStart": 0, "eventsSinceStart": 0, "writerQueueDepth": 0}
+    writes = doc["writes"]
+    assert (writes["commitsSinceStart"], writes["eventsSinceStart"]) == (0, 0)
+    # the start-up maintenance pass (pruning) may still hold the writer: a depth, not necessarily 0
+    assert isinstance(writes["writerQueueDepth"], int) and 0 <= writes["writerQueueDepth"] <= 3
     assert doc["relays"] == []
 
 
