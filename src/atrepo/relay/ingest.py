@@ -102,6 +102,8 @@ RECENT_FAULTS: Final = 200
 #: Checks whose failure ``--lenient`` logs instead of dropping the commit (the reference relay's
 #: rollout mode); every other check (CAR, commit, signature, sizes, revs) still drops it.
 LENIENT_RULES: Final = frozenset({"forward", "inversion"})
+#: Log lines per fault kind and host per minute (the rest are counted: metrics, status page).
+FAULT_LOGS_PER_MINUTE: Final = 20
 #: Least time between two forced re-resolutions of one DID.
 REFRESH_SPACING_S: Final = 30.0
 
@@ -224,6 +226,7 @@ class Ingest:
         #: Accounts being fetched again -> their events that arrived meanwhile (and the host of each).
         self._resyncing: dict[str, deque[tuple[Upstream, Received]]] = {}
         self._refreshed: dict[str, float] = {}
+        self._fault_log: dict[tuple[str, str], tuple[int, int, int]] = {}
         #: (did, seq) -> (key, verification started early in a worker): see ``prefetch``.
         self._prefetched: dict[tuple[str, int | None], tuple[PublicKey, asyncio.Future[CommitCheck]]] = {}
         self.faults: deque[Fault] = deque(maxlen=RECENT_FAULTS)
@@ -349,7 +352,23 @@ class Ingest:
         self.faults.append(Fault(_now_ms(), kind, name, did, reason))
         self.fault_counts[kind] += 1
         self._m_faults.inc(1, (kind,))
-        log.warning("relay fault %s from %s%s: %s", kind, name, f" for {did}" if did else "", reason)
+        # at most FAULT_LOGS_PER_MINUTE lines per kind and host: a host sending garbage must not
+        # flood the log; what is not logged is counted, and said when the minute turns
+        minute = int(time.monotonic() // 60)
+        key = (kind, name)
+        seen_minute, logged, quiet = self._fault_log.get(key, (minute, 0, 0))
+        if seen_minute != minute:
+            if quiet:
+                log.warning("relay fault %s from %s: %d more last minute, unlogged", kind, name, quiet)
+            seen_minute, logged, quiet = minute, 0, 0
+        if logged < FAULT_LOGS_PER_MINUTE:
+            log.warning("relay fault %s from %s%s: %s", kind, name, f" for {did}" if did else "", reason)
+            logged += 1
+        else:
+            quiet += 1
+        if len(self._fault_log) > 10_000:
+            self._fault_log.clear()
+        self._fault_log[key] = (seen_minute, logged, quiet)
 
     def drop(self, reason: str) -> None:
         self._m_dropped.inc(1, (reason,))
