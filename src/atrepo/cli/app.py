@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "demo"),
     "serve": ("serve", "serve"),
     "relay": ("relay", "relay"),
+    "sync": ("sync", "sync"),
 }
 
 

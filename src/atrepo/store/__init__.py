@@ -2,7 +2,8 @@
 
 ``base`` holds the synchronous protocols and frozen rows every backend
 implements, ``sqlite`` the default backend, ``relay`` the relay's own store
-(hosts, accounts seen, its event log) and ``worker`` the one writer
+(hosts, accounts seen, its event log), ``mirror`` the sync consumer's
+mirror (records, repo states, Jetstream log) and ``worker`` the one writer
 thread through which async code reaches a store. The store imports only the
 core; services import the store.
 """
@@ -25,6 +26,7 @@ from .base import (
     SequencedEvent,
     Store,
 )
+from .mirror import REPO_STATES, MirrorEvent, MirrorRecord, MirrorRepo, MirrorStore, RecordOp, ReplaceResult
 from .relay import HOST_STATUSES, LOCAL_STATUSES, HostRow, PendingEvent, RelayAccount, RelayStore
 from .sqlite import SQLiteStore
 from .worker import StoreWorker
@@ -33,18 +35,25 @@ __all__ = [
     "ACCOUNT_STATUSES",
     "HOST_STATUSES",
     "LOCAL_STATUSES",
+    "REPO_STATES",
     "Account",
     "AccountStatus",
     "BlobFiles",
     "BlobRow",
     "EventRow",
     "HostRow",
+    "MirrorEvent",
+    "MirrorRecord",
+    "MirrorRepo",
+    "MirrorStore",
     "PendingEvent",
     "Preference",
+    "RecordOp",
     "RecordRow",
     "RefreshToken",
     "RelayAccount",
     "RelayStore",
+    "ReplaceResult",
     "RepoHead",
     "RepoTransaction",
     "Rotation",

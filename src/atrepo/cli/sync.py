@@ -1,0 +1,127 @@
+"""``atrepo sync``: keep a verified SQL mirror of chosen repositories until SIGTERM or SIGINT.
+
+The sync package is imported inside the command, so other commands never pay
+for it at start-up. On a terminal a one-line progress display (rich) shows
+repositories backfilled, events/s and lag; elsewhere only log lines go to
+stderr. ``--json`` prints one JSON line when listening and one when stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["sync"]
+
+
+def sync(
+    upstream: Annotated[str, typer.Option("--upstream", help="relay or host to follow (URL)")],
+    data: Annotated[Path, typer.Option("--data", help="data directory (the mirror database)")] = Path(
+        "sync-data"
+    ),
+    plc: Annotated[str, typer.Option("--plc", help="PLC directory URL")] = "https://plc.directory",
+    did: Annotated[list[str] | None, typer.Option("--did", help="an account to mirror, repeatable")] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", help="mirror only this collection (NSID or prefix.*), repeatable"),
+    ] = None,
+    all_accounts: Annotated[bool, typer.Option("--all", help="mirror every account seen upstream")] = False,
+    host: Annotated[str, typer.Option(help="address of the status/metrics server")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port of the status/metrics server (0: any free port)")] = 2480,
+    fetchers: Annotated[int, typer.Option(help="repositories fetched at once")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+    log_format: Annotated[str, typer.Option(help="log lines as text or json")] = "text",
+) -> None:
+    """Follow a relay or host, verify every event, keep a SQL mirror of the chosen repos (docs/sync.md)."""
+    from ..host import configure_logging
+    from ..sync import SyncConfig
+
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("text or json", param_hint="--log-format")
+    if not did and not collection and not all_accounts:
+        raise typer.BadParameter("name what to mirror: --did, --collection or --all", param_hint="--did")
+    if fetchers < 1:
+        raise typer.BadParameter("1 or more", param_hint="--fetchers")
+    configure_logging(log_format)  # type: ignore[arg-type]
+    config = SyncConfig(
+        upstream=upstream,
+        plc_url=plc,
+        data_dir=data,
+        dids=tuple(did or ()),
+        collections=tuple(collection or ()),
+        all_accounts=all_accounts,
+        host=host,
+        port=port,
+        fetch_concurrency=fetchers,
+    )
+    asyncio.run(_run(config, as_json))
+
+
+def _emit(as_json: bool, doc: dict[str, Any], text: str) -> None:
+    print(json.dumps(doc) if as_json else text, flush=True)
+
+
+async def _run(config: Any, as_json: bool) -> None:
+    from ..core.errors import StoreInUse
+    from ..sync import start_sync
+
+    try:
+        running = await start_sync(config)
+    except OSError as exc:
+        print(f"error: cannot start sync on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except StoreInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    progress = asyncio.create_task(_progress(running, stop)) if sys.stderr.isatty() else None
+    try:
+        _emit(
+            as_json,
+            {"ok": True, "listening": running.url, "cursor": running.engine.cursor},
+            f"atrepo sync following {running.engine.source}, status on {running.url}",
+        )
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if progress is not None:
+            progress.cancel()
+            await asyncio.gather(progress, return_exceptions=True)
+        await running.stop()
+    _emit(
+        as_json,
+        {"ok": True, "stopped": True, "cursor": running.engine.cursor},
+        f"atrepo sync stopped at cursor {running.engine.cursor}",
+    )
+
+
+async def _progress(running: Any, stop: asyncio.Event) -> None:
+    """A one-line live display on stderr: repositories by state, events/s, lag."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    def line(doc: dict[str, Any]) -> Text:
+        repos = doc["repos"]
+        return Text(
+            f"repos {repos['active']}/{repos['total']} active, {repos['backfilling']} backfilling, "
+            f"{repos['pending']} pending, {repos['desynchronized'] + repos['resyncing']} resyncing, "
+            f"{repos['error']} error | {doc['eventsPerSecond']} ev/s | lag {doc['lag'] or 0} | "
+            f"cursor {doc['cursor']}"
+        )
+
+    console = Console(stderr=True)
+    with Live(line(await running.status()), console=console, refresh_per_second=2, transient=True) as live:
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            live.update(line(await running.status()))

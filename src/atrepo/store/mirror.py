@@ -1,0 +1,1108 @@
+"""The sync consumer's mirror: the records of the repositories it follows, their states and its output log.
+
+``atrepo sync`` (issue 12, sync.md §7-10) keeps, per followed account, every
+record (did, collection, rkey, CID, JSON value), the repository's sync state
+and last verified commit, and a log of Jetstream-shaped events derived from
+the changes. This module is that store, in one SQLite file.
+
+**Exactly-once resumption.** Every writer method is one ``BEGIN IMMEDIATE``
+... ``COMMIT`` that carries, beside the record changes, the upstream cursor
+that produced them and the events they emit. A crash (``kill -9``) keeps all
+of a change or none of it, so a restarted consumer resumes from a cursor that
+matches the table exactly: nothing applied twice, nothing skipped.
+
+**Resync without ghosts.** :meth:`MirrorStore.replace_repo` merges a verified
+``getRepo`` walk against the stored records of the DID, both in key order: in
+the CAR but not the table is a create, a different CID an update, in the table
+but not the CAR a *delete* (sync.md §9). Both sides are streamed in chunks,
+so a 20k-record repository is never held in memory twice.
+
+**Visibility.** Records stay stored while an account is deactivated, taken
+down or suspended; the ``visible_records`` view shows only those of accounts
+whose upstream status is ``active``, so reactivation shows them again without
+a refetch. Deletion removes them (sync.md §10).
+
+**The event log** feeds the Jetstream v2 endpoint
+(``network.bsky.jetstream.subscribeEvents``). Each event's ``time_us`` is its
+key and its Jetstream ``seq``: allocated by the store as
+``max(now_us, last + 1)`` from a meta row updated in the same transaction, so
+it strictly increases and never goes back across restarts, a rolled back write
+leaves no trace, and a timestamp cursor (>= 1e15 in the lexicon) and a seq
+cursor name the same position. Payloads are the v2 message objects (with their
+``$type``), compact JSON, as the MarshalX SDK's Jetstream client parses them.
+
+**Durability and threads** follow :mod:`atrepo.store.relay`: WAL,
+``synchronous=FULL`` by default, one writer connection guarded by a lock, one
+``query_only`` read connection per thread, an ``flock``'d ``<file>.lock``
+(:class:`StoreInUse` for a second opener), schema by ``PRAGMA user_version``.
+:meth:`MirrorStore.group_commit` lets the store worker commit several queued
+writes with one fsync, each a savepoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring as _q  # a JSON string literal, quoted (C)
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from atrepo.core.cid import CID
+from atrepo.core.datamodel import json_to_value, value_to_json
+from atrepo.core.errors import StoreInUse, WriteAborted
+
+__all__ = [
+    "JETSTREAM_NSID",
+    "MIRROR_DB_FILENAME",
+    "REPO_STATES",
+    "MirrorEvent",
+    "MirrorRecord",
+    "MirrorRepo",
+    "MirrorStore",
+    "RecordOp",
+    "ReplaceResult",
+    "digest_records",
+]
+
+#: The database's name when ``MirrorStore`` is given a directory.
+MIRROR_DB_FILENAME: Final = "mirror.sqlite3"
+#: The sync state machine's states of a repository (issue 12; sync.md §9).
+REPO_STATES: Final = ("pending", "backfilling", "active", "desynchronized", "resyncing", "error")
+#: The Jetstream v2 lexicon; events' ``$type`` is ``<this>#<kind>``.
+JETSTREAM_NSID: Final = "network.bsky.jetstream.subscribeEvents"
+#: Event kinds this store writes.
+EVENT_KINDS: Final = ("commit", "identity", "account")
+
+_ACTIONS: Final = frozenset({"create", "update", "delete"})
+#: Rows read or written per statement in the streamed paths (replace, delete, digest).
+_CHUNK: Final = 1000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRepo:
+    """A followed repository: its sync ``state`` (one of :data:`REPO_STATES`) and upstream ``account_status``.
+
+    ``account_status`` is ``active`` or the upstream's reason it is not
+    (takendown, suspended, deactivated, deleted, ...). ``rev``/``data``/
+    ``commit`` are the last verified commit applied; ``host`` the PDS endpoint
+    it was last fetched from; ``error``/``retry_at_ms`` the last failure and
+    when to try again.
+    """
+
+    did: str
+    state: str
+    account_status: str
+    rev: str | None
+    data: CID | None
+    commit: CID | None
+    host: str | None
+    error: str | None
+    retry_at_ms: int | None
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOp:
+    """One change to apply: ``cid`` and ``value`` (the decoded DAG-CBOR record) are None for a delete."""
+
+    action: str
+    collection: str
+    rkey: str
+    cid: CID | None
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorEvent:
+    """One event of the output log: ``payload`` is the Jetstream v2 message as compact JSON text.
+
+    ``time_us`` is the store-assigned key (strictly increasing) and the
+    message's ``seq``; ``collection`` is set for commit events only.
+    """
+
+    time_us: int
+    did: str
+    kind: str
+    collection: str | None
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRecord:
+    """A stored record: ``value`` is the data-model value (CIDs and bytes back from ``$link``/``$bytes``)."""
+
+    did: str
+    collection: str
+    rkey: str
+    cid: CID
+    value: Any
+    indexed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    """What :meth:`MirrorStore.replace_repo` changed, and the events it emitted (none without ``emit``)."""
+
+    created: int
+    updated: int
+    deleted: int
+    unchanged: int
+    events: list[MirrorEvent]
+
+
+# --- schema ----------------------------------------------------------------------------
+
+_V1 = """
+CREATE TABLE repos (
+    did TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN
+        ('pending', 'backfilling', 'active', 'desynchronized', 'resyncing', 'error')),
+    account_status TEXT NOT NULL,
+    rev TEXT,
+    data_cid BLOB,
+    commit_cid BLOB,
+    host TEXT,
+    error TEXT,
+    retry_at_ms INTEGER,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX repos_by_state ON repos (state, did);
+
+CREATE TABLE records (
+    did TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    cid BLOB NOT NULL,
+    value TEXT NOT NULL,
+    indexed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (did, collection, rkey)
+) WITHOUT ROWID;
+CREATE INDEX records_by_collection ON records (collection, did);
+
+CREATE VIEW visible_records AS
+    SELECT r.did, r.collection, r.rkey, r.cid, r.value, r.indexed_at_ms
+    FROM records AS r JOIN repos AS p ON p.did = r.did
+    WHERE p.account_status = 'active';
+
+CREATE TABLE cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+
+-- time_us is the rowid: pruning by time deletes a prefix of the table's own b-tree.
+CREATE TABLE events (
+    time_us INTEGER PRIMARY KEY,
+    did TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    collection TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX events_by_did ON events (did, time_us);
+
+-- The last event time handed out: a row, not MAX(time_us), so that pruning
+-- the log never lets a time come back; updated inside the emitting transaction.
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_time_us INTEGER NOT NULL
+);
+INSERT INTO meta (id, last_time_us) VALUES (1, 0);
+"""
+
+#: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_REPO_COLUMNS: Final = (
+    "did, state, account_status, rev, data_cid, commit_cid, host, error, retry_at_ms, updated_ms"
+)
+#: ``set_repo`` keyword -> column.
+_REPO_FIELDS: Final = {
+    "state": "state",
+    "account_status": "account_status",
+    "rev": "rev",
+    "data": "data_cid",
+    "commit": "commit_cid",
+    "host": "host",
+    "error": "error",
+    "retry_at_ms": "retry_at_ms",
+    "updated_ms": "updated_ms",
+}
+_UPSERT_RECORD: Final = (
+    "INSERT INTO records (did, collection, rkey, cid, value, indexed_at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (did, collection, rkey) DO UPDATE SET"
+    " cid = excluded.cid, value = excluded.value, indexed_at_ms = excluded.indexed_at_ms"
+)
+_DELETE_RECORD: Final = "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?"
+
+
+def _wall_us() -> int:
+    return _time.time_ns() // 1000
+
+
+def _cid(raw: Any) -> CID | None:
+    return CID(bytes(raw)) if raw is not None else None
+
+
+def _raw(cid: CID | None) -> bytes | None:
+    return cid.raw if cid is not None else None
+
+
+def _repo(row: Any) -> MirrorRepo:
+    did, state, status, rev, data, commit, host, error, retry_at_ms, updated_ms = row
+    return MirrorRepo(did, state, status, rev, _cid(data), _cid(commit), host, error, retry_at_ms, updated_ms)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _value_json(value: Any) -> str:
+    """A data-model value as the AT JSON form (``$link``, ``$bytes``), compact."""
+    return _dumps(value_to_json(value))
+
+
+def _iso_us(time_us: int) -> str:
+    """``time_us`` as an RFC 3339 datetime with microseconds (the lexicon's ``time``)."""
+    seconds, micros = divmod(time_us, 1_000_000)
+    return f"{_iso_seconds(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_seconds(seconds: int) -> str:
+    """The whole-second part of :func:`_iso_us`: events of one second share it (strftime is slow)."""
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _path_key(collection: str) -> str:
+    """Sort key of a collection in repository (MST) key order: keys are ``collection/rkey`` bytes."""
+    return collection + "/"
+
+
+def _line(collection: str, rkey: str, cid: CID | str) -> bytes:
+    return f"{collection}/{rkey} {cid}\n".encode()
+
+
+def digest_records(entries: Iterable[tuple[str, str, CID | str]]) -> str:
+    """The digest :meth:`MirrorStore.records_digest` computes, of any (collection, rkey, cid) entries.
+
+    sha256 (hex) over ``"collection/rkey cid\\n"`` lines in repository key
+    order (the entries are sorted here, so a host's ``getRepo`` walk or a dict
+    gives the same digest as the mirror).
+    """
+    digest = hashlib.sha256()
+    for collection, rkey, cid in sorted(entries, key=lambda e: f"{e[0]}/{e[1]}".encode()):
+        digest.update(_line(collection, rkey, cid))
+    return digest.hexdigest()
+
+
+def _collection_clause(patterns: Sequence[str]) -> tuple[str, list[Any]]:
+    """SQL matching ``collection`` against NSIDs and ``prefix.*`` patterns (a range, not ``LIKE``).
+
+    ``LIKE`` is case-insensitive and treats ``_`` as a wildcard; a prefix
+    ``a.b.*`` is instead the range ``['a.b.', 'a.b/')`` (``/`` follows ``.``).
+    """
+    exact = [p for p in patterns if not p.endswith(".*")]
+    prefixes = [p[:-1] for p in patterns if p.endswith(".*")]
+    parts: list[str] = []
+    params: list[Any] = []
+    if exact:
+        parts.append("collection IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(exact))
+    for prefix in prefixes:
+        parts.append("(collection >= ? AND collection < ?)")
+        params += [prefix, prefix[:-1] + "/"]
+    return "(" + " OR ".join(parts) + ")", params
+
+
+class MirrorStore:
+    """The mirror of ``atrepo sync`` in one SQLite file, locked by ``<file>.lock`` beside it.
+
+    ``path`` is the database file (its directory is created if missing), or
+    an existing directory, which then holds ``mirror.sqlite3``. Raises
+    :class:`StoreInUse` when another ``MirrorStore`` has the file open.
+    ``now_us`` (wall-clock microseconds) and ``now_ms`` are injectable for
+    tests; event times never go back whatever they return.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = 10_000,
+        now_us: Callable[[], int] = _wall_us,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        given = Path(path)
+        self.path = given / MIRROR_DB_FILENAME if given.is_dir() else given
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._now_us = now_us
+        self._busy_timeout_ms = busy_timeout_ms
+        self._closed = False
+        self._lock_fd = self._take_lock(self.path.with_name(self.path.name + ".lock"))
+        self._write_lock = threading.Lock()
+        self._write_owner: int | None = None
+        self._group_open = False
+        self._in_savepoint = False
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        try:
+            self._writer = self._connect()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        try:
+            (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            self._writer.execute(f"PRAGMA synchronous={synchronous}")
+            self._migrate()
+        except BaseException:
+            self._writer.close()
+            os.close(self._lock_fd)
+            raise
+
+    # --- connections and life cycle ---------------------------------------------------
+
+    @staticmethod
+    def _take_lock(lock_path: Path) -> int:
+        """An exclusive ``flock`` until :meth:`close`: a second consumer fails at once; none goes stale."""
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreInUse(
+                f"{lock_path} is held by another sync consumer ({exc.strerror}): stop it, then retry"
+            ) from None
+        return fd
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+        return db
+
+    def _read(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            if self._closed:
+                raise RuntimeError("the mirror store is closed")
+            db = self._connect(read_only=True)
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def _migrate(self) -> None:
+        db = self._writer
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this atrepo knows up to {SCHEMA_VERSION}"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+                )
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint in a :meth:`group_commit`."""
+        me = threading.get_ident()
+        if self._write_owner == me:
+            if self._group_open and not self._in_savepoint:
+                yield from self._savepoint()
+                return
+            raise RuntimeError("this thread is already inside a mirror store write transaction")
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the mirror store is closed")
+            self._write_owner = me
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._write_owner = None
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        db = self._writer
+        if not db.in_transaction:
+            raise WriteAborted("the group commit's transaction was rolled back by an earlier error")
+        self._in_savepoint = True
+        db.execute("SAVEPOINT job")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+            raise
+        else:
+            db.execute("RELEASE job")
+        finally:
+            self._in_savepoint = False
+
+    @property
+    def group_aborted(self) -> bool:
+        """Inside a group: an error ended its transaction, so every job of the group has failed."""
+        return self._group_open and not self._writer.in_transaction
+
+    @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """One transaction (one fsync) for several writes run in it, each a savepoint that fails alone.
+
+        Used by :class:`atrepo.store.worker.StoreWorker` when writes queue up;
+        nothing is acknowledged before the group's ``COMMIT`` returns, so a
+        cursor stored by an acknowledged write survives ``kill -9``.
+        """
+        me = threading.get_ident()
+        if self._write_owner == me:
+            raise RuntimeError("this thread is already inside a mirror store write transaction")
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the mirror store is closed")
+            self._write_owner = me
+            self._group_open = True
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    if not db.in_transaction:
+                        raise WriteAborted("the group commit's transaction was rolled back by an error")
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._group_open = False
+                self._write_owner = None
+
+    @property
+    def schema_version(self) -> int:
+        (version,) = self._read().execute("PRAGMA user_version").fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        """Close every connection and release the file's lock (a second call does nothing)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> MirrorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers inside a write ---------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return self._now_us() // 1000
+
+    @staticmethod
+    def _set_cursor(db: sqlite3.Connection, cursor: tuple[str, int] | None) -> None:
+        if cursor is not None:
+            source, seq = cursor
+            db.execute(
+                "INSERT INTO cursors (source, seq) VALUES (?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET seq = excluded.seq",
+                (source, seq),
+            )
+
+    def _ensure_repo(self, db: sqlite3.Connection, did: str, now_ms: int) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO repos (did, state, account_status, updated_ms)"
+            " VALUES (?, 'pending', 'active', ?)",
+            (did, now_ms),
+        )
+
+    class _Emitter:
+        """Allocates event times inside one write and collects the rows to insert at its end."""
+
+        __slots__ = ("db", "events", "last", "now")
+
+        def __init__(self, db: sqlite3.Connection, now_us: int) -> None:
+            self.db = db
+            self.now = now_us
+            (self.last,) = db.execute("SELECT last_time_us FROM meta WHERE id = 1").fetchone()
+            self.events: list[MirrorEvent] = []
+
+        def next_time(self) -> int:
+            self.last = max(self.now, self.last + 1)
+            return int(self.last)
+
+        def add(self, time_us: int, did: str, kind: str, collection: str | None, payload: str) -> MirrorEvent:
+            event = MirrorEvent(time_us, did, kind, collection, payload)
+            self.events.append(event)
+            return event
+
+        def flush(self, start: int = 0) -> None:
+            """Insert the events from ``start`` on and move the meta row (called once per chunk)."""
+            rows = [(e.time_us, e.did, e.kind, e.collection, e.payload) for e in self.events[start:]]
+            if rows:
+                self.db.executemany(
+                    "INSERT INTO events (time_us, did, kind, collection, payload) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self.db.execute("UPDATE meta SET last_time_us = ? WHERE id = 1", (self.last,))
+
+        def commit_event(
+            self,
+            did: str,
+            rev: str,
+            operation: str,
+            collection: str,
+            rkey: str,
+            cid: CID | None,
+            record_json: str | None,
+            time: str | None,
+        ) -> MirrorEvent:
+            time_us = self.next_time()
+            # Built by hand from escaped strings: this runs once per record of a backfill.
+            head = (
+                f'{{"$type":"{JETSTREAM_NSID}#commit","seq":{time_us},"did":{_q(did)},'
+                f'"time":{_q(time or _iso_us(time_us))},"rev":{_q(rev)},"operation":{_q(operation)},'
+                f'"collection":{_q(collection)},"rkey":{_q(rkey)}'
+            )
+            if record_json is not None and cid is not None:
+                payload = f'{head},"record":{record_json},"cid":"{cid}"}}'
+            else:
+                payload = head + "}"
+            return self.add(time_us, did, "commit", collection, payload)
+
+        def account_event(self, did: str, status: str, seq: int | None, time: str | None) -> MirrorEvent:
+            time_us = self.next_time()
+            now = _iso_us(time_us)
+            inner: dict[str, Any] = {
+                "seq": seq or 0,
+                "did": did,
+                "time": time or now,
+                "active": status == "active",
+            }
+            if status != "active":
+                inner["status"] = status
+            message = {
+                "$type": f"{JETSTREAM_NSID}#account",
+                "seq": time_us,
+                "did": did,
+                "time": now,
+                "account": inner,
+            }
+            return self.add(time_us, did, "account", None, _dumps(message))
+
+        def identity_event(self, did: str, handle: str | None, seq: int, time: str) -> MirrorEvent:
+            time_us = self.next_time()
+            inner: dict[str, Any] = {"seq": seq, "did": did, "time": time}
+            if handle is not None:
+                inner["handle"] = handle
+            message = {
+                "$type": f"{JETSTREAM_NSID}#identity",
+                "seq": time_us,
+                "did": did,
+                "time": _iso_us(time_us),
+                "identity": inner,
+            }
+            return self.add(time_us, did, "identity", None, _dumps(message))
+
+    # --- writers ------------------------------------------------------------------------
+
+    def apply_commit(
+        self,
+        did: str,
+        *,
+        rev: str,
+        data: CID,
+        commit: CID,
+        ops: Sequence[RecordOp],
+        cursor: tuple[str, int] | None,
+        emit: bool = True,
+        time: str | None = None,
+    ) -> list[MirrorEvent]:
+        """*Writer.* One transaction: apply a verified commit's ops, move the repo's head and the cursor.
+
+        create/update upsert the record, delete removes it; the repo row
+        (created ``active``/``active`` if unknown) gets ``rev``/``data``/
+        ``commit``; ``cursor`` is (source, seq). With ``emit`` one commit
+        event per op is appended; ``time`` (RFC 3339), when given, is the
+        events' display ``time`` instead of the witnessed one. Returns the events.
+        """
+        for op in ops:
+            if op.action not in _ACTIONS:
+                raise ValueError(f"record op action must be create, update or delete, not {op.action!r}")
+            if op.action != "delete" and op.cid is None:
+                raise ValueError(f"a {op.action} op needs a cid ({op.collection}/{op.rkey})")
+        now_us = self._now_us()
+        now_ms = now_us // 1000
+        with self._write() as db:
+            emitter = self._Emitter(db, now_us) if emit else None
+            upserts: list[tuple[Any, ...]] = []
+            for op in ops:
+                if op.action == "delete":
+                    if upserts:
+                        db.executemany(_UPSERT_RECORD, upserts)
+                        upserts = []
+                    db.execute(_DELETE_RECORD, (did, op.collection, op.rkey))
+                    if emitter is not None:
+                        emitter.commit_event(did, rev, "delete", op.collection, op.rkey, None, None, time)
+                    continue
+                assert op.cid is not None
+                record_json = _value_json(op.value)
+                upserts.append((did, op.collection, op.rkey, op.cid.raw, record_json, now_ms))
+                if emitter is not None:
+                    emitter.commit_event(
+                        did, rev, op.action, op.collection, op.rkey, op.cid, record_json, time
+                    )
+            if upserts:
+                db.executemany(_UPSERT_RECORD, upserts)
+            db.execute(
+                "INSERT INTO repos (did, state, account_status, rev, data_cid, commit_cid, updated_ms)"
+                " VALUES (?, 'active', 'active', ?, ?, ?, ?) ON CONFLICT (did) DO UPDATE SET"
+                " rev = excluded.rev, data_cid = excluded.data_cid, commit_cid = excluded.commit_cid,"
+                " updated_ms = excluded.updated_ms",
+                (did, rev, data.raw, commit.raw, now_ms),
+            )
+            self._set_cursor(db, cursor)
+            if emitter is None:
+                return []
+            emitter.flush()
+            return emitter.events
+
+    def replace_repo(
+        self,
+        did: str,
+        *,
+        rev: str,
+        data: CID,
+        commit: CID,
+        records: Iterable[tuple[str, str, CID, Any]],
+        cursor: tuple[str, int] | None = None,
+        emit: bool = True,
+    ) -> ReplaceResult:
+        """*Writer.* One transaction: make the DID's records exactly ``records`` (a verified walk), by merge.
+
+        ``records`` are (collection, rkey, cid, value) in repository key order
+        (``collection/rkey`` bytes, as a ``getRepo`` walk yields them; plain
+        (collection, rkey) order is accepted too): each collection's keys must
+        be contiguous and their rkeys strictly increasing, else ``ValueError``
+        and nothing changes. Stored rows are read per collection in chunks and
+        writes go out in chunks, so memory stays bounded by the chunk size
+        (plus the returned events). In the walk but not stored: create; CID
+        differs: update; stored but not in the walk: delete. ``value`` is only
+        encoded for creates and updates. With ``emit`` a commit event is
+        appended per change (a first backfill emits its creates too, as
+        Jetstream would); ``emit=False`` appends none. The repo becomes
+        ``active`` at ``rev``/``data``/``commit`` with its error cleared.
+        """
+        now_us = self._now_us()
+        now_ms = now_us // 1000
+        created = updated = deleted = unchanged = 0
+        with self._write() as db:
+            emitter = self._Emitter(db, now_us) if emit else None
+            flushed = 0
+            upserts: list[tuple[Any, ...]] = []
+            deletes: list[tuple[str, str, str]] = []
+
+            def flush(force: bool = False) -> None:
+                nonlocal upserts, deletes, flushed
+                if deletes and (force or len(deletes) >= _CHUNK):
+                    db.executemany(_DELETE_RECORD, deletes)
+                    deletes = []
+                if upserts and (force or len(upserts) >= _CHUNK):
+                    db.executemany(_UPSERT_RECORD, upserts)
+                    upserts = []
+                if emitter is not None and (force or len(emitter.events) - flushed >= _CHUNK):
+                    emitter.flush(flushed)
+                    flushed = len(emitter.events)
+
+            def delete(collection: str, rkey: str) -> None:
+                nonlocal deleted
+                deleted += 1
+                deletes.append((did, collection, rkey))
+                if emitter is not None:
+                    emitter.commit_event(did, rev, "delete", collection, rkey, None, None, None)
+                flush()
+
+            def stored(collection: str) -> Iterator[tuple[str, bytes]]:
+                """The stored (rkey, cid) of a collection in rkey order, a chunk per query.
+
+                A chunk is fetched only when the merge needs a key past the
+                last one read, so creates written meanwhile (all below that
+                key) are never read back as stored rows.
+                """
+                after = ""
+                query = (
+                    "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? AND rkey > ?"
+                    " ORDER BY rkey LIMIT ?"
+                )
+                while True:
+                    rows = db.execute(query, (did, collection, after, _CHUNK)).fetchall()
+                    for rkey, cid in rows:
+                        yield rkey, bytes(cid)
+                    if len(rows) < _CHUNK:
+                        return
+                    after = rows[-1][0]
+
+            seen: set[str] = set()
+            current: str | None = None
+            head: tuple[str, bytes] | None = None
+            rows_of: Iterator[tuple[str, bytes]] = iter(())
+            last_rkey = ""
+
+            def finish_collection() -> None:
+                nonlocal head
+                assert current is not None
+                while head is not None:
+                    delete(current, head[0])
+                    head = next(rows_of, None)
+
+            for collection, rkey, cid, value in records:
+                if collection != current:
+                    if current is not None:
+                        finish_collection()
+                    if collection in seen:
+                        raise ValueError(
+                            f"replace_repo: records of {collection} are not contiguous (not in key order)"
+                        )
+                    seen.add(collection)
+                    current = collection
+                    rows_of = stored(collection)
+                    head = next(rows_of, None)
+                    last_rkey = ""
+                elif rkey <= last_rkey:
+                    raise ValueError(
+                        f"replace_repo: {collection}/{rkey} is not after {collection}/{last_rkey}"
+                    )
+                last_rkey = rkey
+                while head is not None and head[0] < rkey:
+                    delete(collection, head[0])
+                    head = next(rows_of, None)
+                if head is not None and head[0] == rkey:
+                    same = head[1] == cid.raw
+                    head = next(rows_of, None)
+                    if same:
+                        unchanged += 1
+                        continue
+                    operation = "update"
+                    updated += 1
+                else:
+                    operation = "create"
+                    created += 1
+                record_json = _value_json(value)
+                upserts.append((did, collection, rkey, cid.raw, record_json, now_ms))
+                if emitter is not None:
+                    emitter.commit_event(did, rev, operation, collection, rkey, cid, record_json, None)
+                flush()
+            if current is not None:
+                finish_collection()
+            # Whole collections the walk no longer has.
+            stale = [
+                row[0]
+                for row in db.execute("SELECT DISTINCT collection FROM records WHERE did = ?", (did,))
+                if row[0] not in seen
+            ]
+            for collection in sorted(stale, key=_path_key):
+                for rkey, _ in stored(collection):
+                    delete(collection, rkey)
+            flush(force=True)
+            db.execute(
+                "INSERT INTO repos (did, state, account_status, rev, data_cid, commit_cid, updated_ms)"
+                " VALUES (?, 'active', 'active', ?, ?, ?, ?) ON CONFLICT (did) DO UPDATE SET"
+                " state = 'active', rev = excluded.rev, data_cid = excluded.data_cid,"
+                " commit_cid = excluded.commit_cid, error = NULL, retry_at_ms = NULL,"
+                " updated_ms = excluded.updated_ms",
+                (did, rev, data.raw, commit.raw, now_ms),
+            )
+            self._set_cursor(db, cursor)
+            events = emitter.events if emitter is not None else []
+        return ReplaceResult(created, updated, deleted, unchanged, events)
+
+    def set_repo(self, did: str, **fields: Any) -> MirrorRepo:
+        """*Writer.* Upsert a repo's fields (the :class:`MirrorRepo` names; ``data``/``commit`` as CIDs).
+
+        A new row starts ``pending``/``active``; ``updated_ms`` is now unless
+        given. Unknown fields and states raise ``ValueError``.
+        """
+        unknown = set(fields) - set(_REPO_FIELDS)
+        if unknown:
+            raise ValueError(f"set_repo: unknown fields {sorted(unknown)}")
+        if "state" in fields and fields["state"] not in REPO_STATES:
+            raise ValueError(f"repo state must be one of {REPO_STATES}, not {fields['state']!r}")
+        if fields.get("account_status", "active") is None:
+            raise ValueError("account_status cannot be None")
+        values = dict(fields)
+        values.setdefault("updated_ms", self._now_ms())
+        for name in ("data", "commit"):
+            if name in values:
+                values[name] = _raw(values[name])
+        with self._write() as db:
+            self._ensure_repo(db, did, values["updated_ms"])
+            sets = ", ".join(f"{_REPO_FIELDS[name]} = ?" for name in values)
+            db.execute(f"UPDATE repos SET {sets} WHERE did = ?", (*values.values(), did))
+            row = db.execute(f"SELECT {_REPO_COLUMNS} FROM repos WHERE did = ?", (did,)).fetchone()
+        return _repo(row)
+
+    def set_account_status(
+        self, did: str, status: str, *, emit: bool = True, time: str | None = None, seq: int | None = None
+    ) -> list[MirrorEvent]:
+        """*Writer.* Record the upstream account status; with ``emit`` append a Jetstream ``#account`` event.
+
+        Records stay stored (``visible_records`` hides them while not
+        active); ``deleted`` removes them, as :meth:`delete_repo`. ``seq`` and
+        ``time`` are the upstream event's, carried in the inner ``account``.
+        """
+        if status == "deleted":
+            return self.delete_repo(did, emit=emit, time=time, seq=seq)
+        if not status:
+            raise ValueError("an account status cannot be empty")
+        now_us = self._now_us()
+        with self._write() as db:
+            self._ensure_repo(db, did, now_us // 1000)
+            db.execute(
+                "UPDATE repos SET account_status = ?, updated_ms = ? WHERE did = ?",
+                (status, now_us // 1000, did),
+            )
+            if not emit:
+                return []
+            emitter = self._Emitter(db, now_us)
+            emitter.account_event(did, status, seq, time)
+            emitter.flush()
+            return emitter.events
+
+    def delete_repo(
+        self, did: str, *, emit: bool = True, time: str | None = None, seq: int | None = None
+    ) -> list[MirrorEvent]:
+        """*Writer.* The account is deleted: remove its records, mark it ``deleted``, forget its head.
+
+        The repo row stays (status ``deleted``) so that the consumer knows
+        the DID. With ``emit`` one ``#account`` event (active false, status
+        deleted) is appended, as Jetstream does, not one delete per record.
+        """
+        now_us = self._now_us()
+        with self._write() as db:
+            self._ensure_repo(db, did, now_us // 1000)
+            db.execute("DELETE FROM records WHERE did = ?", (did,))
+            db.execute(
+                "UPDATE repos SET account_status = 'deleted', rev = NULL, data_cid = NULL, commit_cid = NULL,"
+                " updated_ms = ? WHERE did = ?",
+                (now_us // 1000, did),
+            )
+            if not emit:
+                return []
+            emitter = self._Emitter(db, now_us)
+            emitter.account_event(did, "deleted", seq, time)
+            emitter.flush()
+            return emitter.events
+
+    def add_identity_event(self, did: str, handle: str | None, seq: int, time: str) -> MirrorEvent:
+        """*Writer.* Append a Jetstream ``#identity`` event (``seq``/``time`` are the upstream event's)."""
+        with self._write() as db:
+            emitter = self._Emitter(db, self._now_us())
+            event = emitter.identity_event(did, handle, seq, time)
+            emitter.flush()
+        return event
+
+    def set_cursor(self, source: str, seq: int) -> None:
+        """*Writer.* Move a source's cursor alone (events that changed nothing, e.g. of untracked repos)."""
+        with self._write() as db:
+            self._set_cursor(db, (source, seq))
+
+    def prune_events(self, before_us: int) -> int:
+        """*Writer.* Delete the events older than ``before_us`` (a prefix of the log); returns how many."""
+        with self._write() as db:
+            return int(db.execute("DELETE FROM events WHERE time_us < ?", (before_us,)).rowcount)
+
+    # --- readers ------------------------------------------------------------------------
+
+    def get_repo(self, did: str) -> MirrorRepo | None:
+        row = self._read().execute(f"SELECT {_REPO_COLUMNS} FROM repos WHERE did = ?", (did,)).fetchone()
+        return _repo(row) if row is not None else None
+
+    def list_repos(
+        self, *, state: str | None = None, after: str | None = None, limit: int = 500
+    ) -> list[MirrorRepo]:
+        """Repos by DID after ``after``, only those in ``state`` when given."""
+        query = f"SELECT {_REPO_COLUMNS} FROM repos WHERE did > ?"
+        params: list[Any] = [after or ""]
+        if state is not None:
+            query += " AND state = ?"
+            params.append(state)
+        query += " ORDER BY did LIMIT ?"
+        params.append(limit)
+        return [_repo(row) for row in self._read().execute(query, params)]
+
+    def count_repos(self) -> dict[str, int]:
+        """Repos per sync state, every state present (zeros included)."""
+        counts = dict.fromkeys(REPO_STATES, 0)
+        for state, count in self._read().execute("SELECT state, COUNT(*) FROM repos GROUP BY state"):
+            counts[state] = int(count)
+        return counts
+
+    def get_cursor(self, source: str) -> int | None:
+        row = self._read().execute("SELECT seq FROM cursors WHERE source = ?", (source,)).fetchone()
+        return int(row[0]) if row is not None else None
+
+    @staticmethod
+    def _record(row: Any) -> MirrorRecord:
+        did, collection, rkey, cid, value, indexed_at_ms = row
+        return MirrorRecord(
+            did,
+            collection,
+            rkey,
+            CID(bytes(cid)),
+            json_to_value(json.loads(value), top_level_object=False),
+            indexed_at_ms,
+        )
+
+    def get_record(self, did: str, collection: str, rkey: str) -> MirrorRecord | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT did, collection, rkey, cid, value, indexed_at_ms FROM records"
+                " WHERE did = ? AND collection = ? AND rkey = ?",
+                (did, collection, rkey),
+            )
+            .fetchone()
+        )
+        return self._record(row) if row is not None else None
+
+    def list_records(self, did: str, collection: str | None = None) -> list[MirrorRecord]:
+        """The DID's records (of ``collection`` when given) in (collection, rkey) order."""
+        query = "SELECT did, collection, rkey, cid, value, indexed_at_ms FROM records WHERE did = ?"
+        params: list[Any] = [did]
+        if collection is not None:
+            query += " AND collection = ?"
+            params.append(collection)
+        query += " ORDER BY collection, rkey"
+        return [self._record(row) for row in self._read().execute(query, params)]
+
+    def records_digest(self, did: str, *, visible_only: bool = False) -> str:
+        """sha256 over ``"collection/rkey cid\\n"`` lines in repository key order (:func:`digest_records`).
+
+        Streamed: collections in key order, each read in rkey order from the
+        primary key. ``visible_only``: an account that is not active has none.
+        """
+        db = self._read()
+        digest = hashlib.sha256()
+        # One read transaction, so the digest sees one state of the table.
+        db.execute("BEGIN")
+        try:
+            if visible_only:
+                row = db.execute("SELECT account_status FROM repos WHERE did = ?", (did,)).fetchone()
+                if row is None or row[0] != "active":
+                    return digest.hexdigest()
+            collections = [
+                r[0] for r in db.execute("SELECT DISTINCT collection FROM records WHERE did = ?", (did,))
+            ]
+            query = "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? ORDER BY rkey"
+            for collection in sorted(collections, key=lambda c: _path_key(c).encode()):
+                for rkey, cid in db.execute(query, (did, collection)):
+                    digest.update(_line(collection, rkey, CID(bytes(cid))))
+            return digest.hexdigest()
+        finally:
+            db.execute("COMMIT")
+
+    def read_events(
+        self,
+        after_us: int,
+        limit: int,
+        *,
+        dids: Sequence[str] | None = None,
+        collections: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[MirrorEvent]:
+        """Events with ``time_us > after_us`` in order, at most ``limit``, filtered as Jetstream does.
+
+        Each filter is match-all when None or empty, and they are ANDed:
+        ``dids`` applies to every kind; ``collections`` (NSIDs or
+        ``prefix.*`` patterns) constrains commit events only; ``kinds`` the
+        event kinds.
+        """
+        query = "SELECT time_us, did, kind, collection, payload FROM events WHERE time_us > ?"
+        params: list[Any] = [after_us]
+        if dids:
+            query += " AND did IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(dids)))
+        if kinds:
+            query += " AND kind IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(kinds)))
+        if collections:
+            clause, more = _collection_clause(collections)
+            query += f" AND (kind != 'commit' OR {clause})"
+            params += more
+        query += " ORDER BY time_us LIMIT ?"
+        params.append(limit)
+        return [MirrorEvent(*row) for row in self._read().execute(query, params)]
+
+    def head_time_us(self) -> int:
+        """The last event time ever allocated (0 for none): never goes back, even after pruning."""
+        (last,) = self._read().execute("SELECT last_time_us FROM meta WHERE id = 1").fetchone()
+        return int(last)
+
+    def oldest_time_us(self) -> int | None:
+        (oldest,) = self._read().execute("SELECT MIN(time_us) FROM events").fetchone()
+        return int(oldest) if oldest is not None else None
+
+    def stats(self) -> dict[str, int]:
+        """Counts for the progress display and ``/metrics``.
+
+        ``repos`` and ``repos_<state>``; ``accounts_inactive`` (status not
+        active); ``records`` (a count over the records table: it costs a scan
+        of its smallest index, run it every few seconds, not per event);
+        ``events``, ``oldest_time_us`` and ``head_time_us``; ``cursors``.
+        """
+        db = self._read()
+        out: dict[str, int] = {}
+        counts = self.count_repos()
+        for state, count in counts.items():
+            out[f"repos_{state}"] = count
+        out["repos"] = sum(counts.values())
+        (inactive,) = db.execute("SELECT COUNT(*) FROM repos WHERE account_status != 'active'").fetchone()
+        out["accounts_inactive"] = int(inactive)
+        (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+        out["records"] = int(records)
+        (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+        out["events"] = int(events)
+        out["oldest_time_us"] = self.oldest_time_us() or 0
+        out["head_time_us"] = self.head_time_us()
+        (cursors,) = db.execute("SELECT COUNT(*) FROM cursors").fetchone()
+        out["cursors"] = int(cursors)
+        return out
