@@ -28,6 +28,7 @@ from atrepo.xrpc.status_page import Column, Fact, StatusPage, Table, add_status_
 
 from .engine import SyncConfig, SyncEngine
 from .jetstream import JetstreamServer, mount_jetstream
+from .stream import RecordStream, mount_record_stream
 
 __all__ = ["RouteHook", "RunningSync", "start_sync"]
 
@@ -101,6 +102,8 @@ class RunningSync:
     events_per_second: float = 0.0
     #: The Jetstream endpoint (``/subscribe`` and ``network.bsky.jetstream.subscribeEvents``).
     jetstream: JetstreamServer[MirrorStore] | None = None
+    #: The acknowledged record stream (``/channel``), events sharded over its clients by DID.
+    record_stream: RecordStream | None = None
 
     @property
     def store(self) -> MirrorStore:
@@ -194,6 +197,10 @@ async def start_sync(
     jetstream = mount_jetstream(app, engine.store, engine.worker, metrics=metrics)
     engine.listeners.append(jetstream.notify)
     running.jetstream = jetstream
+    # the acknowledged, DID-sharded record stream (Tap's model) over the same log
+    record_stream = mount_record_stream(app, engine.store, engine.worker, metrics=metrics)
+    engine.listeners.append(record_stream.notify)
+    running.record_stream = record_stream
     for hook in routes:
         hook(app, running)
     sock: socket.socket | None = None
