@@ -45,3 +45,10 @@ bench-fanout: $(BENCH_STAMP)
 .PHONY: bench-relay
 bench-relay: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.relay_bench $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-sync`: atrepo sync backfilling ten 20k-record repos from an atrepo serve host,
+# then mirroring live single-op commits from 4 writer processes (bench/sync_bench.py; about 4 minutes;
+# BENCH_ARGS="--quick" for a smoke run, "--json" for JSON).
+.PHONY: bench-sync
+bench-sync: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.sync_bench $(BENCH_ARGS)
