@@ -17,11 +17,10 @@ loop, so every browser call goes through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,74 +28,13 @@ from host_support import HostClient, TokenClock
 
 from atrepo.host import HostConfig, start_host
 from atrepo.store import SQLiteStore
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: Without these, Chromium on a machine with no outside network hangs reaching Google's services.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-#: The longest a test waits for the page to show something (the page refreshes every 5 s).
-WAIT_S = 30.0
-HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
-
-T = TypeVar("T")
-
-
-def _require_browser() -> None:
-    """Skip when the browser is missing, unless under CI, where that is a failure."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (pip install -e '.[dev]')")
-    if not missing:
-        return
-    message = f"no browser for the status page test: missing {', '.join(missing)}"
-    if "CI" in os.environ:
-        pytest.fail(message + " (CI is set: apt-get install chromium chromium-driver)")
-    pytest.skip(message)
-
-
-def _start_driver(profile: Path, javascript: bool = True) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    if not javascript:
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(WAIT_S)
-    driver.set_script_timeout(WAIT_S)
-    return driver
+from browser_support import HOSTILE, WAIT_S, browsers, call, problems
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Starts fresh headless Chromiums on demand (each with its own profile); quits them all at the end."""
-    _require_browser()
-    started: list[Any] = []
-
-    def start(javascript: bool = True) -> Any:
-        driver = _start_driver(tmp_path / f"chromium-profile-{len(started)}", javascript)
-        started.append(driver)
-        return driver
-
-    yield start
-    for driver in started:
-        driver.quit()
+    yield from browsers(tmp_path)
 
 
 @pytest.fixture
@@ -114,10 +52,6 @@ async def page_host(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterato
         yield HostClient(running, http, TokenClock())
     finally:
         await running.stop()
-
-
-async def call(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(fn, *args)
 
 
 async def cell(driver: Any, key: str) -> str:
@@ -138,17 +72,6 @@ async def wait_for(driver: Any, key: str, wanted: str) -> None:
             pytest.fail(f"{key} still shows {seen!r}, not {wanted!r}, after {WAIT_S} s")
         await asyncio.sleep(0.2)
         seen = await cell(driver, key)
-
-
-def problems(log: list[dict[str, Any]]) -> list[str]:
-    """Console errors and policy violations in a Chromium browser log."""
-    return [
-        entry["message"]
-        for entry in log
-        if entry.get("level") == "SEVERE"
-        or "Content Security Policy" in entry.get("message", "")
-        or "Refused to" in entry.get("message", "")
-    ]
 
 
 async def test_status_page_refreshes_itself_under_its_policy(

@@ -8,93 +8,32 @@ in a cell stays text, and the tables read right with JavaScript off. A
 screenshot of the page is saved in the test's directory (``relay-status.png``).
 
 (Named apart from ``tests/host/test_status_browser.py``: the test directories
-are not packages, so two files of one name would collide.) Chromium and
-chromedriver come from Debian; without them the tests skip, except under CI
-(``CI`` set), where that is a failure. Selenium's calls block, and the relay
-runs on this test's event loop, so every browser call goes through
-``asyncio.to_thread``.
+are not packages, so two files of one name would collide.) The browser is
+started by ``tests/browser_support.py``, shared with the host's page test:
+Chromium and chromedriver come from Debian; without them the tests skip,
+except under CI (``CI`` set), where that is a failure. Selenium's calls
+block, and the relay runs on this test's event loop, so every browser call
+goes through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from relay_testenv import RelayEnv
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: Without these, Chromium on a machine with no outside network hangs reaching Google's services.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1800",
-)
-#: The longest a test waits for the page to show something (the page refreshes every 5 s).
-WAIT_S = 30.0
-HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
-
-T = TypeVar("T")
-
-
-def _require_browser() -> None:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (pip install -e '.[dev]')")
-    if not missing:
-        return
-    message = f"no browser for the status page test: missing {', '.join(missing)}"
-    if "CI" in os.environ:
-        pytest.fail(message + " (CI is set: apt-get install chromium chromium-driver)")
-    pytest.skip(message)
+from browser_support import HOSTILE, WAIT_S, browsers, call, problems
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Starts headless Chromiums on demand (each with its own profile); quits them all at the end."""
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    started: list[Any] = []
-
-    def start(javascript: bool = True) -> Any:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={tmp_path / f'chromium-profile-{len(started)}'}")
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        if not javascript:
-            options.add_experimental_option(
-                "prefs", {"profile.managed_default_content_settings.javascript": 2}
-            )
-        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-        driver.set_page_load_timeout(WAIT_S)
-        driver.set_script_timeout(WAIT_S)
-        started.append(driver)
-        return driver
-
-    yield start
-    for driver in started:
-        driver.quit()
-
-
-async def call(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(fn, *args)
+    yield from browsers(tmp_path, ("--window-size=1400,1800",))
 
 
 async def rows(driver: Any, key: str) -> list[list[str]]:
@@ -121,17 +60,6 @@ async def wait_rows(
         await asyncio.sleep(0.2)
         seen = await rows(driver, key)
     return seen
-
-
-def problems(log: list[dict[str, Any]]) -> list[str]:
-    """Console errors and policy violations in a Chromium browser log."""
-    return [
-        entry["message"]
-        for entry in log
-        if entry.get("level") == "SEVERE"
-        or "Content Security Policy" in entry.get("message", "")
-        or "Refused to" in entry.get("message", "")
-    ]
 
 
 async def test_tables_refresh_under_the_policy(

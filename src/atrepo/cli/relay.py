@@ -7,12 +7,13 @@ pay for it at start-up.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from .signals import stop_on_signals
 
 __all__ = ["relay"]
 
@@ -83,14 +84,9 @@ async def _run(config: object) -> None:
     except OSError as exc:
         print(f"error: cannot start the relay on {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        print(f"atrepo relay listening on {running.url}", flush=True)
-        await stop.wait()
+        with stop_on_signals() as stop:
+            print(f"atrepo relay listening on {running.url}", flush=True)
+            await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await running.stop()

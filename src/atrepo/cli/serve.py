@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ import typer
 
 from ..core.errors import AtrepoError
 from .output import emit_json
+from .signals import stop_on_signals
 
 __all__ = ["account_app", "serve"]
 
@@ -96,20 +96,15 @@ async def _serve(cfg: Any) -> None:
     except OSError as exc:  # the port is taken, the address is not ours
         print(f"error: cannot start the host on {cfg.host}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        effective = cfg.describe(bound_port=int(running.url.rsplit(":", 1)[1]), plc_url=running.plc_url)
-        print("atrepo host configuration:", file=sys.stderr)
-        for name, value in effective.items():
-            print(f"  {name} = {json.dumps(value)}", file=sys.stderr)
-        print(f"atrepo host listening on {running.url}", flush=True)
-        await stop.wait()
+        with stop_on_signals() as stop:
+            effective = cfg.describe(bound_port=int(running.url.rsplit(":", 1)[1]), plc_url=running.plc_url)
+            print("atrepo host configuration:", file=sys.stderr)
+            for name, value in effective.items():
+                print(f"  {name} = {json.dumps(value)}", file=sys.stderr)
+            print(f"atrepo host listening on {running.url}", flush=True)
+            await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await running.stop()
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .signals import stop_on_signals
 
 __all__ = ["sync"]
 
@@ -79,21 +80,17 @@ async def _run(config: Any, as_json: bool) -> None:
     except StoreInUse as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    progress = asyncio.create_task(_progress(running, stop)) if sys.stderr.isatty() else None
+    progress: asyncio.Task[None] | None = None
     try:
-        _emit(
-            as_json,
-            {"ok": True, "listening": running.url, "cursor": running.engine.cursor},
-            f"atrepo sync following {running.engine.source}, status on {running.url}",
-        )
-        await stop.wait()
+        with stop_on_signals() as stop:
+            progress = asyncio.create_task(_progress(running, stop)) if sys.stderr.isatty() else None
+            _emit(
+                as_json,
+                {"ok": True, "listening": running.url, "cursor": running.engine.cursor},
+                f"atrepo sync following {running.engine.source}, status on {running.url}",
+            )
+            await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         if progress is not None:
             progress.cancel()
             await asyncio.gather(progress, return_exceptions=True)

@@ -42,6 +42,7 @@ from atrepo.store.base import EventRow
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from atrepo.xrpc.ratelimit import HttpRateLimits
+from atrepo.xrpc.server import bind_listener
 
 from . import (
     accounts,
@@ -341,21 +342,6 @@ def service_did_for(public_url: str) -> str:
     return f"did:web:{host}"
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket, bound now, so port 0 resolves before the app is built."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 @dataclass(eq=False)
 class RunningHost:
     """A started host: its URL, its context, and :meth:`stop`."""
@@ -444,7 +430,7 @@ def _metrics_handler(host: HostContext, metrics: Metrics) -> Callable[[web.Reque
 
 
 async def _start_plc(config: HostConfig) -> tuple[web.AppRunner, str]:
-    sock = _bind(config.host, config.plc_port)
+    sock = bind_listener(config.host, config.plc_port)
     port = sock.getsockname()[1]
     runner = web.AppRunner(create_plc_app(config.plc_dir), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     try:
@@ -483,7 +469,7 @@ async def start_host(
     worker: StoreWorker[SQLiteStore] | None = None
     http: aiohttp.ClientSession | None = None
     try:
-        sock = _bind(config.host, config.port)
+        sock = bind_listener(config.host, config.port)
         port = sock.getsockname()[1]
         public_url = config.resolved_public_url(port)
         store = SQLiteStore(config.data_dir, synchronous="FULL")

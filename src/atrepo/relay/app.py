@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,7 +43,7 @@ from atrepo.store.relay import RelayAccount, RelayStore
 from atrepo.store.worker import StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from atrepo.xrpc.server import XrpcContext
+from atrepo.xrpc.server import XrpcContext, bind_listener
 
 from . import admin
 from . import status as status_page
@@ -121,20 +120,6 @@ class RelayContext:
         for status, count in counts.items():
             self._accounts.set(count, (status,))
         self._subscribers.set(len(self.fanout.subscribers))
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 # --- sync endpoints ----------------------------------------------------------------------------
@@ -346,7 +331,7 @@ def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
 async def start_relay(config: RelayConfig) -> RunningRelay:
     """Open the store, start the ingest, bind, serve, then connect to the upstream hosts."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    sock = _bind(config.host, config.port)
+    sock = bind_listener(config.host, config.port)
     try:
         store = RelayStore(config.data_dir / "relay.sqlite", synchronous=config.synchronous)  # type: ignore[arg-type]
     except BaseException:

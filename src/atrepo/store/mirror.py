@@ -31,7 +31,7 @@ leaves no trace, and a timestamp cursor (>= 1e15 in the lexicon) and a seq
 cursor name the same position. Payloads are the v2 message objects (with their
 ``$type``), compact JSON, as the MarshalX SDK's Jetstream client parses them.
 
-**Durability and threads** follow :mod:`atrepo.store.relay`: WAL,
+**Durability and threads** are the relay's (:mod:`atrepo.store.sqlitefile`): WAL,
 ``synchronous=FULL`` by default, one writer connection guarded by a lock, one
 ``query_only`` read connection per thread, an ``flock``'d ``<file>.lock``
 (:class:`StoreInUse` for a second opener), schema by ``PRAGMA user_version``.
@@ -41,11 +41,9 @@ writes with one fsync, each a savepoint.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time as _time
@@ -59,7 +57,9 @@ from typing import Any, Final, Literal
 
 from atrepo.core.cid import CID
 from atrepo.core.datamodel import json_to_value, value_to_json
-from atrepo.core.errors import StoreInUse, WriteAborted
+from atrepo.core.errors import WriteAborted
+
+from .sqlitefile import SQLiteFile
 
 __all__ = [
     "JETSTREAM_NSID",
@@ -327,7 +327,7 @@ def _collection_clause(patterns: Sequence[str]) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(parts) + ")", params
 
 
-class MirrorStore:
+class MirrorStore(SQLiteFile):
     """The mirror of ``atrepo sync`` in one SQLite file, locked by ``<file>.lock`` beside it.
 
     ``path`` is the database file (its directory is created if missing), or
@@ -345,114 +345,29 @@ class MirrorStore:
         busy_timeout_ms: int = 10_000,
         now_us: Callable[[], int] = _wall_us,
     ) -> None:
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        given = Path(path)
-        self.path = given / MIRROR_DB_FILENAME if given.is_dir() else given
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._now_us = now_us
-        self._busy_timeout_ms = busy_timeout_ms
-        self._closed = False
-        self._lock_fd = self._take_lock(self.path.with_name(self.path.name + ".lock"))
-        self._write_lock = threading.Lock()
-        self._write_owner: int | None = None
         self._group_open = False
         self._in_savepoint = False
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        try:
-            self._writer = self._connect()
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
-        try:
-            (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
-            if mode != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            self._writer.execute(f"PRAGMA synchronous={synchronous}")
-            self._migrate()
-        except BaseException:
-            self._writer.close()
-            os.close(self._lock_fd)
-            raise
+        super().__init__(
+            path,
+            filename=MIRROR_DB_FILENAME,
+            migrations=_MIGRATIONS,
+            name="mirror store",
+            lock_holder="sync consumer",
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+        )
 
-    # --- connections and life cycle ---------------------------------------------------
-
-    @staticmethod
-    def _take_lock(lock_path: Path) -> int:
-        """An exclusive ``flock`` until :meth:`close`: a second consumer fails at once; none goes stale."""
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreInUse(
-                f"{lock_path} is held by another sync consumer ({exc.strerror}): stop it, then retry"
-            ) from None
-        return fd
-
-    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        if read_only:
-            db.execute("PRAGMA query_only=ON")
-        return db
-
-    def _read(self) -> sqlite3.Connection:
-        """This thread's read connection, opened on first use."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            if self._closed:
-                raise RuntimeError("the mirror store is closed")
-            db = self._connect(read_only=True)
-            self._local.db = db
-            with self._readers_lock:
-                self._readers.append(db)
-        return db
-
-    def _migrate(self) -> None:
-        db = self._writer
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} has schema version {version}; this atrepo knows up to {SCHEMA_VERSION}"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            try:
-                db.executescript(
-                    f"BEGIN IMMEDIATE;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
-                )
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+    # --- transactions -------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """The writer inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint in a :meth:`group_commit`."""
-        me = threading.get_ident()
-        if self._write_owner == me:
-            if self._group_open and not self._in_savepoint:
-                yield from self._savepoint()
-                return
-            raise RuntimeError("this thread is already inside a mirror store write transaction")
-        with self._write_lock:
-            if self._closed:
-                raise RuntimeError("the mirror store is closed")
-            self._write_owner = me
-            db = self._writer
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
-                        db.execute("ROLLBACK")
-                    raise
-            finally:
-                self._write_owner = None
+        if self._write_owner == threading.get_ident() and self._group_open and not self._in_savepoint:
+            yield from self._savepoint()
+            return
+        with super()._write() as db:
+            yield db
 
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         db = self._writer
@@ -485,47 +400,14 @@ class MirrorStore:
         nothing is acknowledged before the group's ``COMMIT`` returns, so a
         cursor stored by an acknowledged write survives ``kill -9``.
         """
-        me = threading.get_ident()
-        if self._write_owner == me:
-            raise RuntimeError("this thread is already inside a mirror store write transaction")
-        with self._write_lock:
-            if self._closed:
-                raise RuntimeError("the mirror store is closed")
-            self._write_owner = me
+        with super()._write() as db:
             self._group_open = True
-            db = self._writer
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                    if not db.in_transaction:
-                        raise WriteAborted("the group commit's transaction was rolled back by an error")
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
+                yield
+                if not db.in_transaction:
+                    raise WriteAborted("the group commit's transaction was rolled back by an error")
             finally:
                 self._group_open = False
-                self._write_owner = None
-
-    @property
-    def schema_version(self) -> int:
-        (version,) = self._read().execute("PRAGMA user_version").fetchone()
-        return int(version)
-
-    def close(self) -> None:
-        """Close every connection and release the file's lock (a second call does nothing)."""
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._writer.close()
-        with self._readers_lock:
-            for db in self._readers:
-                db.close()
-            self._readers.clear()
-        os.close(self._lock_fd)
 
     def __enter__(self) -> MirrorStore:
         return self

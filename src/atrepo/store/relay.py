@@ -22,7 +22,8 @@ brings a seq back, and a rolled-back batch leaves no gap. The stored
 frame keeps the time it was encoded with), so pruning by time always deletes
 a prefix and the log stays a contiguous run of seqs.
 
-**Durability and threads** follow :mod:`atrepo.store.sqlite`: WAL,
+**Durability and threads** follow :mod:`atrepo.store.sqlite`, through the
+plumbing shared with the sync mirror (:mod:`atrepo.store.sqlitefile`): WAL,
 ``synchronous=FULL`` by default, one writer connection guarded by a lock
 (normally used from the store worker's writer thread), one ``query_only``
 read connection per thread. A lock file (``flock``) in the data directory
@@ -35,13 +36,9 @@ file from version ``n`` to ``n + 1``; a file from a newer atrepo is refused.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -49,9 +46,9 @@ from typing import Any, Final, Literal
 
 from atrepo.core import limits
 from atrepo.core.cid import CID
-from atrepo.core.errors import StoreInUse
 
 from .base import EventRow
+from .sqlitefile import SQLiteFile
 
 __all__ = [
     "HOST_STATUSES",
@@ -311,7 +308,7 @@ def _ban_candidates(hostname: str) -> list[str]:
     return [name]
 
 
-class RelayStore:
+class RelayStore(SQLiteFile):
     """Every table of a relay in one SQLite file, locked by ``<file>.lock`` beside it.
 
     ``path`` is the database file (its directory is created if missing), or
@@ -323,123 +320,16 @@ class RelayStore:
     def __init__(
         self, path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 10_000
     ) -> None:
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        given = Path(path)
-        self.path = given / RELAY_DB_FILENAME if given.is_dir() else given
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_ms = busy_timeout_ms
-        self._closed = False
-        self._lock_fd = self._take_lock(self.path.with_name(self.path.name + ".lock"))
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        try:
-            self._writer = self._connect()
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
-        try:
-            (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
-            if mode != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            self._writer.execute(f"PRAGMA synchronous={synchronous}")
-            self._migrate()
-        except BaseException:
-            self._writer.close()
-            os.close(self._lock_fd)
-            raise
-
-    # --- connections and life cycle ---------------------------------------------------
-
-    @staticmethod
-    def _take_lock(lock_path: Path) -> int:
-        """An exclusive ``flock`` on the lock file, held until :meth:`close` (the OS drops it on exit).
-
-        ``flock`` belongs to the open file, so a second store in the same
-        process is refused too; a crashed relay leaves no stale lock.
-        """
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreInUse(
-                f"{lock_path} is held by another relay ({exc.strerror}): stop it, then retry"
-            ) from None
-        return fd
-
-    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        db.execute("PRAGMA foreign_keys=ON")
-        if read_only:
-            db.execute("PRAGMA query_only=ON")
-        return db
-
-    def _read(self) -> sqlite3.Connection:
-        """This thread's read connection, opened on first use."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            if self._closed:
-                raise RuntimeError("the relay store is closed")
-            db = self._connect(read_only=True)
-            self._local.db = db
-            with self._readers_lock:
-                self._readers.append(db)
-        return db
-
-    def _migrate(self) -> None:
-        db = self._writer
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} has schema version {version}; this atrepo knows up to {SCHEMA_VERSION}"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            try:
-                db.executescript(
-                    f"BEGIN IMMEDIATE;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
-                )
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
-        with self._write_lock:
-            if self._closed:
-                raise RuntimeError("the relay store is closed")
-            db = self._writer
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
-                    db.execute("ROLLBACK")
-                raise
-
-    @property
-    def schema_version(self) -> int:
-        (version,) = self._read().execute("PRAGMA user_version").fetchone()
-        return int(version)
-
-    def close(self) -> None:
-        """Close every connection and release the directory's lock (a second call does nothing)."""
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._writer.close()
-        with self._readers_lock:
-            for db in self._readers:
-                db.close()
-            self._readers.clear()
-        os.close(self._lock_fd)
+        super().__init__(
+            path,
+            filename=RELAY_DB_FILENAME,
+            migrations=_MIGRATIONS,
+            name="relay store",
+            lock_holder="relay",
+            foreign_keys=True,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+        )
 
     # --- the batch write ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ __all__ = [
     "SubscriptionHandler",
     "XrpcContext",
     "XrpcRouter",
+    "bind_listener",
     "enable_cors",
     "error_reply",
 ]
@@ -772,3 +774,22 @@ def _check_encoding(expected: str, content_type: str | None) -> str:
     if not blob_accepts((expected,), mime):
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {mime[:100]}", rule="encoding")
     return mime
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, bound now (IPv6 when ``host`` has a colon).
+
+    Servers bind before they build anything, so that with port 0 (tests) the
+    real port, and so their public URL, is known when routes are declared.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
