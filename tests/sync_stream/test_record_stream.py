@@ -318,3 +318,30 @@ async def test_bad_message_closes(env: Env) -> None:
         msg = await asyncio.wait_for(ws.receive(), 10)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008
+
+
+async def test_a_later_client_takes_its_share_of_idle_dids(env: Env) -> None:
+    """DIDs with nothing in flight move to the client rendezvous hashing now prefers: late clients work."""
+    first = await Client(env.url).connect()
+    await until(lambda: env.stream.clients == 1, "first client")
+    early = await env.fill(2)
+    await until(lambda: len(first.got) == len(early), "the first client got everything")
+    await until(lambda: env.stream.stored_position == early[-1].time_us, "all acked")
+    late = await Client(env.url).connect()
+    await until(lambda: env.stream.clients == 2, "second client")
+    more = await env.fill(3)
+    everything = [e.time_us for e in early + more]
+    await until(lambda: len(first.got) + len(late.got) >= len(everything), "all delivered")
+    await until(lambda: env.stream.stored_position == everything[-1], "all acked and stored")
+    assert sorted([*first.ids, *late.ids]) == everything  # exactly once
+    assert late.got, "the later client got a share of the DIDs"
+    assert first.ids[len(early) :], "and the first kept some"
+    for client in (first, late):
+        for did, ids in per_did(client.got).items():
+            assert ids == sorted(ids), f"{did} out of order"
+    # after the move, each DID's new events are on one client only
+    moved = {did for did, _ in late.got}
+    kept = {did for event_id, did in first.got if event_id > early[-1].time_us}
+    assert not moved & kept
+    await first.close()
+    await late.close()

@@ -11,13 +11,14 @@ delivery; this module is our version over ``MirrorStore.read_events``:
   ``{"type":"event","id":N,"event":{...}}`` (``id`` its ``time_us``,
   ``event`` the stored Jetstream v2 payload, spliced, not re-encoded), to one
   connected client, which answers ``{"type":"ack","id":N}`` once done.
-* **Per-DID order, sticky DIDs.** A DID's first event is placed by
-  rendezvous hashing over the connected clients; from then on every event of
-  the DID goes to that client for as long as it stays connected, so a DID's
-  events are sent in order on one socket. A joining client therefore takes
-  only DIDs not yet placed (or released by a leaving client), not a share of
-  the placed ones. The placement costs one dict entry per DID seen while its
-  client is connected, dropped when the client leaves.
+* **Per-DID order, DIDs placed by rendezvous hashing.** A DID's events go
+  to the client that rendezvous hashing over the connected clients prefers,
+  and stay with it while that client holds any of them (queued or sent and
+  not acknowledged), so a DID's events are sent in order on one socket. A DID
+  with nothing in flight may move: a client that joins later takes the idle
+  DIDs whose best client it now is, and nothing of those is in flight to
+  break their order. The placement costs one dict entry per DID seen while
+  its client is connected, dropped when the client leaves.
 * **Redelivery.** When a client leaves, its sent-but-unacknowledged and
   queued events go back, merged in log order with anything unassigned, and
   are dealt again: the DID's events stay in order, on another client.
@@ -38,6 +39,7 @@ delivery; this module is our version over ``MirrorStore.read_events``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -123,6 +125,8 @@ class _Client:
     queue: deque[MirrorEvent] = field(default_factory=deque)
     unacked: dict[int, MirrorEvent] = field(default_factory=dict)
     dids: set[str] = field(default_factory=set)
+    #: Events of each DID this client holds (queued or sent and not acknowledged).
+    held: collections.Counter[str] = field(default_factory=collections.Counter)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int = WSCloseCode.OK
@@ -268,10 +272,21 @@ class RecordStream:
                 self._deal()
 
     def _place(self, did: str) -> _Client:
+        """The DID's client: its owner while that holds any of its events, else the rendezvous choice.
+
+        A DID whose client holds none of its events may move: nothing of it is
+        in flight, so its order cannot break, and a client that joined later
+        takes its share of the DIDs (rendezvous hashing moves only the DIDs
+        whose best client is the new one).
+        """
         owner = self._owner.get(did)
-        if owner is not None:
+        if owner is not None and owner.held[did]:
             return owner
-        return max(self._clients.values(), key=lambda c: _weight(c.cid, did))
+        best = max(self._clients.values(), key=lambda c: _weight(c.cid, did))
+        if owner is not None and best is not owner:
+            owner.dids.discard(did)
+            del self._owner[did]
+        return best
 
     def _deal(self) -> None:
         """Give every unassigned event to its DID's client, in log order."""
@@ -285,6 +300,7 @@ class RecordStream:
                 self._owner[event.did] = client
                 client.dids.add(event.did)
             client.queue.append(event)
+            client.held[event.did] += 1
             if client.cid not in woken:
                 woken.add(client.cid)
                 client.wake.set()
@@ -293,6 +309,11 @@ class RecordStream:
         event = client.unacked.pop(event_id, None)
         if event is None:
             return False  # not this client's, or acked already: ignored
+        left = client.held[event.did] - 1
+        if left > 0:
+            client.held[event.did] = left
+        else:
+            del client.held[event.did]
         del self._outstanding[event_id]
         self.metrics.acked.inc()
         client.wake.set()
@@ -315,6 +336,7 @@ class RecordStream:
         returned = sorted([*client.unacked.values(), *client.queue], key=lambda e: e.time_us)
         client.unacked.clear()
         client.queue.clear()
+        client.held.clear()
         for did in client.dids:
             del self._owner[did]
         client.dids.clear()
