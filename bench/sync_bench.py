@@ -1,6 +1,7 @@
 """Sync consumer benchmark: ``atrepo sync`` backfilling from, then following, an ``atrepo serve`` host.
 
-``python -m bench.sync_bench [--quick] [--json] [--reps N] [--repos N] [--records N] [--commits N]``
+``python -m bench.sync_bench [--quick] [--json] [--reps N] [--repos N] [--records N] [--commits N]
+[--postgres auto|URL]``
 
 Everything runs in separate processes, as in ``bench/host_bench.py`` (whose client workers this reuses):
 the host (``atrepo serve --no-rate-limits`` with its in-process PLC directory), the consumer (``atrepo
@@ -13,7 +14,12 @@ sync`` as a subprocess, its status page polled over HTTP) and the writers. Phase
    from process launch until ``/status.json`` says all ten repositories are active. Then the consumer is
    stopped and the mirror is opened: every ``records_digest`` must equal the host's, or the run fails.
    Records/s are for the whole pipeline (start-up, DID resolution, getRepo, verification, SQLite writes);
-   CPU seconds and peak RSS (VmHWM) are the sync process's.
+   CPU seconds and peak RSS (VmHWM) are the sync process's. With ``--postgres`` each rep also backfills
+   into PostgreSQL (``atrepo sync --database``, a fresh database per run; the order of the two backends
+   alternates by rep), the mirror checked the same way: the figure for "consumer mirror ingest" on
+   both backends. ``auto`` starts a throwaway cluster with ``.ci/postgres`` (stopped at the end); a URL
+   names a server the bench may create databases on. The PostgreSQL server's own CPU is reported too
+   (the postgres processes' utime+stime over the run, from /proc).
 3. **Live**: the consumer is restarted on the last backfill's data; a few warm-up commits give it a stored
    cursor (without one a restart fetches every repository again); it is stopped, its data copied (the
    catch-up's start) and started again, which must not fetch anything (VmHWM then covers start-up and
@@ -145,10 +151,20 @@ def start_host(tmp: Path) -> tuple[Proc, str, str]:
     return host, url, f"http://127.0.0.1:{plc_port}"
 
 
-def sync_proc(tmp: Path, data: Path, host_url: str, plc_url: str, dids: list[str], fetchers: int) -> Proc:
+def sync_proc(
+    tmp: Path,
+    data: Path,
+    host_url: str,
+    plc_url: str,
+    dids: list[str],
+    fetchers: int,
+    database: str | None = None,
+) -> Proc:
     port = _free_port()
     cmd = [str(ATREPO), "sync", "--upstream", host_url, "--plc", plc_url, "--data", str(data)]
     cmd += ["--port", str(port), "--fetchers", str(fetchers)]
+    if database is not None:
+        cmd += ["--database", database]
     for did in dids:
         cmd += ["--did", did]
     return Proc(cmd, tmp / "sync.log", f"http://127.0.0.1:{port}/status.json")
@@ -168,11 +184,11 @@ def host_digest(url: str, did: str) -> tuple[str, int]:
     return digest_records(entries), len(entries)
 
 
-def check_mirror(data: Path, want: dict[str, str]) -> int:
+def check_mirror(data: Path, want: dict[str, str], database: str | None = None) -> int:
     """Open the stopped consumer's mirror; every digest must equal the host's. The records stored."""
-    from atrepo.store.mirror import MirrorStore
+    from atrepo.store.mirror import open_mirror
 
-    with MirrorStore(data) as store:
+    with open_mirror(database or data) as store:
         for did, digest in want.items():
             repo = store.get_repo(did)
             got = store.records_digest(did)
@@ -190,10 +206,79 @@ def _head_seq(url: str) -> int:
     raise RuntimeError("no atrepo_host_event_head_seq in /metrics")
 
 
+class Postgres:
+    """The server ``--postgres`` names (or a throwaway cluster): a fresh database per run, its CPU use."""
+
+    def __init__(self, spec: str, tmp: Path) -> None:
+        self.dir: Path | None = None
+        if spec == "auto":
+            # not under ``tmp``: the server runs as another user (as root) and must reach its directory
+            self.dir = Path(tempfile.gettempdir()) / f"atrepo-bench-pg-{os.getpid()}"
+            script = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+            out = subprocess.run(
+                [str(script), "start", str(self.dir)], check=False, capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f".ci/postgres start failed: {out.stderr.strip()}")
+            self.admin = out.stdout.strip()
+        else:
+            self.admin = spec
+        self.count = 0
+
+    def new_database(self) -> str:
+        import psycopg
+
+        self.count += 1
+        name = f"syncbench_{os.getpid()}_{self.count}"
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.admin.rpartition("/")[0] + "/" + name
+
+    def drop(self, url: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {url.rpartition('/')[2]} WITH (FORCE)")
+
+    @staticmethod
+    def cpu_seconds() -> float:
+        """utime+stime of every ``postgres`` process on the machine (the bench's cluster when ``auto``)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if name.startswith("postgres"):
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def stop(self) -> None:
+        if self.dir is not None:
+            script = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+            subprocess.run([str(script), "stop", str(self.dir)], check=False, capture_output=True)
+            self.dir = None
+
+
 def backfill_run(
-    tmp: Path, data: Path, host_url: str, plc_url: str, want: dict[str, str], fetchers: int, timeout: float
+    tmp: Path,
+    data: Path,
+    host_url: str,
+    plc_url: str,
+    want: dict[str, str],
+    fetchers: int,
+    timeout: float,
+    database: str | None = None,
 ) -> dict[str, Any]:
-    sync = sync_proc(tmp, data, host_url, plc_url, list(want), fetchers)
+    pg_cpu0 = Postgres.cpu_seconds() if database else 0.0
+    sync = sync_proc(tmp, data, host_url, plc_url, list(want), fetchers, database)
     sync.start(wait=False)
     try:
         t_status = sync.wait_healthy()
@@ -208,10 +293,12 @@ def backfill_run(
             time.sleep(0.05)
         cpu = proc_cpu_seconds(sync.pid)
         hwm = proc_status_kib(sync.pid, "VmHWM") / 1024
+        pg_cpu = Postgres.cpu_seconds() - pg_cpu0 if database else 0.0
     finally:
         sync.stop()
-    records = check_mirror(data, want)
+    records = check_mirror(data, want, database)
     return {
+        "server_cpu_s": pg_cpu,
         "seconds": elapsed,
         "status_up_s": t_status,
         "records": records,
@@ -261,9 +348,9 @@ def live_run(host_url: str, sync: Proc, accounts: list[dict[str, str]], commits:
 
 def stored_cursor(data: Path, source: str) -> int:
     """The cursor a stopped consumer's mirror holds for ``source``."""
-    from atrepo.store.mirror import MirrorStore
+    from atrepo.store.mirror import open_mirror
 
-    with MirrorStore(data) as store:
+    with open_mirror(data) as store:
         cursor = store.get_cursor(source)
     if cursor is None:
         raise RuntimeError(f"{data}: no stored cursor for {source}")
@@ -328,6 +415,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         host, host_url, plc_url = start_host(tmp)
         sync: Proc | None = None
+        pg = Postgres(args.postgres, tmp) if args.postgres else None
         try:
             _log(q, f"atrepo serve pid {host.pid} at {host_url}, PLC {plc_url}; creating accounts")
             accounts = _result(
@@ -361,18 +449,55 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             out["setup"] = {"records": filled, "seconds": fill_s, "rate": filled / fill_s}
 
             runs = []
+            pg_runs: list[dict[str, Any]] = []
             data = tmp / "sync-0"
             for rep in range(args.reps):
-                data = tmp / f"sync-{rep}"
-                run = backfill_run(tmp, data, host_url, plc_url, want, args.fetchers, args.timeout)
-                _log(
-                    q,
-                    f"backfill {rep + 1}/{args.reps}: {run['records']:,} records in {run['seconds']:.2f} s "
-                    f"({run['rate']:,.0f} rec/s), CPU {run['cpu_s']:.1f} s, VmHWM {run['vmhwm_mib']:.0f} MiB",
-                )
-                runs.append(run)
-                if rep + 1 < args.reps:
-                    shutil.rmtree(data)
+                order = ["sqlite", "postgresql"] if pg is not None else ["sqlite"]
+                if rep % 2:
+                    order.reverse()
+                for backend in order:
+                    if backend == "postgresql":
+                        assert pg is not None
+                        url = pg.new_database()
+                        pg_data = tmp / f"sync-pg-{rep}"
+                        run = backfill_run(
+                            tmp, pg_data, host_url, plc_url, want, args.fetchers, args.timeout, url
+                        )
+                        pg.drop(url)
+                        shutil.rmtree(pg_data, ignore_errors=True)
+                        pg_runs.append(run)
+                    else:
+                        data = tmp / f"sync-{rep}"
+                        run = backfill_run(tmp, data, host_url, plc_url, want, args.fetchers, args.timeout)
+                        runs.append(run)
+                        if rep + 1 < args.reps:
+                            shutil.rmtree(data)
+                    _log(
+                        q,
+                        f"backfill {rep + 1}/{args.reps} ({backend}): {run['records']:,} records in "
+                        f"{run['seconds']:.2f} s ({run['rate']:,.0f} rec/s), CPU {run['cpu_s']:.1f} s, "
+                        f"VmHWM {run['vmhwm_mib']:.0f} MiB"
+                        + (f", server CPU {run['server_cpu_s']:.1f} s" if backend == "postgresql" else ""),
+                    )
+            if pg_runs:
+                out["backfill_postgresql"] = {
+                    "runs": pg_runs,
+                    **{
+                        k: _med([r[k] for r in pg_runs])
+                        for k in (
+                            "seconds",
+                            "rate",
+                            "cpu_s",
+                            "records_per_cpu_s",
+                            "vmhwm_mib",
+                            "server_cpu_s",
+                        )
+                    },
+                    "records": pg_runs[0]["records"],
+                    "rate_vs_sqlite": _med(
+                        [p["rate"] / s["rate"] for p, s in zip(pg_runs, runs, strict=True)]
+                    ),
+                }
             out["backfill"] = {
                 "runs": runs,
                 "fetchers": args.fetchers,
@@ -462,6 +587,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             if sync is not None:
                 sync.stop()
             host.stop()
+            if pg is not None:
+                pg.stop()
     out["load"] = os.getloadavg()[0]
     return out
 
@@ -491,6 +618,16 @@ def render(r: dict[str, Any]) -> str:
             f"(start-up {c['startup_cpu_s']:.1f} CPU-s included), "
             f"VmHWM {c['vmhwm_mib']:.0f} MiB",
         ]
+        + (
+            [
+                f"backfill into PostgreSQL: {p['rate']:,.0f} records/s "
+                f"({p['rate_vs_sqlite']:.2f}x SQLite in the same reps), sync CPU {p['cpu_s']:.1f} s, "
+                f"PostgreSQL server CPU {p['server_cpu_s']:.1f} s, VmHWM {p['vmhwm_mib']:.0f} MiB; "
+                "every mirror digest equal to the host's"
+            ]
+            if (p := r.get("backfill_postgresql"))
+            else []
+        )
     )
 
 
@@ -509,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetchers", type=int, default=4, help="atrepo sync --fetchers (default 4)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a backfill may take")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--postgres",
+        metavar="auto|URL",
+        help="also backfill into PostgreSQL: auto starts a throwaway cluster (.ci/postgres), or a server URL",
+    )
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
     args.records = args.records or (2000 if args.quick else 20_000)

@@ -1,7 +1,9 @@
 """The sync consumer's mirror store: merges, atomicity, visibility, digests and the Jetstream log.
 
-Everything runs against a real SQLite file in the test's directory; a crash is
-an exception raised inside a write (the transaction must leave nothing).
+Everything runs against both backends: a real SQLite file in the test's
+directory, and a real PostgreSQL server (tests/pg_support.py, a database per
+test); a crash is an exception raised inside a write (the transaction must
+leave nothing).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,18 @@ from hypothesis import strategies as st
 from atrepo.core import cbor
 from atrepo.core.cid import CID
 from atrepo.core.datamodel import record_cid
-from atrepo.core.errors import StoreInUse
+from atrepo.core.errors import StoreInUse, StoreUnavailable
 from atrepo.core.keys import PrivateKey
 from atrepo.core.repo import Repo, Write
 from atrepo.store import REPO_STATES, MirrorStore, RecordOp, StoreWorker, mirror
-from atrepo.store.mirror import JETSTREAM_NSID, MIRROR_DB_FILENAME, digest_records
+from atrepo.store.mirror import (
+    JETSTREAM_NSID,
+    MIRROR_DB_FILENAME,
+    PostgresMirrorStore,
+    SQLiteMirrorStore,
+    digest_records,
+    open_mirror,
+)
 
 POST = "app.bsky.feed.post"
 LIKE = "app.bsky.feed.like"
@@ -69,9 +79,27 @@ def clock() -> Clock:
     return Clock()
 
 
+Opener = Callable[..., MirrorStore]
+
+
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[MirrorStore]:
-    s = MirrorStore(tmp_path / "m" / "mirror.sqlite3", now_us=clock)
+def opener(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    """Opens this test's mirror (the same one each call; ``schema=`` picks another on PostgreSQL)."""
+    target: Path | str = (
+        request.getfixturevalue("pg_url") if backend == "postgresql" else tmp_path / "m" / "mirror.sqlite3"
+    )
+
+    def open_(*, schema: str = "atrepo_mirror", **kw: Any) -> MirrorStore:
+        if backend == "sqlite" and schema != "atrepo_mirror":
+            return open_mirror(tmp_path / f"{schema}.sqlite3", **kw)
+        return open_mirror(target, schema=schema, **kw)
+
+    return open_
+
+
+@pytest.fixture
+def store(opener: Opener, clock: Clock) -> Iterator[MirrorStore]:
+    s = opener(now_us=clock)
     yield s
     s.close()
 
@@ -84,26 +112,108 @@ def create_op(collection: str, rkey: str, value: Any) -> RecordOp:
 
 
 def test_open_directory_lock_and_schema(tmp_path: Path) -> None:
-    first = MirrorStore(tmp_path)
+    first = SQLiteMirrorStore(tmp_path)
     assert first.path == tmp_path / MIRROR_DB_FILENAME
     assert first.schema_version == 1
     with pytest.raises(StoreInUse):
-        MirrorStore(tmp_path)
+        SQLiteMirrorStore(tmp_path)
     first.close()
     first.close()  # a second close does nothing
-    with MirrorStore(tmp_path, synchronous="NORMAL") as again:
+    with SQLiteMirrorStore(tmp_path, synchronous="NORMAL") as again:
         assert again.stats()["repos"] == 0
     with pytest.raises(ValueError):
-        MirrorStore(tmp_path, synchronous="OFF")  # type: ignore[arg-type]
+        SQLiteMirrorStore(tmp_path, synchronous="OFF")  # type: ignore[arg-type]
 
 
 def test_newer_schema_refused(tmp_path: Path) -> None:
-    MirrorStore(tmp_path).close()
+    SQLiteMirrorStore(tmp_path).close()
     db = sqlite3.connect(tmp_path / MIRROR_DB_FILENAME)
     db.execute("PRAGMA user_version = 99")
     db.close()
     with pytest.raises(RuntimeError, match="schema version 99"):
-        MirrorStore(tmp_path)
+        SQLiteMirrorStore(tmp_path)
+
+
+def test_postgres_lock_schema_and_isolation(pg_url: str) -> None:
+    """One writer per schema (a second opener is refused at once); other schemas are separate stores."""
+    import psycopg
+
+    first = open_mirror(pg_url)
+    assert isinstance(first, PostgresMirrorStore) and first.schema_version == 1
+    assert "atrepo_mirror" in first.location
+    with pytest.raises(StoreInUse, match="held by another sync consumer"):
+        PostgresMirrorStore(pg_url)
+    with PostgresMirrorStore(pg_url, schema="other_mirror") as other:
+        other.set_cursor("s", 5)
+        assert first.get_cursor("s") is None and other.get_cursor("s") == 5
+    first.close()
+    first.close()  # a second close does nothing
+    with PostgresMirrorStore(pg_url) as again:  # the lock went with the connection
+        assert again.stats()["repos"] == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE atrepo_mirror.schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        PostgresMirrorStore(pg_url)
+    with pytest.raises(ValueError, match="identifier"):
+        PostgresMirrorStore(pg_url, schema="bad; drop table x")
+
+
+def test_postgres_unreachable_and_password_hidden() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"postgresql://u:secret@127.0.0.1:{port}/db?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as info:
+        open_mirror(url)
+    assert "secret" not in str(info.value) and "u:***@" in str(info.value)
+
+
+def _terminate_others(url: str) -> None:
+    """Kill every other backend of the database, as a server restart or an admin would."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+def test_postgres_reconnects_after_the_server_drops_the_connection(pg_url: str) -> None:
+    """Connections dropped between statements are reopened (the writer re-takes its lock)."""
+    with PostgresMirrorStore(pg_url) as store:
+        store.set_cursor("s", 1)
+        assert store.get_cursor("s") == 1
+        _terminate_others(pg_url)
+        store.set_cursor("s", 2)  # the writer noticed at BEGIN, before anything was sent
+        assert store.get_cursor("s") == 2  # the reader too
+        with pytest.raises(StoreInUse):  # the reopened writer holds the lock again
+            PostgresMirrorStore(pg_url)
+
+
+def test_postgres_connection_lost_mid_write_loses_only_that_write(pg_url: str) -> None:
+    import psycopg
+
+    with PostgresMirrorStore(pg_url) as store:
+        store.set_cursor("s", 1)
+        with pytest.raises(psycopg.OperationalError), store._write() as db:
+            db.execute("UPDATE cursors SET seq = 2 WHERE source = 's'")
+            _terminate_others(pg_url)
+            db.execute("UPDATE cursors SET seq = 3 WHERE source = 's'")
+        assert store.get_cursor("s") == 1  # nothing of it committed
+        store.set_cursor("s", 4)
+        assert store.get_cursor("s") == 4
+
+
+def test_keys_are_in_byte_order_whatever_the_collation(store: MirrorStore) -> None:
+    """MST keys sort by bytes ("B" < "_" < "a"); the merge and every listing depend on it."""
+    rkeys = ["a", "B", "_", "Z", "3", "a-b", "a.b", "a~"]
+    entries = mst_sorted([entry(POST, r, rec(r)) for r in rkeys])
+    store.replace_repo(DID, rev="r1", data=DATA, commit=COMMIT, records=entries)
+    assert [r.rkey for r in store.list_records(DID)] == sorted(rkeys, key=str.encode)
+    result = store.replace_repo(DID, rev="r2", data=DATA, commit=COMMIT, records=entries[1:])
+    assert (result.deleted, result.unchanged, result.created) == (1, len(rkeys) - 1, 0)
+    assert store.records_digest(DID) == digest_records((c, r, cid) for c, r, cid, _ in entries[1:])
 
 
 # --- apply_commit ----------------------------------------------------------------------
@@ -278,6 +388,38 @@ def test_exception_mid_replace_leaves_nothing(store: MirrorStore) -> None:
 # --- replace_repo ----------------------------------------------------------------------
 
 
+def test_replace_repo_in_bulk_and_a_failure_mid_bulk(store: MirrorStore) -> None:
+    """Hundreds of rows per chunk (PostgreSQL's COPY path): merged right, and a failure leaves nothing."""
+    first = mst_sorted([entry(POST, f"k{i:04d}", rec(str(i))) for i in range(300)])
+    result = store.replace_repo(DID, rev="r1", data=DATA, commit=COMMIT, records=first)
+    assert (result.created, len(result.events)) == (300, 300)
+    # every third deleted, every fifth updated, 50 new
+    second = [e for i, e in enumerate(first) if i % 3]
+    second = [entry(POST, e[1], rec("new" + e[1])) if i % 5 == 0 else e for i, e in enumerate(second)]
+    second = mst_sorted(second + [entry(LIKE, f"l{i:03d}", rec(str(i), LIKE)) for i in range(50)])
+    before_events = len(store.read_events(0, 100_000))
+
+    def failing() -> Iterator[tuple[str, str, CID, Any]]:
+        yield from second[:-1]
+        raise RuntimeError("the walk failed at its last record")
+
+    with pytest.raises(RuntimeError):
+        store.replace_repo(DID, rev="r2", data=DATA, commit=COMMIT, records=failing())
+    assert stored_map(store, DID) == {(c, r): cid for c, r, cid, _ in first}
+    assert len(store.read_events(0, 100_000)) == before_events
+    result = store.replace_repo(DID, rev="r2", data=DATA, commit=COMMIT, records=second, cursor=("s", 9))
+    assert stored_map(store, DID) == {(c, r): cid for c, r, cid, _ in second}
+    assert (result.deleted, result.created) == (100, 50)
+    assert result.updated == len(
+        [1 for i, e in enumerate(e for j, e in enumerate(first) if j % 3) if i % 5 == 0]
+    )
+    events = store.read_events(0, 100_000)
+    assert len(events) == before_events + result.created + result.updated + result.deleted
+    assert [e.time_us for e in events] == sorted({e.time_us for e in events})
+    assert store.get_cursor("s") == 9
+    assert store.records_digest(DID) == digest_records((c, r, cid) for c, r, cid, _ in second)
+
+
 def test_replace_repo_merge(store: MirrorStore) -> None:
     first = mst_sorted(
         [
@@ -369,13 +511,12 @@ states = st.dictionaries(keys, st.integers(0, 3), max_size=30)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=states, after=states)
 def test_replace_repo_matches_a_dict_model(
-    tmp_path: Path, before: dict[Any, int], after: dict[Any, int]
+    opener: Opener, before: dict[Any, int], after: dict[Any, int]
 ) -> None:
-    path = tmp_path / f"p{threading.get_ident()}-{os.urandom(4).hex()}.sqlite3"
     chunk = mirror._CHUNK
     mirror._CHUNK = 3  # exercise chunk boundaries of reads and writes
     try:
-        with MirrorStore(path) as store:
+        with opener(schema=f"p{threading.get_ident()}_{os.urandom(4).hex()}") as store:
 
             def entries(model: dict[Any, int]) -> list[tuple[str, str, CID, Any]]:
                 return mst_sorted([entry(c, r, rec(f"{c}{r}{v}", c)) for (c, r), v in model.items()])
@@ -459,11 +600,10 @@ def test_account_status_hides_and_shows_records(store: MirrorStore) -> None:
     full = store.records_digest(DID)
 
     def visible() -> set[tuple[str, str, str]]:
-        db = sqlite3.connect(store.path)
-        try:
-            return set(db.execute("SELECT did, collection, rkey FROM visible_records"))
-        finally:
-            db.close()
+        # the view as a query of the user's sees it (on the store's own read connection: either backend)
+        return {
+            tuple(row) for row in store._read().execute("SELECT did, collection, rkey FROM visible_records")
+        }
 
     assert visible() == {(DID, POST, "a"), (DID, LIKE, "b"), (DID2, POST, "z")}
     (event,) = store.set_account_status(DID, "deactivated", seq=41, time="2026-01-01T00:00:00Z")
@@ -550,16 +690,16 @@ def test_payloads_parse_with_the_jetstream_sdk(store: MirrorStore) -> None:
 # --- event log --------------------------------------------------------------------------
 
 
-def test_event_times_monotone_across_reopen_and_clock_going_back(tmp_path: Path) -> None:
+def test_event_times_monotone_across_reopen_and_clock_going_back(opener: Opener) -> None:
     clock = Clock(2_000_000_000_000_000)
-    with MirrorStore(tmp_path, now_us=clock) as store:
+    with opener(now_us=clock) as store:
         first = store.add_identity_event(DID, None, 1, "t")
         second = store.add_identity_event(DID, None, 2, "t")
         assert (first.time_us, second.time_us) == (clock.us, clock.us + 1)
         store.prune_events(second.time_us + 1)  # the log emptied: the head stays
         assert store.read_events(0, 10) == [] and store.head_time_us() == second.time_us
     clock.us -= 10_000_000  # the wall clock went back ten seconds across a restart
-    with MirrorStore(tmp_path, now_us=clock) as store:
+    with opener(now_us=clock) as store:
         third = store.add_identity_event(DID, None, 3, "t")
         assert third.time_us == second.time_us + 1
         clock.us += 60_000_000

@@ -1,9 +1,10 @@
 """Helpers of the issue-12 acceptance test: ``atrepo sync`` as a process, its mirror, a write load.
 
 The acceptance scenario kills the consumer with ``-9``, so it runs as a real
-process (:class:`SyncProcess`); the test reads the mirror's SQLite file
-read-only while the process holds its lock (:func:`mirror_view`), the way
-``MirrorStore.records_digest`` computes its digest. :class:`Writer` is the
+process (:class:`SyncProcess`); the test reads the mirror (the SQLite file
+read-only, or the PostgreSQL schema in one snapshot) while the process holds
+its lock (:func:`mirror_view`), the way ``MirrorStore.records_digest``
+computes its digest. :class:`Writer` is the
 background write load: creates, updates and deletes across accounts, each
 account behind a lock so that the scenario can take one out of the load
 (deactivation, deletion, migration) without racing a write in flight.
@@ -45,16 +46,33 @@ class MirrorView:
     records: int
 
 
-def mirror_view(data: Path, did: str) -> MirrorView:
-    """Read ``did`` from the mirror file read-only (the running process holds the store's lock)."""
-    db = sqlite3.connect(f"file:{data / MIRROR_DB_FILENAME}?mode=ro", uri=True, timeout=5)
-    try:
-        db.execute("BEGIN")  # one state of both tables
-        row = db.execute("SELECT state, account_status FROM repos WHERE did = ?", (did,)).fetchone()
-        rows = db.execute("SELECT collection, rkey, cid FROM records WHERE did = ?", (did,)).fetchall()
-        db.execute("COMMIT")
-    finally:
-        db.close()
+def mirror_view(data: Path, did: str, database: str | None = None) -> MirrorView:
+    """Read ``did`` from the mirror read-only (the running process holds the store's lock).
+
+    ``database``: the PostgreSQL URL the process was given (its tables are in ``atrepo_mirror``).
+    """
+    if database is not None:
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as pg:
+            pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one state of both tables
+            found = pg.execute(
+                "SELECT state, account_status FROM atrepo_mirror.repos WHERE did = %s", (did,)
+            ).fetchone()
+            rows = pg.execute(
+                "SELECT collection, rkey, cid FROM atrepo_mirror.records WHERE did = %s", (did,)
+            ).fetchall()
+            pg.execute("COMMIT")
+        row = tuple(found) if found is not None else None
+    else:
+        db = sqlite3.connect(f"file:{data / MIRROR_DB_FILENAME}?mode=ro", uri=True, timeout=5)
+        try:
+            db.execute("BEGIN")  # one state of both tables
+            row = db.execute("SELECT state, account_status FROM repos WHERE did = ?", (did,)).fetchone()
+            rows = db.execute("SELECT collection, rkey, cid FROM records WHERE did = ?", (did,)).fetchall()
+            db.execute("COMMIT")
+        finally:
+            db.close()
     digest = digest_records([(c, r, CID(bytes(cid))) for c, r, cid in rows])
     state, status = (row[0], row[1]) if row else (None, None)
     visible = digest if status == "active" else digest_records([])
@@ -64,9 +82,19 @@ def mirror_view(data: Path, did: str) -> MirrorView:
 class SyncProcess:
     """``python -m atrepo sync`` following ``upstream``; stderr kept in a file for the failure message."""
 
-    def __init__(self, env: SyncEnv, upstream: str, data: Path, dids: list[str], collection: str) -> None:
+    def __init__(
+        self,
+        env: SyncEnv,
+        upstream: str,
+        data: Path,
+        dids: list[str],
+        collection: str,
+        database: str | None = None,
+    ) -> None:
         self.args = [sys.executable, "-m", "atrepo", "sync", "--upstream", upstream, "--plc", env.plc_url]
         self.args += ["--data", str(data), "--port", "0", "--json", "--collection", collection]
+        if database is not None:
+            self.args += ["--database", database]
         for did in dids:
             self.args += ["--did", did]
         self.data = data

@@ -4,7 +4,8 @@ On 127.0.0.1: two hosts (the first runs the PLC directory), a fault proxy
 between the second host and the relay (that host's public URL is the proxy,
 so its accounts' DID documents name it), a relay with both as upstreams, and
 ``atrepo sync`` as a real process following the relay and mirroring
-``app.bsky.feed.post`` of five accounts into SQLite. A background writer
+``app.bsky.feed.post`` of five accounts into SQLite, and again into
+PostgreSQL (a real server, tests/pg_support.py). A background writer
 creates, updates and deletes records (and notes, which must not be mirrored)
 across the accounts for the whole scenario, while:
 
@@ -34,10 +35,10 @@ from upstream_proxy import UpstreamProxy, bind_local
 from atrepo.cli.migrate import MigrationOptions, QuietReporter, migrate
 from atrepo.relay import RelayConfig, start_relay
 from atrepo.relay.app import RunningRelay
-from atrepo.store.mirror import MirrorStore
+from atrepo.store.mirror import open_mirror
 
 
-async def test_acceptance_sync_through_a_relay_under_faults(sync_env: SyncEnv) -> None:
+async def test_acceptance_sync_through_a_relay_under_faults(sync_env: SyncEnv, database: str | None) -> None:
     host_a = await sync_env.add_host()
     proxy = UpstreamProxy(bind_local())
     host_b = await sync_env.add_host(public_url=proxy.url)
@@ -69,14 +70,14 @@ async def test_acceptance_sync_through_a_relay_under_faults(sync_env: SyncEnv) -
         )
         await wait_for(lambda: _true(proxy.connected > 0), what="the relay subscribed to host B's proxy")
         data = sync_env.tmp / "mirror"
-        sync = SyncProcess(sync_env, relay.url, data, [a.did for a in tracked], POSTS)
+        sync = SyncProcess(sync_env, relay.url, data, [a.did for a in tracked], POSTS, database)
         await sync.start()
         current: dict[str, Account] = {a.did: a for a in tracked}
 
         async def mirrored(*accounts: Account) -> bool:
             for account in accounts:
                 acc = current[account.did]
-                view = await asyncio.to_thread(mirror_view, data, acc.did)
+                view = await asyncio.to_thread(mirror_view, data, acc.did, database)
                 if view.state != "active" or view.account_status != "active":
                     return False
                 if view.digest != await host_digest(acc, (POSTS,)):
@@ -127,7 +128,7 @@ async def test_acceptance_sync_through_a_relay_under_faults(sync_env: SyncEnv) -
         await sync_env.deactivate(dee)
 
         async def dee_hidden() -> bool:
-            view = await asyncio.to_thread(mirror_view, data, dee.did)
+            view = await asyncio.to_thread(mirror_view, data, dee.did, database)
             return view.account_status == "deactivated" and view.visible_digest == EMPTY_DIGEST
 
         await wait_for(dee_hidden, what="dee hidden after her deactivation", timeout=20)
@@ -153,20 +154,20 @@ async def test_acceptance_sync_through_a_relay_under_faults(sync_env: SyncEnv) -
         live = [ann, dee, max_, gil]
 
         async def dan_gone() -> bool:
-            view = await asyncio.to_thread(mirror_view, data, dan.did)
+            view = await asyncio.to_thread(mirror_view, data, dan.did, database)
             return view.account_status == "deleted" and view.records == 0
 
         try:
             await wait_for(lambda: mirrored(*live), what="the mirror to equal the hosts", timeout=30)
             await wait_for(dan_gone, what="dan's records removed", timeout=10)
         except AssertionError as exc:
-            views = {a.handle: await asyncio.to_thread(mirror_view, data, a.did) for a in tracked}
+            views = {a.handle: await asyncio.to_thread(mirror_view, data, a.did, database) for a in tracked}
             raise AssertionError(f"{exc}\nmirror: {views}\nsync stderr:\n{sync.log_text()}") from None
         await _no_errors(sync_env, sync)
         last = await sync.terminate()
         assert last["stopped"] is True and last["cursor"] is not None, last
 
-        store = MirrorStore(data)
+        store = open_mirror(database or data)
         try:
             for account in live:
                 acc = current[account.did]

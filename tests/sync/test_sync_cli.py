@@ -20,7 +20,7 @@ from typing import Any
 from sync_support import SyncEnv, host_digest, wait_for
 
 from atrepo.core.cid import CID
-from atrepo.store.mirror import MIRROR_DB_FILENAME, MirrorStore, digest_records
+from atrepo.store.mirror import MIRROR_DB_FILENAME, digest_records, open_mirror
 
 
 async def _spawn(env: SyncEnv, upstream: str, data: Path, dids: list[str]) -> tuple[Any, dict[str, Any]]:
@@ -87,7 +87,7 @@ async def test_kill_9_and_restart(sync_env: SyncEnv) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    store = MirrorStore(data)
+    store = open_mirror(data)
     try:
         assert store.records_digest(alice.did) == await host_digest(alice)
         assert store.get_cursor(host.url) == last["cursor"]

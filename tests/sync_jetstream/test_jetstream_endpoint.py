@@ -1,6 +1,6 @@
 """The Jetstream endpoint of ``atrepo sync`` against real clients, over a real mirror store.
 
-Each test runs the endpoint on 127.0.0.1 (port 0) over a :class:`MirrorStore`
+Each test runs the endpoint on 127.0.0.1 (port 0) over a :class:`MirrorStore` (SQLite, and again PostgreSQL)
 filled through its writer methods on a :class:`StoreWorker`, and reads it
 with the MarshalX SDK's ``atproto_jetstream`` client (the v2 wire, unchanged)
 or a raw aiohttp WebSocket (the classic ``/subscribe`` wire). Expected events
@@ -26,7 +26,7 @@ from atproto_jetstream import AsyncJetstreamClient
 from atrepo.core.cid import CID
 from atrepo.core.errors import InvalidRequest
 from atrepo.core.tid import tid_from_parts
-from atrepo.store.mirror import MirrorEvent, MirrorStore, RecordOp
+from atrepo.store.mirror import MirrorEvent, MirrorStore, RecordOp, open_mirror
 from atrepo.store.worker import StoreWorker
 from atrepo.sync.jetstream import Filters, JetstreamServer, mount_jetstream
 from atrepo.xrpc.metrics import Metrics
@@ -162,8 +162,8 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> N
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    env = await start_env(tmp_path)
+async def env(tmp_path: Path, database: str | None) -> AsyncIterator[Env]:
+    env = await start_env(tmp_path, database=database)
     try:
         yield env
     finally:
@@ -173,8 +173,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 _runners: dict[int, web.AppRunner] = {}
 
 
-async def start_env(tmp_path: Path, **kwargs: Any) -> Env:
-    store = MirrorStore(tmp_path / "mirror.sqlite3", synchronous="NORMAL")
+async def start_env(tmp_path: Path, database: str | None = None, **kwargs: Any) -> Env:
+    store = open_mirror(database or tmp_path / "mirror.sqlite3", synchronous="NORMAL")
     worker = StoreWorker(store)
     metrics = Metrics()
     app = web.Application()

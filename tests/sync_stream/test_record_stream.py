@@ -1,6 +1,6 @@
 """The acknowledged record stream of ``atrepo sync`` against raw WebSocket clients, over a real mirror store.
 
-Each test runs the stream on 127.0.0.1 (port 0) over a :class:`MirrorStore`
+Each test runs the stream on 127.0.0.1 (port 0) over a :class:`MirrorStore` (SQLite, and again PostgreSQL)
 filled through its writer methods on a :class:`StoreWorker`, and reads it with
 two or three raw aiohttp WebSocket clients that ack (or hold) what they get.
 Expected events are the store's own log: the tests check exactly-once
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from atrepo.core.cid import CID
 from atrepo.core.tid import tid_from_parts
-from atrepo.store.mirror import MirrorEvent, MirrorStore, RecordOp
+from atrepo.store.mirror import MirrorEvent, MirrorStore, RecordOp, open_mirror
 from atrepo.store.worker import StoreWorker
 from atrepo.sync.stream import RecordStream, mount_record_stream
 from atrepo.xrpc.metrics import Metrics
@@ -86,8 +86,8 @@ class Env:
         return await self.worker.read(MirrorStore.read_events, 0, 1_000_000)
 
 
-async def start_env(path: Path, **kwargs: Any) -> Env:
-    store = MirrorStore(path / "mirror.sqlite3", synchronous="NORMAL")
+async def start_env(path: Path, database: str | None = None, **kwargs: Any) -> Env:
+    store = open_mirror(database or path / "mirror.sqlite3", synchronous="NORMAL")
     worker = StoreWorker(store)
     app = web.Application()
     stream = mount_record_stream(app, store, worker, metrics=Metrics(), heartbeat=None, **kwargs)
@@ -106,8 +106,8 @@ async def stop_env(env: Env) -> None:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    env = await start_env(tmp_path)
+async def env(tmp_path: Path, database: str | None) -> AsyncIterator[Env]:
+    env = await start_env(tmp_path, database=database)
     try:
         yield env
     finally:

@@ -26,6 +26,14 @@ def sync(
     data: Annotated[Path, typer.Option("--data", help="data directory (the mirror database)")] = Path(
         "sync-data"
     ),
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            envvar="ATREPO_DATABASE",
+            help="keep the mirror in PostgreSQL (postgresql://user@host/db) instead of SQLite in --data",
+        ),
+    ] = None,
     plc: Annotated[str, typer.Option("--plc", help="PLC directory URL")] = "https://plc.directory",
     did: Annotated[list[str] | None, typer.Option("--did", help="an account to mirror, repeatable")] = None,
     collection: Annotated[
@@ -49,11 +57,16 @@ def sync(
         raise typer.BadParameter("name what to mirror: --did, --collection or --all", param_hint="--did")
     if fetchers < 1:
         raise typer.BadParameter("1 or more", param_hint="--fetchers")
+    from ..store.dbfile import is_database_url
+
+    if database is not None and not is_database_url(database):
+        raise typer.BadParameter("a postgresql:// URL", param_hint="--database")
     configure_logging(log_format)  # type: ignore[arg-type]
     config = SyncConfig(
         upstream=upstream,
         plc_url=plc,
         data_dir=data,
+        database=database,
         dids=tuple(did or ()),
         collections=tuple(collection or ()),
         all_accounts=all_accounts,
@@ -69,7 +82,7 @@ def _emit(as_json: bool, doc: dict[str, Any], text: str) -> None:
 
 
 async def _run(config: Any, as_json: bool) -> None:
-    from ..core.errors import StoreInUse
+    from ..core.errors import StoreInUse, StoreUnavailable
     from ..sync import start_sync
 
     try:
@@ -77,7 +90,7 @@ async def _run(config: Any, as_json: bool) -> None:
     except OSError as exc:
         print(f"error: cannot start sync on {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    except StoreInUse as exc:
+    except (StoreInUse, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     progress: asyncio.Task[None] | None = None

@@ -423,6 +423,13 @@ class WriteAborted(InternalServerError):
     """
 
 
+class StoreUnavailable(InternalServerError):
+    """The store's database server cannot be reached (PostgreSQL down, refused, or a bad URL).
+
+    Raised when a store opens or reopens its connection; nothing was written.
+    """
+
+
 class HandleNotAvailable(InvalidRequest):
     """``createAccount``/``updateHandle``: the handle is taken (or reserved)."""
 

@@ -26,7 +26,16 @@ from .base import (
     SequencedEvent,
     Store,
 )
-from .mirror import REPO_STATES, MirrorEvent, MirrorRecord, MirrorRepo, MirrorStore, RecordOp, ReplaceResult
+from .mirror import (
+    REPO_STATES,
+    MirrorEvent,
+    MirrorRecord,
+    MirrorRepo,
+    MirrorStore,
+    RecordOp,
+    ReplaceResult,
+    open_mirror,
+)
 from .relay import HOST_STATUSES, LOCAL_STATUSES, HostRow, PendingEvent, RelayAccount, RelayStore
 from .sqlite import SQLiteStore
 from .worker import StoreWorker
@@ -61,4 +70,5 @@ __all__ = [
     "SequencedEvent",
     "Store",
     "StoreWorker",
+    "open_mirror",
 ]

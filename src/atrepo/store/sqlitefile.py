@@ -18,6 +18,8 @@ failed open, a transaction left open by a failed ``COMMIT``) lands in both:
   from version ``n`` to ``n + 1``; a file from a newer atrepo is refused.
 
 The host's store (:mod:`atrepo.store.sqlite`) predates this and keeps its own.
+The same contract on PostgreSQL is :mod:`atrepo.store.pgfile` (both are
+:class:`~atrepo.store.dbfile.DatabaseFile`).
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from typing import Literal
 
 from atrepo.core.errors import StoreInUse
 
+from .dbfile import DatabaseFile
+
 __all__ = ["SQLiteFile", "Synchronous"]
 
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class SQLiteFile:
+class SQLiteFile(DatabaseFile):
     """One locked SQLite file: its writer, its per-thread readers and its schema version.
 
     ``path`` is the database file (its directory is created if missing), or
@@ -48,6 +52,8 @@ class SQLiteFile:
     "held by another relay". ``foreign_keys`` turns SQLite's foreign key
     checks on for every connection.
     """
+
+    dialect = "sqlite"
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class SQLiteFile:
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         given = Path(path)
         self.path = given / filename if given.is_dir() else given
+        self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrations = tuple(migrations)
         self._name = name

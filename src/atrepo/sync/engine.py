@@ -67,6 +67,7 @@ from atrepo.store.mirror import (
     RecordOp,
     ReplaceResult,
     Synchronous,
+    open_mirror,
 )
 from atrepo.store.worker import StoreWorker
 
@@ -145,6 +146,8 @@ class SyncConfig:
     fetch_concurrency: int = 4
     lanes: int = 16
     synchronous: Synchronous = "FULL"
+    #: A ``postgresql://`` URL for the mirror; None keeps it in ``data_dir`` (SQLite).
+    database: str | None = None
     #: Seconds the start waits for the first connection before fetching (events from then on are seen).
     connect_wait_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -212,7 +215,9 @@ class SyncEngine:
         self.source = http_base(config.upstream)
         self.wanted = CollectionFilter(config.collections)
         self.explicit = frozenset(config.dids)
-        self.store = MirrorStore(config.data_dir / MIRROR_DB_FILENAME, synchronous=config.synchronous)
+        self.store = open_mirror(
+            config.database or config.data_dir / MIRROR_DB_FILENAME, synchronous=config.synchronous
+        )
         self.worker: StoreWorker[MirrorStore] = StoreWorker(self.store, name="atrepo-sync")
         self.workdir = config.data_dir / "tmp"
         self._owns_session = session is None
