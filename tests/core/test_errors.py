@@ -51,6 +51,7 @@ XRPC_STANDARD = {
     "BadJwtSignature",
     "DidNotFound",
     "DidDeactivated",
+    "CursorTooOld",  # network.bsky.jetstream.subscribeEvents
 }
 
 

@@ -114,7 +114,7 @@ def create_op(collection: str, rkey: str, value: Any) -> RecordOp:
 def test_open_directory_lock_and_schema(tmp_path: Path) -> None:
     first = SQLiteMirrorStore(tmp_path)
     assert first.path == tmp_path / MIRROR_DB_FILENAME
-    assert first.schema_version == 1
+    assert first.schema_version == mirror.SCHEMA_VERSION == 2
     with pytest.raises(StoreInUse):
         SQLiteMirrorStore(tmp_path)
     first.close()
@@ -139,7 +139,7 @@ def test_postgres_lock_schema_and_isolation(pg_url: str) -> None:
     import psycopg
 
     first = open_mirror(pg_url)
-    assert isinstance(first, PostgresMirrorStore) and first.schema_version == 1
+    assert isinstance(first, PostgresMirrorStore) and first.schema_version == 2
     assert "atrepo_mirror" in first.location
     with pytest.raises(StoreInUse, match="held by another sync consumer"):
         PostgresMirrorStore(pg_url)
@@ -721,6 +721,25 @@ def test_prune_events(store: MirrorStore, clock: Clock) -> None:
         events[-1].time_us,
         events[2].time_us,
     )
+    # one past the newest event deleted: every event from there on is kept
+    assert store.floor_time_us() == stats["floor_time_us"] == events[1].time_us + 1
+    assert store.prune_events(events[1].time_us) == 0  # nothing older left: the floor stays
+    assert store.floor_time_us() == events[1].time_us + 1
+    store.prune_events(events[-1].time_us + 10**9)  # everything: the floor is just past the head
+    assert store.read_events(0, 10) == [] and store.floor_time_us() == events[-1].time_us + 1
+
+
+def test_floor_starts_at_zero_and_a_v1_file_is_migrated(tmp_path: Path) -> None:
+    """A mirror written by the first schema (no floor column) opens, upgraded, with its events intact."""
+    path = tmp_path / MIRROR_DB_FILENAME
+    db = sqlite3.connect(path)
+    db.executescript(mirror._V1 + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO events VALUES (7, 'did:plc:x', 'identity', NULL, '{}')")
+    db.commit()
+    db.close()
+    with SQLiteMirrorStore(path) as store:
+        assert store.schema_version == 2
+        assert store.floor_time_us() == 0 and [e.time_us for e in store.read_events(0, 10)] == [7]
 
 
 def test_read_events_filters(store: MirrorStore) -> None:

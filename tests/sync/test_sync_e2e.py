@@ -203,3 +203,25 @@ async def test_one_collection_through_a_relay(sync_env: SyncEnv) -> None:
         await sync_env.stop_sync(running)
     finally:
         await relay.stop()
+
+
+async def test_event_log_retention_prunes_outputs_not_records(sync_env: SyncEnv) -> None:
+    """Past the retention the Jetstream/record-stream log is pruned and the floor moves; records stay."""
+    host = await sync_env.add_host()
+    alice = await host.create_account("alice.test")
+    for i in range(3):
+        await sync_env.post(alice, f"post {i}")
+    running = await sync_env.start_sync(
+        host.url, dids=(alice.did,), event_retention_s=0.5, prune_interval_s=0.2
+    )
+    await sync_env.wait_mirrored(running, alice)
+    assert (await _read(running, MirrorStore.stats))["events"] > 0
+
+    async def pruned() -> bool:
+        stats = await _read(running, MirrorStore.stats)
+        return stats["events"] == 0 and stats["floor_time_us"] > 0
+
+    await wait_for(pruned, what="the event log pruned", timeout=10)
+    assert running.engine.counts["events_pruned"] >= 3
+    assert len(await _read(running, MirrorStore.list_records, alice.did)) == 3
+    assert await _read(running, MirrorStore.records_digest, alice.did) == await host_digest(alice)

@@ -26,7 +26,7 @@ from atproto_jetstream import AsyncJetstreamClient
 from atrepo.core.cid import CID
 from atrepo.core.errors import InvalidRequest
 from atrepo.core.tid import tid_from_parts
-from atrepo.store.mirror import MirrorEvent, MirrorStore, RecordOp, open_mirror
+from atrepo.store.mirror import JETSTREAM_NSID, MirrorEvent, MirrorStore, RecordOp, open_mirror
 from atrepo.store.worker import StoreWorker
 from atrepo.sync.jetstream import Filters, JetstreamServer, mount_jetstream
 from atrepo.xrpc.metrics import Metrics
@@ -385,6 +385,51 @@ async def test_bad_requests_are_refused_before_the_upgrade(env: Env) -> None:
                 assert resp.status == 400, case
                 body = await resp.json()
                 assert body["error"] == "InvalidRequest" and body["message"], case
+
+
+async def test_cursor_below_the_retention_floor(env: Env) -> None:
+    """A pruned log: a seq cursor below the floor is refused (CursorTooOld, 400 before the upgrade); a
+    timestamp cursor is clamped to the floor with an #info OutdatedCursor first frame; nothing is skipped."""
+    await fill(env, 3)
+    events = await env.all_events()
+    middle = events[len(events) // 2].time_us
+    await env.worker.run(MirrorStore.prune_events, middle)
+    floor = events[len(events) // 2 - 1].time_us + 1  # one past the newest pruned
+    assert await env.worker.read(MirrorStore.floor_time_us) == floor
+    kept = [e.time_us for e in events if e.time_us >= middle]
+    v2 = f"{env.ws}/xrpc/network.bsky.jetstream.subscribeEvents"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{env.url}/xrpc/network.bsky.jetstream.subscribeEvents?cursor=5",
+            headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+        ) as resp:
+            assert resp.status == 400
+            body = await resp.json()
+            assert body["error"] == "CursorTooOld" and str(floor) in body["message"], body
+        # a timestamp cursor one microsecond before the first event: clamped, told, then every kept event
+        async with http.ws_connect(f"{v2}?cursor={events[0].time_us - 1}", protocols=("xrpc.v1.json",)) as ws:
+            first = json.loads((await ws.receive(timeout=5)).data)
+            assert first["payload"]["$type"] == f"{JETSTREAM_NSID}#info", first
+            assert first["payload"]["name"] == "OutdatedCursor" and str(floor) in first["payload"]["message"]
+            got = []
+            while len(got) < len(kept):
+                got.append(json.loads((await ws.receive(timeout=5)).data)["payload"]["seq"])
+            assert got == kept
+        # the classic wire has no #info: it starts at the floor
+        async with http.ws_connect(f"{env.ws}/subscribe?cursor={events[0].time_us}") as ws:
+            got = []
+            while len(got) < len(kept):
+                got.append(json.loads((await ws.receive(timeout=5)).data)["time_us"])
+            assert got == kept
+        # a cursor at or past the floor is served as before
+        async with http.ws_connect(f"{v2}?cursor={floor}", protocols=("xrpc.v1.json",)) as ws:
+            assert json.loads((await ws.receive(timeout=5)).data)["payload"]["seq"] == middle
+    # the SDK client reads the #info frame without failing and goes on with the events
+    reader = SdkReader(env, {"cursor": events[0].time_us})
+    reader.start()
+    await until(lambda: len(reader.seqs) >= len(kept), "the kept events through the SDK")
+    assert reader.seqs == kept
+    await reader.stop()
 
 
 async def test_max_message_size_skips_big_events(env: Env) -> None:

@@ -44,6 +44,13 @@ def sync(
     host: Annotated[str, typer.Option(help="address of the status/metrics server")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port of the status/metrics server (0: any free port)")] = 2480,
     fetchers: Annotated[int, typer.Option(help="repositories fetched at once")] = 4,
+    event_retention: Annotated[
+        float,
+        typer.Option(
+            "--event-retention",
+            help="hours the Jetstream/record-stream event log keeps events (0: forever); records are kept",
+        ),
+    ] = 72.0,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
     log_format: Annotated[str, typer.Option(help="log lines as text or json")] = "text",
 ) -> None:
@@ -57,6 +64,8 @@ def sync(
         raise typer.BadParameter("name what to mirror: --did, --collection or --all", param_hint="--did")
     if fetchers < 1:
         raise typer.BadParameter("1 or more", param_hint="--fetchers")
+    if not event_retention >= 0:
+        raise typer.BadParameter("0 or more hours", param_hint="--event-retention")
     from ..store.dbfile import is_database_url
 
     if database is not None and not is_database_url(database):
@@ -73,6 +82,7 @@ def sync(
         host=host,
         port=port,
         fetch_concurrency=fetchers,
+        event_retention_s=event_retention * 3600.0,
     )
     asyncio.run(_run(config, as_json))
 

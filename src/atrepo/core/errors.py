@@ -423,6 +423,16 @@ class WriteAborted(InternalServerError):
     """
 
 
+class CursorTooOld(InvalidRequest):
+    """A Jetstream seq cursor below the event log's retention floor (refused before the upgrade).
+
+    The message names the floor, the oldest seq still kept, from which the
+    client may resume after re-fetching what it missed.
+    """
+
+    xrpc_error = "CursorTooOld"
+
+
 class StoreUnavailable(InternalServerError):
     """The store's database server cannot be reached (PostgreSQL down, refused, or a bad URL).
 

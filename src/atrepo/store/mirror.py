@@ -225,8 +225,11 @@ CREATE TABLE meta (
 INSERT INTO meta (id, last_time_us) VALUES (1, 0);
 """
 
+# The retention floor: events before it may have been pruned (Jetstream's CursorTooOld/OutdatedCursor).
+_V2 = "ALTER TABLE meta ADD COLUMN floor_time_us INTEGER NOT NULL DEFAULT 0;"
+
 #: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 # The same tables on PostgreSQL. Text keys compare as bytes (COLLATE "C"), as SQLite's do: the
@@ -283,7 +286,10 @@ INSERT INTO meta (id, last_time_us) VALUES (1, 0);
 """
 
 #: The PostgreSQL schema's migrations, numbered as ``_MIGRATIONS`` (the same versions, the same tables).
-_PG_MIGRATIONS: Final[tuple[str, ...]] = (_PG_V1,)
+_PG_MIGRATIONS: Final[tuple[str, ...]] = (
+    _PG_V1,
+    "ALTER TABLE meta ADD COLUMN floor_time_us BIGINT NOT NULL DEFAULT 0;",
+)
 #: The PostgreSQL schema the mirror's tables live in (another store may share the database).
 PG_SCHEMA: Final = "atrepo_mirror"
 
@@ -914,9 +920,24 @@ class MirrorStore(DatabaseFile):
             self._set_cursor(db, (source, seq))
 
     def prune_events(self, before_us: int) -> int:
-        """*Writer.* Delete the events older than ``before_us`` (a prefix of the log); returns how many."""
+        """*Writer.* Delete the events older than ``before_us`` (a prefix of the log); returns how many.
+
+        The retention floor (:meth:`floor_time_us`) becomes one past the
+        newest event deleted: exactly the first position from which every
+        event is still kept (a prune that deletes nothing leaves it).
+        """
         with self._write() as db:
-            return int(db.execute("DELETE FROM events WHERE time_us < ?", (before_us,)).rowcount)
+            (newest,) = db.execute(
+                "SELECT MAX(time_us) FROM events WHERE time_us < ?", (before_us,)
+            ).fetchone()
+            if newest is None:
+                return 0
+            deleted = int(db.execute("DELETE FROM events WHERE time_us <= ?", (newest,)).rowcount)
+            db.execute(
+                "UPDATE meta SET floor_time_us = ? WHERE id = 1 AND floor_time_us < ?",
+                (newest + 1, newest + 1),
+            )
+            return deleted
 
     # --- readers ------------------------------------------------------------------------
 
@@ -1042,6 +1063,11 @@ class MirrorStore(DatabaseFile):
         params.append(limit)
         return [MirrorEvent(*row) for row in self._read().execute(query, params)]
 
+    def floor_time_us(self) -> int:
+        """The retention floor: events before it may have been pruned (0 while nothing ever was)."""
+        (floor,) = self._read().execute("SELECT floor_time_us FROM meta WHERE id = 1").fetchone()
+        return int(floor)
+
     def head_time_us(self) -> int:
         """The last event time ever allocated (0 for none): never goes back, even after pruning."""
         (last,) = self._read().execute("SELECT last_time_us FROM meta WHERE id = 1").fetchone()
@@ -1073,6 +1099,7 @@ class MirrorStore(DatabaseFile):
         out["events"] = int(events)
         out["oldest_time_us"] = self.oldest_time_us() or 0
         out["head_time_us"] = self.head_time_us()
+        out["floor_time_us"] = self.floor_time_us()
         (cursors,) = db.execute("SELECT COUNT(*) FROM cursors").fetchone()
         out["cursors"] = int(cursors)
         return out

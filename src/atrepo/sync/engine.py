@@ -148,6 +148,10 @@ class SyncConfig:
     synchronous: Synchronous = "FULL"
     #: A ``postgresql://`` URL for the mirror; None keeps it in ``data_dir`` (SQLite).
     database: str | None = None
+    #: Seconds the output event log (Jetstream, record stream) keeps events; 0 keeps them forever.
+    event_retention_s: float = 72 * 3600.0
+    #: Seconds between two prunes of the event log.
+    prune_interval_s: float = 60.0
     #: Seconds the start waits for the first connection before fetching (events from then on are seen).
     connect_wait_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -255,6 +259,7 @@ class SyncEngine:
             "invalid": 0,
             "buffered": 0,
             "replayed": 0,
+            "events_pruned": 0,
         }
         self.head_seq: int | None = None
         #: Called with the store's newest event time after each write that appended events (from the
@@ -297,6 +302,8 @@ class SyncEngine:
         )
         self._tasks.append(asyncio.create_task(self.subscriber.run(), name="sync-subscriber"))
         self._tasks.append(asyncio.create_task(self._cursor_loop(), name="sync-cursor"))
+        if self.config.event_retention_s > 0:
+            self._tasks.append(asyncio.create_task(self._prune_loop(), name="sync-prune"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connected.wait(), self.config.connect_wait_s)
         for did in requeue:
@@ -759,6 +766,31 @@ class SyncEngine:
                 raise
             except Exception:
                 log.exception("sync: writing the cursor failed")
+
+    async def _prune_loop(self) -> None:
+        """Drop output events older than the retention, once at start and then every interval.
+
+        The records themselves are never pruned; only the event log that the
+        Jetstream endpoint and the record stream replay from. A client whose
+        cursor is older than what is kept is told so (Jetstream's
+        ``OutdatedCursor``/``CursorTooOld``) rather than silently skipped ahead.
+        """
+        while True:
+            try:
+                before = time.time_ns() // 1000 - int(self.config.event_retention_s * 1e6)
+                pruned = await self.worker.run(MirrorStore.prune_events, before)
+                if pruned:
+                    log.info(
+                        "sync: pruned %d output events older than %.0f h",
+                        pruned,
+                        self.config.event_retention_s / 3600,
+                    )
+                    self.counts["events_pruned"] += pruned
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sync: pruning the event log failed")
+            await asyncio.sleep(self.config.prune_interval_s)
 
     @property
     def cursor(self) -> int | None:

@@ -20,6 +20,16 @@ Two wires, one log:
   ``time_us``, so the lexicon's two cursor readings (a seq below 1e15, a
   unix-microseconds timestamp above) name the same position.
 
+**Retention.** The log is pruned after a retention (``atrepo sync
+--event-retention``); the store's floor is the first position it still has
+all events from. A cursor below it is never served silently from later on:
+a seq-form cursor (below 1e15) is refused before the upgrade with a 400
+``CursorTooOld`` naming the floor, as the lexicon says; a timestamp cursor is
+clamped up to the floor and the first frame is an ``#info`` ``OutdatedCursor``
+naming the seq resumed from (the classic wire, which has no such frame,
+clamps silently, as Jetstream does). Our own seqs are timestamps, so a client
+resuming from a seq we sent is in the second case.
+
 Compression is refused (``compress=true``, ``zstdDictionary``) with a clear
 400 before the upgrade: both need a shared zstd dictionary we do not ship, and
 the SDK falls back to plain frames when ``getZstdDictionary`` is missing.
@@ -63,8 +73,9 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from atrepo.core.errors import InvalidRequest
+from atrepo.core.errors import CursorTooOld, InvalidRequest
 from atrepo.core.syntax import is_valid_did, is_valid_nsid
+from atrepo.store.mirror import JETSTREAM_NSID
 from atrepo.store.worker import StoreWorker
 from atrepo.xrpc.metrics import Counter, Gauge, Metrics
 
@@ -139,6 +150,8 @@ class EventSource(Protocol):
 
     def head_time_us(self) -> int: ...
 
+    def floor_time_us(self) -> int: ...
+
 
 S = TypeVar("S", bound=EventSource)
 
@@ -159,6 +172,14 @@ def _read(store: EventSource, after: int, limit: int, flt: Filters | None) -> li
 
 def _head(store: EventSource) -> int:
     return store.head_time_us()
+
+
+def _floor(store: EventSource) -> int:
+    return store.floor_time_us()
+
+
+#: Cursors at or above this are unix-microsecond timestamps, below it seqs (the lexicon's rule).
+TIMESTAMP_CURSOR_MIN: Final = 10**15
 
 
 def _iso(time_us: int) -> str:
@@ -498,6 +519,29 @@ class JetstreamServer(Generic[S]):
                 {"error": "InternalServerError", "message": "the Jetstream endpoint is not running"},
                 status=503,
             )
+        outdated: str | None = None
+        if cursor is not None:
+            floor = await self.worker.read(_floor)
+            if cursor < floor:
+                if v2 and cursor < TIMESTAMP_CURSOR_MIN:
+                    status, body = CursorTooOld(
+                        f"cursor {cursor} is below the retention floor; the oldest seq kept is {floor}"
+                    ).to_xrpc()
+                    return web.json_response(body, status=status)
+                if v2:
+                    outdated = _dumps(
+                        {
+                            "$type": "message",
+                            "payload": {
+                                "$type": f"{JETSTREAM_NSID}#info",
+                                "name": "OutdatedCursor",
+                                "message": (
+                                    f"cursor {cursor} is below the retention floor; resuming from seq {floor}"
+                                ),
+                            },
+                        }
+                    )
+                cursor = floor
         ws = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,) if v2 else (),
             compress=False,
@@ -505,6 +549,8 @@ class JetstreamServer(Generic[S]):
             max_msg_size=MAX_CLIENT_MESSAGE,
         )
         await ws.prepare(request)
+        if outdated is not None:
+            await ws.send_str(outdated)
         transport = request.transport
         # inclusive cursor; none, or one past the head, is the live tip (Jetstream: a future cursor):
         # the head the store reported, so that events committed before the connection are not sent
