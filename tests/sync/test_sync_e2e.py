@@ -109,9 +109,18 @@ async def test_mirror_dids_from_a_host(sync_env: SyncEnv) -> None:
         async with sync_env.http.get(f"{running.url}/status.json") as resp:
             doc = await resp.json()
         assert doc["repos"]["active"] >= 1 and doc["cursor"] is not None
+
+        # caught up: no lag in events nor in time (the newest event handled had an upstream time)
+        async def caught_up() -> bool:
+            return running.engine.lag == 0 and running.engine.lag_seconds == 0.0
+
+        await wait_for(caught_up, what="no lag")
+        assert "lagSeconds" in doc
+        assert running.engine.last_event_time is not None and running.engine.last_event_time.endswith("Z")
         async with sync_env.http.get(f"{running.url}/metrics") as resp:
             text = await resp.text()
         assert "atrepo_sync_repos" in text and "atrepo_sync_cursor" in text
+        assert "atrepo_sync_lag_seconds" in text
         async with sync_env.http.get(running.url + "/", headers={"Accept": "text/html"}) as resp:
             page = await resp.text()
         assert resp.status == 200 and "atrepo sync" in page and "Desynchronized" in page

@@ -136,7 +136,8 @@ async def _progress(running: Any, stop: asyncio.Event) -> None:
         return Text(
             f"repos {repos['active']}/{repos['total']} active, {repos['backfilling']} backfilling, "
             f"{repos['pending']} pending, {repos['desynchronized'] + repos['resyncing']} resyncing, "
-            f"{repos['error']} error | {doc['eventsPerSecond']} ev/s | lag {doc['lag'] or 0} | "
+            f"{repos['error']} error | {doc['eventsPerSecond']} ev/s | lag {doc['lag'] or 0} events, "
+            f"{doc['lagSeconds'] or 0} s | "
             f"cursor {doc['cursor']}"
         )
 

@@ -47,6 +47,7 @@ STATUS_PAGE = StatusPage(
                 Fact("Cursor", "cursor", "count"),
                 Fact("Head seq seen", "headSeq", "count"),
                 Fact("Lag (events)", "lag", "count"),
+                Fact("Lag (seconds)", "lagSeconds"),
                 Fact("Events/s", "eventsPerSecond"),
                 Fact("Uptime", "uptimeSeconds", "duration"),
             ),
@@ -135,6 +136,7 @@ class RunningSync:
             "cursor": engine.cursor,
             "headSeq": engine.head_seq,
             "lag": engine.lag,
+            "lagSeconds": engine.lag_seconds,
             "eventsPerSecond": round(self.events_per_second, 1),
             "uptimeSeconds": round(time.time() - engine.started_at, 1),
             "repos": {"total": len(engine.tracked), **counts},
@@ -157,7 +159,11 @@ class RunningSync:
         repos = self.metrics.get("atrepo_sync_repos")
         for state in ("pending", "backfilling", "active", "desynchronized", "resyncing", "error"):
             repos.set(by_state.get(state, 0), (state,))  # type: ignore[union-attr]
-        for name, key in (("atrepo_sync_cursor", engine.cursor), ("atrepo_sync_lag_events", engine.lag)):
+        for name, key in (
+            ("atrepo_sync_cursor", engine.cursor),
+            ("atrepo_sync_lag_events", engine.lag),
+            ("atrepo_sync_lag_seconds", engine.lag_seconds),
+        ):
             self.metrics.get(name).set(key or 0)  # type: ignore[union-attr]
         self.metrics.get("atrepo_sync_events_per_second").set(self.events_per_second)  # type: ignore[union-attr]
         totals = self.metrics.get("atrepo_sync_work_total")
@@ -177,6 +183,9 @@ def _metrics() -> Metrics:
     metrics.gauge("atrepo_sync_repos", "Tracked repositories by sync state", ("state",))
     metrics.gauge("atrepo_sync_cursor", "Upstream seq up to which every event is stored")
     metrics.gauge("atrepo_sync_lag_events", "Events seen on the stream and not yet behind the cursor")
+    metrics.gauge(
+        "atrepo_sync_lag_seconds", "Age of the newest event handled while behind the upstream (0: caught up)"
+    )
     metrics.gauge("atrepo_sync_events_per_second", "Events read from the upstream per second (last second)")
     metrics.counter("atrepo_sync_work_total", "Work done, by kind (events, commits, fetches...)", ("kind",))
     return metrics

@@ -43,6 +43,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
@@ -262,6 +263,8 @@ class SyncEngine:
             "events_pruned": 0,
         }
         self.head_seq: int | None = None
+        #: The ``time`` field of the newest event handled (parsed only when the lag is asked for).
+        self.last_event_time: str | None = None
         #: Called with the store's newest event time after each write that appended events (from the
         #: event loop): outputs that serve the event log (the Jetstream endpoint's ``notify``) wake on it.
         self.listeners: list[Callable[[int], None]] = []
@@ -429,6 +432,7 @@ class SyncEngine:
         self.counts["events"] += 1
         if item.seq is not None and (self.head_seq is None or item.seq > self.head_seq):
             self.head_seq = item.seq
+            self.last_event_time = getattr(item.frame, "time", None) or self.last_event_time
         did = item.did
         if did is None:
             return
@@ -803,6 +807,21 @@ class SyncEngine:
         if self.head_seq is None or cursor is None:
             return None
         return max(0, self.head_seq - cursor)
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How far behind the upstream, in time: 0 when every event seen is behind the cursor, else the
+        age of the newest event handled (its upstream ``time``); None before any event."""
+        lag = self.lag
+        if lag is None or self.last_event_time is None:
+            return None
+        if lag == 0:
+            return 0.0
+        try:
+            stamp = datetime.fromisoformat(self.last_event_time.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+        return round(max(0.0, time.time() - stamp), 1)
 
     async def wait_idle(self, timeout: float = 20.0) -> None:
         """Until nothing is queued, fetching, buffered or in flight (tests and the CLI's ``--once``)."""
