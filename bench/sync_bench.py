@@ -1,7 +1,7 @@
 """Sync consumer benchmark: ``atrepo sync`` backfilling from, then following, an ``atrepo serve`` host.
 
 ``python -m bench.sync_bench [--quick] [--json] [--reps N] [--repos N] [--records N] [--commits N]
-[--postgres auto|URL]``
+[--postgres auto|URL] [--profile OUT]``
 
 Everything runs in separate processes, as in ``bench/host_bench.py`` (whose client workers this reuses):
 the host (``atrepo serve --no-rate-limits`` with its in-process PLC directory), the consumer (``atrepo
@@ -31,6 +31,10 @@ sync`` as a subprocess, its status page polled over HTTP) and the writers. Phase
 4. **Catch-up**: a consumer on a copy of that snapshot resumes from its stored cursor and replays the
    host's log (every live commit) up to the head: events/s from launch, not bounded by the writers.
    CPU/event includes the process start-up (reported apart); the mirror's digests are checked.
+
+Profile (``--profile OUT``): one more catch-up from the snapshot, untimed, with ``py-spy record -f raw``
+(``--py-spy`` path) attached to the consumer; its raw stacks are written to ``OUT`` and summarized (self
+and inclusive share by function, as ``bench.relay_bench`` does).
 
 Every figure is the median over ``--reps`` runs. There is no peer consumer installable here: the
 reference tools for this job (indigo's Tap, Jetstream) are Go programs. Everything started is stopped and
@@ -395,6 +399,38 @@ def catchup_run(
     }
 
 
+def profile_catchup(
+    args: argparse.Namespace, tmp: Path, data: Path, host_url: str, plc_url: str, dids: list[str]
+) -> dict[str, Any]:
+    """A catch-up like :func:`catchup_run` with py-spy attached to the consumer; the profile's summary."""
+    from bench.relay_bench import summarize_raw
+
+    head = _head_seq(host_url)
+    sync = sync_proc(tmp, data, host_url, plc_url, dids, args.fetchers)
+    sync.start(wait=False)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        sync.wait_healthy()
+        cmd = [args.py_spy, "record", "--pid", str(sync.pid), "-f", "raw", "-o", args.profile, "--threads"]
+        cmd += ["--rate", "200", "--nonblocking"]
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))  # noqa: SIM115
+        deadline = time.monotonic() + 600
+        while (_get_json(sync.health)["cursor"] or 0) < head:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the profiled catch-up did not reach the head")
+            time.sleep(0.1)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+        sync.stop()
+    out = Path(args.profile)
+    if not out.exists():
+        return {"error": (tmp / "py-spy.log").read_text()[-1000:]}
+    return summarize_raw(out)
+
+
 def resume_sync(tmp: Path, data: Path, host_url: str, plc_url: str, dids: list[str], fetchers: int) -> Proc:
     """A consumer on existing data, once every repository is active again."""
     sync = sync_proc(tmp, data, host_url, plc_url, dids, fetchers)
@@ -551,6 +587,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     f"VmHWM {run['vmhwm_mib']:.0f} MiB",
                 )
                 catchup.append(run)
+            if args.profile:
+                copy = tmp / "catchup-profile"
+                shutil.copytree(snapshot, copy)
+                out["profile"] = profile_catchup(args, tmp, copy, host_url, plc_url, list(want))
+                _log(q, f"profile: {out['profile'].get('samples', 0)} samples into {args.profile}")
             out["catchup"] = {
                 "runs": catchup,
                 **{
@@ -628,7 +669,25 @@ def render(r: dict[str, Any]) -> str:
             if (p := r.get("backfill_postgresql"))
             else []
         )
+        + _render_profile(r.get("profile"))
     )
+
+
+def _render_profile(prof: dict[str, Any] | None) -> list[str]:
+    if not prof:
+        return []
+    if "self" not in prof:
+        return [f"profile failed: {prof.get('error')}"]
+    ours = [(k, v) for k, v in prof["inclusive"] if "atrepo/" in k and "atrepo/cli/" not in k]
+    lines = [
+        f"py-spy profile of the consumer in a catch-up ({prof['samples']} non-idle samples):",
+        "  threads: " + ", ".join(f"{k} {v:.0%}" for k, v in prof["threads"].items()),
+        "  top self (share of all samples):",
+    ]
+    lines += [f"    {share:6.1%}  {name}" for name, share in prof["self"][:20]]
+    lines += ["  top inclusive, atrepo functions:"]
+    lines += [f"    {share:6.1%}  {name}" for name, share in ours[:30]]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetchers", type=int, default=4, help="atrepo sync --fetchers (default 4)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a backfill may take")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--profile", help="also profile one catch-up with py-spy into this raw file")
+    parser.add_argument("--py-spy", default="/tmp/spyenv/bin/py-spy", help="the py-spy executable")
     parser.add_argument(
         "--postgres",
         metavar="auto|URL",

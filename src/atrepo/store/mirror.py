@@ -501,6 +501,11 @@ class MirrorStore(DatabaseFile):
         """(did, collection, rkey, cid, value, indexed_at_ms) rows; the keys are distinct."""
         db.executemany(_UPSERT_RECORD, rows)
 
+    def _insert_records(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        """Rows as :meth:`_upsert_records`, whose keys the caller knows are not stored (the writer's own
+        merge read them absent): PostgreSQL copies them straight into the table."""
+        db.executemany(_UPSERT_RECORD, rows)
+
     def _delete_records(self, db: Conn, rows: list[tuple[str, str, str]]) -> None:
         """(did, collection, rkey) rows."""
         db.executemany(_DELETE_RECORD, rows)
@@ -713,16 +718,20 @@ class MirrorStore(DatabaseFile):
             emitter = self._Emitter(db, now_us, self) if emit else None
             flushed = 0
             upserts: list[tuple[Any, ...]] = []
+            creates: list[tuple[Any, ...]] = []  # keys the merge found absent: no conflict possible
             deletes: list[tuple[str, str, str]] = []
 
             def flush(force: bool = False) -> None:
-                nonlocal upserts, deletes, flushed
+                nonlocal upserts, creates, deletes, flushed
                 if deletes and (force or len(deletes) >= _CHUNK):
                     self._delete_records(db, deletes)
                     deletes = []
                 if upserts and (force or len(upserts) >= _CHUNK):
                     self._upsert_records(db, upserts)
                     upserts = []
+                if creates and (force or len(creates) >= _CHUNK):
+                    self._insert_records(db, creates)
+                    creates = []
                 if emitter is not None and (force or len(emitter.events) - flushed >= _CHUNK):
                     emitter.flush(flushed)
                     flushed = len(emitter.events)
@@ -801,7 +810,8 @@ class MirrorStore(DatabaseFile):
                     operation = "create"
                     created += 1
                 record_json = _value_json(value)
-                upserts.append((did, collection, rkey, cid.raw, record_json, now_ms))
+                row = (did, collection, rkey, cid.raw, record_json, now_ms)
+                (creates if operation == "create" else upserts).append(row)
                 if emitter is not None:
                     emitter.commit_event(did, rev, operation, collection, rkey, cid, record_json, None)
                 flush()
@@ -1173,6 +1183,12 @@ class PostgresMirrorStore(MirrorStore, PostgresFile):
         pg.copy_rows("records_in", _RECORD_COLUMNS, rows)
         db.execute(_PG_UPSERT_FROM_TEMP)
         db.execute("DELETE FROM records_in")
+
+    def _insert_records(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < _PG_BULK_MIN:
+            return super()._insert_records(db, rows)
+        pg: Any = db
+        pg.copy_rows("records", _RECORD_COLUMNS, rows)
 
     def _delete_records(self, db: Conn, rows: list[tuple[str, str, str]]) -> None:
         if len(rows) < _PG_BULK_MIN:
