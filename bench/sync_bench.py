@@ -412,7 +412,7 @@ def profile_catchup(
     try:
         sync.wait_healthy()
         cmd = [args.py_spy, "record", "--pid", str(sync.pid), "-f", "raw", "-o", args.profile, "--threads"]
-        cmd += ["--rate", "200", "--nonblocking"]
+        cmd += ["--rate", "200", "--nonblocking"] + (["--gil"] if args.profile_gil else [])
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))  # noqa: SIM115
         deadline = time.monotonic() + 600
         while (_get_json(sync.health)["cursor"] or 0) < head:
@@ -706,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds a backfill may take")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--profile", help="also profile one catch-up with py-spy into this raw file")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)"
+    )
     parser.add_argument("--py-spy", default="/tmp/spyenv/bin/py-spy", help="the py-spy executable")
     parser.add_argument(
         "--postgres",

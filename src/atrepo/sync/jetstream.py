@@ -450,6 +450,14 @@ class JetstreamServer(Generic[S]):
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if not self._subs:
+                # Nobody to fan out to: skip the read. The window restarts empty at the head, and a
+                # subscriber that connects with an older cursor replays from the store as usual.
+                self._entries.clear()
+                self._times.clear()
+                self._base = self._tail = max(self._tail, self._head)
+                self.metrics.head.set(self._tail)
+                continue
             while self._tail < self._head:
                 try:
                     rows = await self.worker.read(_read, self._tail, self.page, None)
