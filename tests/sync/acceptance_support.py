@@ -118,6 +118,8 @@ class SyncProcess:
         assert line, f"atrepo sync exited at start: {self.log_path.read_text()[-2000:]}"
         doc = json.loads(line)
         assert doc["ok"] and doc["listening"].startswith("http://127.0.0.1:"), doc
+        if "--database" in self.args:  # the mirror's location, its password never shown
+            assert "atrepo_mirror" in doc["mirror"] and ":***@" not in doc["mirror"], doc
         self.url = doc["listening"]
 
     async def kill9(self) -> None:

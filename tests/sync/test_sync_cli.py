@@ -35,6 +35,7 @@ async def _spawn(env: SyncEnv, upstream: str, data: Path, dids: list[str]) -> tu
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     doc = json.loads(line)
     assert doc["ok"] and doc["listening"].startswith("http://127.0.0.1:")
+    assert doc["mirror"] == str(data / MIRROR_DB_FILENAME), doc  # where the mirror is, said at start
     return proc, doc
 
 
@@ -95,3 +96,24 @@ async def test_kill_9_and_restart(sync_env: SyncEnv) -> None:
         assert repo is not None and repo.state == "active" and repo.host == host.url
     finally:
         store.close()
+
+
+def test_database_flag_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    """A --database that is not a PostgreSQL URL is a usage error; an unreachable server exits 1 and says
+    so without printing the password."""
+    import socket
+    import subprocess
+
+    base = [sys.executable, "-m", "atrepo", "sync", "--upstream", "http://127.0.0.1:9", "--did", "did:plc:x"]
+    base += ["--data", str(tmp_path / "d"), "--port", "0", "--plc", "http://127.0.0.1:9"]
+    bad = subprocess.run(
+        [*base, "--database", "mysql://x"], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "postgresql://" in bad.stderr, bad.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://me:hunter2@127.0.0.1:{port}/db?connect_timeout=2"
+    down = subprocess.run([*base, "--database", url], check=False, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and "cannot connect" in down.stderr, down.stderr
+    assert "hunter2" not in down.stderr + down.stdout

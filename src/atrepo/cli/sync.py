@@ -109,8 +109,14 @@ async def _run(config: Any, as_json: bool) -> None:
             progress = asyncio.create_task(_progress(running, stop)) if sys.stderr.isatty() else None
             _emit(
                 as_json,
-                {"ok": True, "listening": running.url, "cursor": running.engine.cursor},
-                f"atrepo sync following {running.engine.source}, status on {running.url}",
+                {
+                    "ok": True,
+                    "listening": running.url,
+                    "cursor": running.engine.cursor,
+                    "mirror": running.engine.store.location,
+                },
+                f"atrepo sync following {running.engine.source} into {running.engine.store.location}, "
+                f"status on {running.url}",
             )
             await stop.wait()
     finally:

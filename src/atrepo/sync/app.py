@@ -43,6 +43,7 @@ STATUS_PAGE = StatusPage(
             "Upstream",
             (
                 Fact("Upstream", "upstream"),
+                Fact("Mirror", "mirror"),
                 Fact("Connected", "connected"),
                 Fact("Cursor", "cursor", "count"),
                 Fact("Head seq seen", "headSeq", "count"),
@@ -132,6 +133,7 @@ class RunningSync:
         subscriber = engine.subscriber
         return {
             "upstream": public_url(engine.source),
+            "mirror": engine.store.location,
             "connected": bool(subscriber is not None and subscriber.connected),
             "cursor": engine.cursor,
             "headSeq": engine.head_seq,
