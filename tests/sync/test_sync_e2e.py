@@ -234,3 +234,37 @@ async def test_event_log_retention_prunes_outputs_not_records(sync_env: SyncEnv)
     assert running.engine.counts["events_pruned"] >= 3
     assert len(await _read(running, MirrorStore.list_records, alice.did)) == 3
     assert await _read(running, MirrorStore.records_digest, alice.did) == await host_digest(alice)
+
+
+async def test_upstream_seq_gone_back_replays_its_window(sync_env: SyncEnv) -> None:
+    """FutureCursor (the upstream's seq went back, as after a restore): the consumer replays the
+    upstream's window from 0, drops what it already applied, and goes on mirroring; nothing stops."""
+    host = await sync_env.add_host()
+    alice = await host.create_account("alice.test")
+    for i in range(3):
+        await sync_env.post(alice, f"post {i}")
+    proxy = UpstreamProxy(bind_local())
+    await proxy.start(host.url)
+    try:
+        running = await sync_env.start_sync(proxy.url, dids=(alice.did,))
+        await sync_env.wait_mirrored(running, alice)
+        await sync_env.post(alice, "before the reset")
+        await sync_env.wait_mirrored(running, alice)
+        before = running.engine.cursor
+        assert before is not None
+        proxy.reset_seq(2)  # the upstream now numbers its events lower: our cursor is past its head
+        await proxy.close_streams()
+
+        async def replayed() -> bool:
+            return running.engine.counts["future_cursor"] >= 1 and running.engine.connected.is_set()
+
+        await wait_for(replayed, what="FutureCursor answered by a replay")
+        assert "FutureCursor" in proxy.error_frames
+        await sync_env.post(alice, "after the reset")
+        await sync_env.wait_mirrored(running, alice)
+        after = running.engine.cursor
+        assert after is not None and after < before  # the cursor follows the upstream's new numbering
+        assert await _read(running, MirrorStore.records_digest, alice.did) == await host_digest(alice)
+        assert running.engine.counts["invalid"] == 0
+    finally:
+        await proxy.stop()

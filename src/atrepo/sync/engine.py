@@ -59,7 +59,7 @@ from atrepo.core.keys import PublicKey
 from atrepo.core.tracker import Outcome, RepoTracker, Verdict
 from atrepo.core.validate import RepoState, VerifiedCommit
 from atrepo.core.verify import RepoSummary, iter_repo_records, verify_repo_car
-from atrepo.firehose.subscriber import FrameVerifier, Received, Subscriber, SubscriberHooks
+from atrepo.firehose.subscriber import CursorAction, FrameVerifier, Received, Subscriber, SubscriberHooks
 from atrepo.identity.resolver import DIDResolver
 from atrepo.store.mirror import (
     MIRROR_DB_FILENAME,
@@ -198,6 +198,24 @@ class _Hooks(SubscriberHooks):
     def disconnected(self, reason: str, failures: int) -> None:
         log.info("sync: disconnected (%s, %d failures)", reason, failures)
 
+    def error_frame(self, name: str, message: str | None) -> CursorAction:
+        """``FutureCursor``: our stored cursor is past the upstream's head, so its seq went back (a
+        restore, a new relay at the same address). Replay its whole window from 0, as the relay does
+        with its hosts: events already applied are recognised by rev and dropped, a chain broken by
+        what the upstream lost sends that repository to a resync. Anything else: reconnect."""
+        if name == "FutureCursor":
+            engine = self.engine
+            log.warning(
+                "sync: %s answered FutureCursor at cursor %s (%s): its seq went back; replaying its window",
+                engine.source,
+                engine.cursor,
+                message or "",
+            )
+            engine.counts["future_cursor"] += 1
+            engine.head_seq = None  # the old seq space's head would make the lag meaningless
+            return CursorAction.FROM_ZERO
+        return CursorAction.RECONNECT
+
 
 @dataclass(slots=True)
 class _Host:
@@ -261,6 +279,7 @@ class SyncEngine:
             "buffered": 0,
             "replayed": 0,
             "events_pruned": 0,
+            "future_cursor": 0,
         }
         self.head_seq: int | None = None
         #: The ``time`` field of the newest event handled (parsed only when the lag is asked for).
