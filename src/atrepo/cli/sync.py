@@ -51,6 +51,20 @@ def sync(
             help="hours the Jetstream/record-stream event log keeps events (0: forever); records are kept",
         ),
     ] = 72.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="N worker processes sharing a PostgreSQL mirror (--database), accounts split by DID hash",
+        ),
+    ] = 1,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            "--partition",
+            help="I/N: run as worker I of N (what --workers starts; for workers on separate machines)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
     log_format: Annotated[str, typer.Option(help="log lines as text or json")] = "text",
 ) -> None:
@@ -70,6 +84,16 @@ def sync(
 
     if database is not None and not is_database_url(database):
         raise typer.BadParameter("a postgresql:// URL", param_hint="--database")
+    if workers < 1:
+        raise typer.BadParameter("1 or more", param_hint="--workers")
+    if (workers > 1 or partition is not None) and database is None:
+        raise typer.BadParameter(
+            "several workers share a mirror only on PostgreSQL: give --database postgresql://...",
+            param_hint="--workers" if workers > 1 else "--partition",
+        )
+    if workers > 1 and partition is not None:
+        raise typer.BadParameter("--workers starts the partitions itself", param_hint="--partition")
+    part = _parse_partition(partition) if partition is not None else None
     configure_logging(log_format)  # type: ignore[arg-type]
     config = SyncConfig(
         upstream=upstream,
@@ -83,8 +107,124 @@ def sync(
         port=port,
         fetch_concurrency=fetchers,
         event_retention_s=event_retention * 3600.0,
+        partition=part,
     )
+    if workers > 1:
+        asyncio.run(_supervise(_child_args(sys.argv[1:]), workers, port, as_json))
+        return
     asyncio.run(_run(config, as_json))
+
+
+def _parse_partition(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise typer.BadParameter("I/N with 0 <= I < N, e.g. 0/4", param_hint="--partition")
+    return int(index), int(count)
+
+
+def _child_args(argv: list[str]) -> list[str]:
+    """This command's arguments for a worker: without ``--workers``, ``--port`` and ``--json``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workers", "--port"):
+            skip = "=" not in arg
+            continue
+        if name == "--json":
+            continue
+        out.append(arg)
+    return out
+
+
+async def _supervise(args: list[str], count: int, port: int, as_json: bool) -> None:
+    """Run ``count`` workers (``--partition I/N``) until SIGTERM or SIGINT; restart any that dies.
+
+    Each worker is a whole ``atrepo sync`` on its share of the accounts, with its own status page
+    (``port + I``, or a free port each with ``--port 0``); a worker that exits unexpectedly (a crash,
+    ``kill -9``) is started again after a second, resuming from its own cursor in the mirror.
+    """
+    import signal
+
+    procs: dict[int, asyncio.subprocess.Process] = {}
+    urls: dict[int, str] = {}
+
+    async def spawn(index: int) -> None:
+        cmd = [sys.executable, "-m", "atrepo", *args, "--partition", f"{index}/{count}", "--json"]
+        cmd += ["--port", str(port + index if port else 0)]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        if not line:
+            code = await proc.wait()
+            raise RuntimeError(f"worker {index}/{count} exited at start (code {code})")
+        doc = json.loads(line)
+        procs[index], urls[index] = proc, doc["listening"]
+
+    def listing() -> list[dict[str, Any]]:
+        return [
+            {"partition": f"{i}/{count}", "listening": urls[i], "pid": procs[i].pid} for i in sorted(procs)
+        ]
+
+    try:
+        for index in range(count):
+            await spawn(index)
+    except BaseException:
+        for proc in procs.values():
+            proc.kill()
+        raise
+    _emit(
+        as_json,
+        {"ok": True, "workers": listing()},
+        "atrepo sync: "
+        + ", ".join(f"worker {w['partition']} (pid {w['pid']}) on {w['listening']}" for w in listing()),
+    )
+    with stop_on_signals() as stop:
+        while not stop.is_set():
+            waits: dict[asyncio.Future[Any], int] = {
+                asyncio.ensure_future(p.wait()): i for i, p in procs.items()
+            }
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([stopping, *waits], return_when=asyncio.FIRST_COMPLETED)
+            for task in [stopping, *waits]:
+                if task not in done:
+                    task.cancel()
+            if stop.is_set():
+                break
+            for task in done:
+                which = waits.get(task)
+                if which is None:
+                    continue
+                print(
+                    f"atrepo sync: worker {which}/{count} exited (code {task.result()}); restarting it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                procs.pop(which, None)
+                delay = 1.0
+                while not stop.is_set():
+                    await asyncio.sleep(delay)
+                    try:
+                        await spawn(which)
+                        break
+                    except (RuntimeError, TimeoutError, ValueError, KeyError, OSError) as exc:
+                        print(f"atrepo sync: worker {which}/{count} did not start: {exc}", file=sys.stderr)
+                        delay = min(30.0, delay * 2)
+            if as_json:
+                _emit(as_json, {"ok": True, "workers": listing()}, "")
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    _emit(as_json, {"ok": True, "stopped": True}, "atrepo sync: every worker stopped")
 
 
 def _emit(as_json: bool, doc: dict[str, Any], text: str) -> None:

@@ -1159,6 +1159,7 @@ class PostgresMirrorStore(MirrorStore, PostgresFile):
         *,
         schema: str = PG_SCHEMA,
         now_us: Callable[[], int] = _wall_us,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self._init_mirror(now_us)
         PostgresFile.__init__(
@@ -1168,6 +1169,7 @@ class PostgresMirrorStore(MirrorStore, PostgresFile):
             migrations=_PG_MIGRATIONS,
             name="mirror store",
             lock_holder="sync consumer",
+            partition=partition,
         )
 
     def __enter__(self) -> PostgresMirrorStore:
@@ -1211,12 +1213,19 @@ def open_mirror(
     synchronous: Synchronous = "FULL",
     now_us: Callable[[], int] = _wall_us,
     schema: str = PG_SCHEMA,
+    partition: tuple[int, int] | None = None,
 ) -> MirrorStore:
     """The mirror at ``target``: a ``postgresql://`` URL, else a SQLite file or directory.
 
     ``synchronous`` applies to SQLite (PostgreSQL's durability is the
-    server's ``synchronous_commit``); ``schema`` to PostgreSQL.
+    server's ``synchronous_commit``); ``schema`` to PostgreSQL; ``partition``
+    (I, N) opens it as one of N writer processes sharing the mirror, which
+    only PostgreSQL allows (a SQLite file has one writer).
     """
     if is_database_url(target):
-        return PostgresMirrorStore(str(target), schema=schema, now_us=now_us)
+        return PostgresMirrorStore(str(target), schema=schema, now_us=now_us, partition=partition)
+    if partition is not None:
+        raise ValueError(
+            "several sync workers share a mirror only on PostgreSQL (--database postgresql://...)"
+        )
     return SQLiteMirrorStore(target, synchronous=synchronous, now_us=now_us)

@@ -176,6 +176,7 @@ class PostgresFile(DatabaseFile):
         name: str,
         lock_holder: str,
         connect_timeout_s: int = 10,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         if not schema.isidentifier() or schema.lower() != schema:
             raise ValueError(f"schema must be a lower-case SQL identifier, not {schema!r}")
@@ -186,6 +187,12 @@ class PostgresFile(DatabaseFile):
         self._name = name
         self._holder = lock_holder
         self._timeout = connect_timeout_s
+        if partition is not None:
+            index, count = partition
+            if not 0 <= index < count:
+                raise ValueError(f"partition {index}/{count}: the index must be in [0, {count})")
+            self.location += f" partition {index}/{count}"
+        self.partition = partition
         self._closed = False
         self._write_lock = threading.Lock()
         self._write_owner: int | None = None
@@ -224,13 +231,32 @@ class PostgresFile(DatabaseFile):
             return PgConnection(self._connect_raw(read_only=True), lambda: self._connect_raw(read_only=True))
         return PgConnection(self._connect_raw())
 
+    def _take_locks(self, conn: PgConnection) -> bool:
+        """The writer's session locks: the schema's, exclusive; or, for partition I of N, the schema's
+        shared (so a whole-store writer is refused while workers run, and they while it runs) and
+        the partition's exclusive. All or none."""
+        if self.partition is None:
+            return bool(
+                conn.execute("SELECT pg_try_advisory_lock(?)", (_lock_key(self.schema),)).fetchone()[0]
+            )
+        index, count = self.partition
+        (shared,) = conn.execute(
+            "SELECT pg_try_advisory_lock_shared(?)", (_lock_key(self.schema),)
+        ).fetchone()
+        if not shared:
+            return False
+        mine = _lock_key(f"{self.schema}#{index}/{count}")
+        if conn.execute("SELECT pg_try_advisory_lock(?)", (mine,)).fetchone()[0]:
+            return True
+        conn.execute("SELECT pg_advisory_unlock_shared(?)", (_lock_key(self.schema),))
+        return False
+
     def _open_writer(self) -> PgConnection:
         conn = self._connect()
         # A holder that just closed or died releases its lock when its backend exits, which may be a
         # moment after its socket closed: so a refusal is retried for up to a second.
         for attempt in range(11):
-            (taken,) = conn.execute("SELECT pg_try_advisory_lock(?)", (_lock_key(self.schema),)).fetchone()
-            if taken:
+            if self._take_locks(conn):
                 return conn
             if attempt < 10:
                 time.sleep(0.1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,8 @@ from .jetstream import JetstreamServer, mount_jetstream
 from .stream import RecordStream, mount_record_stream
 
 __all__ = ["RouteHook", "RunningSync", "start_sync"]
+
+log = logging.getLogger("atrepo.sync")
 
 #: ``hook(app, running)``: add routes to the sync server before it starts (the Jetstream endpoint).
 RouteHook = Callable[[web.Application, "RunningSync"], None]
@@ -179,6 +182,25 @@ class RunningSync:
             self._sample()
             await asyncio.sleep(1.0)
 
+    async def _follow_shared_log(self, interval: float) -> None:
+        """With partitions, other workers append to the shared event log: tell the outputs of its head
+        (a read of one row) every ``interval`` seconds, as this worker's own writes do at once."""
+        engine = self.engine
+        seen = 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                head = await engine.worker.read(MirrorStore.head_time_us)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sync: reading the shared event log's head failed")
+                continue
+            if head > seen:
+                seen = head
+                for listener in engine.listeners:
+                    listener(head)
+
 
 def _metrics() -> Metrics:
     metrics = Metrics()
@@ -211,6 +233,8 @@ async def start_sync(
     # the acknowledged, DID-sharded record stream (Tap's model) over the same log
     record_stream = mount_record_stream(app, engine.store, engine.worker, metrics=metrics)
     engine.listeners.append(record_stream.notify)
+    if config.partition is not None:  # each worker's channel keeps its own acknowledged position
+        record_stream.cursor_source += f"#{config.partition[0]}/{config.partition[1]}"
     running.record_stream = record_stream
     for hook in routes:
         hook(app, running)
@@ -232,4 +256,6 @@ async def start_sync(
     host = config.host if ":" not in config.host else f"[{config.host}]"
     running.url = f"http://{host}:{port}"
     running._tasks.append(asyncio.create_task(running._sampler(), name="sync-sampler"))
+    if config.partition is not None:
+        running._tasks.append(asyncio.create_task(running._follow_shared_log(0.2), name="sync-shared-log"))
     return running

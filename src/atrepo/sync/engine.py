@@ -153,6 +153,9 @@ class SyncConfig:
     event_retention_s: float = 72 * 3600.0
     #: Seconds between two prunes of the event log.
     prune_interval_s: float = 60.0
+    #: (I, N): this process follows only the DIDs whose CRC-32 is I modulo N, one of N workers sharing
+    #: a PostgreSQL mirror, each with its own cursor; None follows every DID.
+    partition: tuple[int, int] | None = None
     #: Seconds the start waits for the first connection before fetching (events from then on are seen).
     connect_wait_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -237,9 +240,18 @@ class SyncEngine:
         self.config = config
         self.source = http_base(config.upstream)
         self.wanted = CollectionFilter(config.collections)
-        self.explicit = frozenset(config.dids)
+        self.partition = config.partition
+        #: The key of this consumer's cursor in the mirror (one per partition: each worker's own).
+        self.cursor_source = (
+            self.source
+            if config.partition is None
+            else f"{self.source}#{config.partition[0]}/{config.partition[1]}"
+        )
+        self.explicit = frozenset(d for d in config.dids if self.mine(d))
         self.store = open_mirror(
-            config.database or config.data_dir / MIRROR_DB_FILENAME, synchronous=config.synchronous
+            config.database or config.data_dir / MIRROR_DB_FILENAME,
+            synchronous=config.synchronous,
+            partition=config.partition,
         )
         self.worker: StoreWorker[MirrorStore] = StoreWorker(self.store, name="atrepo-sync")
         self.workdir = config.data_dir / "tmp"
@@ -302,8 +314,8 @@ class SyncEngine:
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self.resolver = DIDResolver(plc_url=self.config.plc_url, session=self.http)
         self.verifier = FrameVerifier(self.resolver, RepoTracker(self.states))
-        requeue = await self.worker.read(_load_repos, self.states, self.tracked)
-        cursor = await self.worker.read(MirrorStore.get_cursor, self.source)
+        requeue = await self.worker.read(_load_repos, self.states, self.tracked, self.mine)
+        cursor = await self.worker.read(MirrorStore.get_cursor, self.cursor_source)
         if cursor is None and self.states:
             # fetched before, but no event of this upstream was ever stored (an idle upstream, or
             # another one): what happened while we were away is unknown, so fetch them all again
@@ -383,6 +395,13 @@ class SyncEngine:
         await self.worker.run(_set_repo, did, state="pending")
         self._enqueue(did)
 
+    def mine(self, did: str) -> bool:
+        """Whether ``did`` is this worker's (always, unpartitioned): CRC-32 of the DID modulo N."""
+        if self.partition is None:
+            return True
+        index, count = self.partition
+        return zlib.crc32(did.encode()) % count == index
+
     def _wants_did(self, item: Received) -> bool:
         """Whether an event of an untracked DID makes us track it (``--all``, or a wanted collection)."""
         if self.config.all_accounts:
@@ -400,13 +419,13 @@ class SyncEngine:
         try:
             if self.config.all_accounts:
                 async for did in self._pages("com.atproto.sync.listRepos", {}):
-                    if did not in self.tracked:
+                    if did not in self.tracked and self.mine(did):
                         await self._track(did)
             else:
                 for collection in self.wanted.seeds():
                     params = {"collection": collection}
                     async for did in self._pages("com.atproto.sync.listReposByCollection", params):
-                        if did not in self.tracked:
+                        if did not in self.tracked and self.mine(did):
                             await self._track(did)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             log.warning("sync: seeding from %s stopped: %s", self.source, exc)
@@ -453,7 +472,7 @@ class SyncEngine:
             self.head_seq = item.seq
             self.last_event_time = getattr(item.frame, "time", None) or self.last_event_time
         did = item.did
-        if did is None:
+        if did is None or (self.partition is not None and not self.mine(did)):
             return
         async with self._lock(did):
             if did not in self.tracked:
@@ -489,7 +508,7 @@ class SyncEngine:
             return None
         if self.floors:
             cursor = min(cursor, min(self.floors.values()) - 1)
-        return (self.source, cursor)
+        return (self.cursor_source, cursor)
 
     async def _process(self, did: str, item: Received) -> None:
         """Verify and apply one event of a repository that is not busy (the caller holds its lock)."""
@@ -903,8 +922,10 @@ def _set_repo(store: MirrorStore, /, did: str, **fields: Any) -> None:
     store.set_repo(did, **fields)
 
 
-def _load_repos(store: MirrorStore, states: dict[str, RepoState], tracked: dict[str, str]) -> list[str]:
-    """The chain state of every stored repository; the DIDs whose fetch did not finish."""
+def _load_repos(
+    store: MirrorStore, states: dict[str, RepoState], tracked: dict[str, str], mine: Callable[[str], bool]
+) -> list[str]:
+    """The chain state of every stored repository of ours; the DIDs whose fetch did not finish."""
     requeue: list[str] = []
     after: str | None = None
     while True:
@@ -912,6 +933,8 @@ def _load_repos(store: MirrorStore, states: dict[str, RepoState], tracked: dict[
         if not page:
             return requeue
         for repo in page:
+            if not mine(repo.did):
+                continue
             tracked[repo.did] = repo.state
             if repo.state == "active":
                 if repo.rev is not None and repo.data is not None:

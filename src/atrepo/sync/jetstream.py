@@ -563,6 +563,8 @@ class JetstreamServer(Generic[S]):
         # inclusive cursor; none, or one past the head, is the live tip (Jetstream: a future cursor):
         # the head the store reported, so that events committed before the connection are not sent
         tip = max(self._head, self._tail)
+        if cursor is None:  # the store's own head: other writers' events may not be notified yet
+            tip = max(tip, await self.worker.read(_head))
         last = tip if cursor is None or cursor - 1 > tip else cursor - 1
         sub = _Subscriber(ws, v2, filters, last, transport.abort if transport is not None else None)
         if not require_hello:
