@@ -34,7 +34,7 @@ lint: $(STAMP)
 ## Fuzz every target in turn (coverage-guided with atheris when installed):
 ## `make fuzz FUZZ_SECONDS=60 FUZZ_TARGETS="cbor car"`. New inputs go to fuzz/work/.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= cbor cid car mst_node mst_native firehose plc did_document syntax datamodel lexicon
+FUZZ_TARGETS ?= cbor cid car car_index mst_node mst_native mst_invert firehose plc did_document syntax datamodel lexicon
 fuzz: $(STAMP)
 	@for target in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \

@@ -9,10 +9,15 @@ blocks by CID gives any order at all. This group runs what a user runs,
 repository in three orders (``repo_fixtures.CAR_ORDERS``):
 
 - **pre-order**: the streamable order (one pass, memory bounded by tree height);
-- **breadth-first**: the reference host's order (one pass: the nodes and the
-  upper layers' records are set aside until the walk wants them, the rest streams);
+- **breadth-first**: the reference host's order (``MST.writeToCarStream``);
 - **shuffled**: the commit first, every other block in a seeded random order
-  (one pass, nearly every block set aside: nodes with their bytes, records by CID).
+  (the order of a store that lists its blocks by CID, as the reference PDS's
+  ``getRepo`` does within each revision).
+
+The last two do not stream: verification indexes the file first, in C when
+the extension is built (``core/_carindex.c``: each block hash-checked into flat
+arrays, MST nodes kept), then walks the tree against the index; without it,
+the one pass sets early blocks aside in Python (``verify.STASH_ONE_PASS``).
 
 One sample is one process, start to exit, so records/s includes interpreter
 start-up and imports (about 0.15 s here). Setup compiles the atrepo package's

@@ -634,7 +634,7 @@ def profile_run(args: argparse.Namespace, env: dict[str, Any], tmp: Path, log: A
     def attach() -> None:
         nonlocal spy
         cmd = [args.py_spy, "record", "--pid", str(relay.pid), "-f", "raw", "-o", args.profile, "--threads"]
-        cmd += ["--rate", "200", "--nonblocking"]
+        cmd += ["--rate", str(args.profile_rate), "--nonblocking"]
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))  # noqa: SIM115
         time.sleep(0.3)
 
@@ -880,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds a relay may take to catch up")
     parser.add_argument("--profile", help="also profile a workers=0 catch-up with py-spy into this raw file")
     parser.add_argument("--profile-workers", type=int, default=0, help="--workers of the profiled relay")
+    parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--py-spy", default="/tmp/spyenv/bin/py-spy", help="the py-spy executable")
     parser.add_argument("--refpds", help="add the reference PDS installed in this directory as an upstream")
     parser.add_argument("--ref-commits", type=int, default=2000, help="createRecord calls on the reference")

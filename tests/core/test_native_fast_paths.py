@@ -227,6 +227,37 @@ def test_decode_frame_float_in_an_extra_field() -> None:
     _same_frame(frame)
 
 
+def _raw_frame(body: dict[str, Any]) -> bytes:
+    """A ``#commit`` frame encoded by the codec alone: floats and big integers get through."""
+    import cbrrr
+
+    def conv(v: Any) -> Any:
+        if type(v) is CID:
+            return cbrrr.CID(bytes(v.raw))
+        if type(v) is list:
+            return [conv(x) for x in v]
+        if type(v) is dict:
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return events._HEADERS["#commit"] + cbrrr.encode_dag_cbor(conv(body))
+
+
+@pytest.mark.parametrize("bad", [1.5, 2**64 - 1, -(2**64), 0.0])
+def test_decode_frame_data_model_in_every_field(bad: Any) -> None:
+    """A body of exactly the known fields skips the data-model walk: a float or out-of-range
+    integer in any field, of the body or of an op, still gets the general path's outcome."""
+    body = EVENT.to_body()
+    op = body["ops"][0]
+    frames = [_raw_frame({**body, key: bad}) for key in body]
+    frames += [_raw_frame({**body, "ops": [{**op, key: bad}]}) for key in op]
+    frames.append(_raw_frame({**body, "ops": [{**op, "extra": bad}]}))
+    frames.append(_raw_frame({**body, "extra": bad}))
+    for frame in frames:
+        assert _outcome(lambda frame=frame: decode_frame(frame))[0] == "error"  # type: ignore[misc]
+        _same_frame(frame)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_decode_frame_mutated(data: st.DataObject) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atrepo.core import cbor, limits
+from atrepo.core import _carnative, cbor, limits
 from atrepo.core import verify as verify_module
 from atrepo.core.car import CarIndex, encode_car_header, write_car
 from atrepo.core.cid import CID, EMPTY_MST_ROOT
@@ -379,17 +379,32 @@ def count_index_paths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-PATHS = ["one pass", "index, nodes kept", "index, nodes read back"]
+PATHS = [
+    "one pass",
+    "index, nodes kept",
+    "index, nodes read back",
+    "pure index, nodes kept",
+    "pure index, nodes read back",
+]
+
+
+def one_pass(monkeypatch: pytest.MonkeyPatch, allowed: bool = True) -> None:
+    """Let the one pass set early blocks aside (as without the C index), or never."""
+    monkeypatch.setattr(verify_module, "STASH_ONE_PASS", allowed)
 
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("path", PATHS)
 def test_any_order_verifies_like_pre_order(order: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same records, same summary: in one pass with a stash, or indexed with MST nodes kept or read again."""
+    """Same records, same summary: in one pass with a stash, or indexed (C or pure-Python table)
+    with MST nodes kept or read again."""
+    one_pass(monkeypatch, path == "one pass")
     if path != "one pass":
         monkeypatch.setattr(verify_module, "STASH_BYTES", 0)  # no stash: the index path
-    if path == "index, nodes read back":
+    if path.endswith("nodes read back"):
         monkeypatch.setattr(verify_module, "KEEP_NODE_BYTES", 0)
+    if path.startswith("pure"):
+        monkeypatch.setattr(_carnative, "Table", None)
     streamed, expected = verify(car_of(REPO), key=KEY.public_key, did=DID)
     assert streamed.streamed
     indexed = count_index_paths(monkeypatch)
@@ -419,6 +434,7 @@ def test_stash_over_budget_goes_to_the_index(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_what_one_pass_cannot_count_goes_to_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks left over after a stashed walk may repeat used ones: the index counts them exactly."""
+    one_pass(monkeypatch)
     indexed = count_index_paths(monkeypatch)
     order = reference_order(REPO)
     # a repeat of a used record after the walk, and junk set aside: both counted as the index counts
@@ -434,8 +450,10 @@ def test_what_one_pass_cannot_count_goes_to_the_index(monkeypatch: pytest.Monkey
     assert items == RECORDS and not indexed and summary.blocks == len(BLOCKS)
 
 
-def test_record_shaped_like_a_node() -> None:
-    """A record whose bytes start like an MST node is set aside with the nodes and still found."""
+@pytest.mark.parametrize("stash", [True, False])
+def test_record_shaped_like_a_node(stash: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose bytes start like an MST node is set aside (or kept) with the nodes and still found."""
+    one_pass(monkeypatch, stash)
     records = [("com.example.x/a", {"e": 1, "$type": "x.y"}), ("com.example.x/b", {"$type": "x.y"})]
     repo = Repo.build(DID, KEY, records)
     blocks = list(repo.export_blocks())
@@ -446,8 +464,10 @@ def test_record_shaped_like_a_node() -> None:
         assert items == list(repo.walk()) and summary.unreferenced == 0 and not summary.streamed
 
 
-def test_block_set_aside_and_then_wanted_as_a_node() -> None:
+@pytest.mark.parametrize("stash", [True, False])
+def test_block_set_aside_and_then_wanted_as_a_node(stash: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A link to a block that is not a node: the index path decodes it and says why, stash or not."""
+    one_pass(monkeypatch, stash)
     record_cid, record = next(b for b in BLOCKS if b[0] == RECORDS[0][1])
     wrapper = cbor.encode({"e": [], "l": record_cid})  # an entry-less root whose subtree is a record
     wrapper_cid = CID.for_dag_cbor(wrapper)

@@ -33,6 +33,15 @@
  * 42 over a byte string starting 0x00. Anything else (other link forms, big
  * nodes, any deviation) returns None.
  *
+ * invert(...) (validate.check_tree_ops' fast path) applies one op's inverse to
+ * the tree of a commit's CAR slice: it reads the nodes on the key's path with
+ * parse_node (the same proof as parse) and walk.resolve's context checks,
+ * changes the bottom node, re-encodes the path canonically and hashes it to
+ * the new root CID. Its contract is parse's: a root only when the pure-Python
+ * tree would read the same nodes without error and reach that root; None for
+ * anything else (merges, splits, an emptied root, any invalid or missing
+ * node), and the caller's pure-Python path then decides.
+ *
  * Key layers need SHA-256 of every key. Calling back into hashlib per key
  * would cost more than the rest of the parse, so it is computed here: with
  * the x86 SHA extensions when the CPU has them (checked once at import), else
@@ -308,36 +317,178 @@ static PyObject *make_cid(const unsigned char *raw) {
 }
 
 /*
- * A link at *pos: 1 and *out set (a new reference; None for null when
- * `nullable`), 0 when the bytes are not an acceptable link, -1 on a Python error.
- * `raw_ok` also accepts the raw codec (record values may be raw blocks).
+ * A link at *pos: 1 and *out set to its 36 CID bytes (NULL for null when
+ * `nullable`), 0 when the bytes are not an acceptable link. `raw_ok` also
+ * accepts the raw codec (record values may be raw blocks).
  */
 static int read_link(const unsigned char *d, Py_ssize_t end, Py_ssize_t *pos, int nullable, int raw_ok,
-                     PyObject **out) {
+                     const unsigned char **out) {
     Py_ssize_t p = *pos;
     if (p >= end) return 0;
     if (d[p] == 0xf6) {
         if (!nullable) return 0;
-        *out = Py_NewRef(Py_None);
+        *out = NULL;
         *pos = p + 1;
         return 1;
     }
     if (p + LINK_BYTES > end || memcmp(d + p, LINK_HEAD, 5) != 0) return 0;
     const unsigned char *raw = d + p + 5;
     if (memcmp(raw, PFX_DAG_CBOR, 4) != 0 && !(raw_ok && memcmp(raw, PFX_RAW, 4) == 0)) return 0;
-    PyObject *cid = make_cid(raw);
-    if (cid == NULL) return -1;
-    *out = cid;
+    *out = raw;
     *pos = p + LINK_BYTES;
     return 1;
 }
 
-/* Append `item` (a new reference, stolen) to `list`; 0 on failure. */
-static int append_steal(PyObject *list, PyObject *item) {
-    if (item == NULL) return 0;
-    int rc = PyList_Append(list, item);
-    Py_DECREF(item);
-    return rc == 0;
+/*
+ * A node taken apart (by parse_node) or rebuilt (by invert). Keys are
+ * pointers (into `keybuf`, the caller's key, or another node's buffer); links
+ * are pointers to 36 CID bytes or NULL. Entry i sits between subtree slot i
+ * and slot i+1; slot 0 is `left`, slot i+1 is `sub[i]`. The per-entry arrays
+ * have room for `cap` entries (one more than parsed, for an insertion).
+ */
+typedef struct {
+    Py_ssize_t n;
+    Py_ssize_t cap;
+    int layer; /* every key's layer; -1 without keys */
+    int gone;  /* set by invert: the rebuilt node holds nothing (its slot becomes null) */
+    const unsigned char *left;
+    const unsigned char **key;
+    Py_ssize_t *klen;
+    const unsigned char **val;
+    const unsigned char **sub;
+    Py_ssize_t *span; /* 5 per entry: head start/end, tail start/end in the block (for parse()), key offset */
+    unsigned char *keybuf;
+    unsigned char cid[36]; /* a rebuilt node's new CID */
+} cnode;
+
+static void cnode_free(cnode *nd) {
+    PyMem_Free(nd->key);
+    PyMem_Free(nd->keybuf);
+    memset(nd, 0, sizeof *nd);
+}
+
+/* Room for `cap` entries; 0 (MemoryError set) on failure. */
+static int cnode_alloc(cnode *nd, Py_ssize_t cap) {
+    size_t per = 3 * sizeof(unsigned char *) + 6 * sizeof(Py_ssize_t);
+    char *block = PyMem_Malloc((size_t)(cap ? cap : 1) * per);
+    if (block == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    nd->cap = cap;
+    nd->key = (const unsigned char **)block;
+    nd->val = nd->key + cap;
+    nd->sub = nd->val + cap;
+    nd->klen = (Py_ssize_t *)(nd->sub + cap);
+    nd->span = nd->klen + cap;
+    return 1;
+}
+
+/*
+ * Prove data[0:end] a valid canonical node (the rules in the header comment)
+ * and fill `nd` (which must be zeroed): 1 valid, 0 not proven here, -1 on a
+ * Python error. The caller frees `nd` with cnode_free in every case.
+ */
+static int parse_node(const unsigned char *d, Py_ssize_t end, Py_ssize_t max_key, Py_ssize_t max_entries,
+                      Py_ssize_t max_layer, cnode *nd) {
+    Py_ssize_t pos = 0;
+    uint64_t n;
+    if (end < 1 || d[0] != 0xa2) return 0;
+    pos = 1;
+    if (!read_key(d, end, &pos, 'e') || !read_head(d, end, &pos, 4, &n) || n > (uint64_t)max_entries) return 0;
+    /* every entry takes bytes: a count beyond what is left is refused before anything is allocated */
+    if (n > (uint64_t)(end - pos)) return 0;
+    if (!cnode_alloc(nd, (Py_ssize_t)n + 1)) return -1;
+    /* keys are rebuilt back to back; offsets until the buffer stops growing */
+    Py_ssize_t used = 0, room = 0;
+    Py_ssize_t prev_off = 0, prev_len = 0;
+    int layer = -1;
+    int linked = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        Py_ssize_t start = pos;
+        uint64_t slen, p;
+        if (pos >= end || d[pos] != 0xa4) return 0;
+        pos++;
+        if (!read_key(d, end, &pos, 'k') || !read_head(d, end, &pos, 2, &slen)) return 0;
+        if (slen > (uint64_t)(end - pos)) return 0;
+        const unsigned char *suffix = d + pos;
+        pos += (Py_ssize_t)slen;
+        if (!read_key(d, end, &pos, 'p') || !read_head(d, end, &pos, 0, &p)) return 0;
+        if (i == 0) {
+            if (p != 0) return 0;
+        } else {
+            if (p > (uint64_t)prev_len) return 0;
+            /* the shortest compression: the suffix does not repeat the byte the shared prefix stops at */
+            if (p < (uint64_t)prev_len && slen > 0 && suffix[0] == nd->keybuf[prev_off + (Py_ssize_t)p]) return 0;
+        }
+        if (p + slen > (uint64_t)max_key) return 0; /* measured before the key exists */
+        if (!read_key(d, end, &pos, 't')) return 0;
+        Py_ssize_t head_end = pos;
+
+        /* the full key: the shared prefix of the previous key, then the suffix */
+        Py_ssize_t klen = (Py_ssize_t)(p + slen);
+        if (used + klen > room) {
+            Py_ssize_t want = room ? room * 2 : 256;
+            while (want < used + klen) want *= 2;
+            unsigned char *grown = PyMem_Realloc(nd->keybuf, (size_t)want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            nd->keybuf = grown;
+            room = want;
+        }
+        unsigned char *kb = nd->keybuf + used;
+        if (p) memcpy(kb, nd->keybuf + prev_off, (size_t)p);
+        if (slen) memcpy(kb + p, suffix, (size_t)slen);
+        if (i > 0) {
+            /* strictly increasing: compare with the previous key */
+            const unsigned char *prev = nd->keybuf + prev_off;
+            Py_ssize_t common = klen < prev_len ? klen : prev_len;
+            int c = memcmp(kb, prev, (size_t)common);
+            if (c < 0 || (c == 0 && klen <= prev_len)) return 0;
+        }
+        if (!key_ok(kb, klen)) return 0;
+        int here = key_layer(kb, klen);
+        if (i == 0) {
+            layer = here;
+        } else if (here != layer) {
+            return 0;
+        }
+        nd->klen[i] = klen;
+        nd->span[5 * i + 4] = used; /* the key's offset: pointers once the buffer stops moving */
+        prev_off = used;
+        prev_len = klen;
+        used += klen;
+
+        const unsigned char *link;
+        if (!read_link(d, end, &pos, 1, 0, &link)) return 0;
+        linked |= link != NULL;
+        nd->sub[i] = link;
+        Py_ssize_t tail_start = pos;
+        if (!read_key(d, end, &pos, 'v')) return 0;
+        if (!read_link(d, end, &pos, 0, 1, &link)) return 0;
+        nd->val[i] = link;
+        nd->span[5 * i] = start;
+        nd->span[5 * i + 1] = head_end;
+        nd->span[5 * i + 2] = tail_start;
+        nd->span[5 * i + 3] = pos;
+        nd->n = (Py_ssize_t)i + 1;
+    }
+    const unsigned char *left;
+    if (!read_key(d, end, &pos, 'l') || !read_link(d, end, &pos, 1, 0, &left)) return 0;
+    if (pos != end) return 0;
+    linked |= left != NULL;
+    if (layer > max_layer || (layer == 0 && linked)) return 0;
+    nd->left = left;
+    nd->layer = layer;
+    for (Py_ssize_t i = 0; i < nd->n; i++) nd->key[i] = nd->keybuf + nd->span[5 * i + 4];
+    return 1;
+}
+
+/* A CID object for 36 bytes, or None for NULL (a new reference). */
+static PyObject *link_object(const unsigned char *raw) {
+    return raw == NULL ? Py_NewRef(Py_None) : make_cid(raw);
 }
 
 static PyObject *parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -355,135 +506,391 @@ static PyObject *parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t max_entries = PyLong_AsSsize_t(args[2]);
     Py_ssize_t max_layer = PyLong_AsSsize_t(args[3]);
     if ((max_key == -1 || max_entries == -1 || max_layer == -1) && PyErr_Occurred()) return NULL;
-
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t end = PyBytes_GET_SIZE(data);
-    Py_ssize_t pos = 0;
-    uint64_t n, value;
-
-    if (end < 1 || d[0] != 0xa2) Py_RETURN_NONE;
-    pos = 1;
-    if (!read_key(d, end, &pos, 'e') || !read_head(d, end, &pos, 4, &n) || n > (uint64_t)max_entries)
+    cnode nd;
+    memset(&nd, 0, sizeof nd);
+    int rc = parse_node(d, PyBytes_GET_SIZE(data), max_key, max_entries, max_layer, &nd);
+    if (rc <= 0) {
+        cnode_free(&nd);
+        if (rc < 0) return NULL;
         Py_RETURN_NONE;
-
-    PyObject *keys = PyList_New(0);
-    PyObject *vals = PyList_New(0);
-    PyObject *subs = PyList_New(1); /* slot 0 (l) is filled in at the end */
-    PyObject *heads = PyList_New(0);
-    PyObject *tails = PyList_New(0);
-    PyObject *result = NULL;
-    PyObject *link = NULL;
-    if (keys == NULL || vals == NULL || subs == NULL || heads == NULL || tails == NULL) goto error;
-    PyList_SET_ITEM(subs, 0, Py_NewRef(Py_None));
-
-    /* the previous key, as an object (kept in `keys`) and its bytes */
-    const unsigned char *prev = NULL;
-    Py_ssize_t prev_len = 0;
-    int layer = -1;    /* every key's layer (-1: no keys) */
-    int linked = 0;    /* whether any subtree link is present */
-    for (uint64_t i = 0; i < n; i++) {
-        Py_ssize_t start = pos;
-        uint64_t slen, p;
-        if (pos >= end || d[pos] != 0xa4) goto reject;
-        pos++;
-        if (!read_key(d, end, &pos, 'k') || !read_head(d, end, &pos, 2, &slen)) goto reject;
-        if (slen > (uint64_t)(end - pos)) goto reject;
-        const unsigned char *suffix = d + pos;
-        pos += (Py_ssize_t)slen;
-        if (!read_key(d, end, &pos, 'p') || !read_head(d, end, &pos, 0, &p)) goto reject;
-        if (i == 0) {
-            if (p != 0) goto reject;
-        } else {
-            if (p > (uint64_t)prev_len) goto reject;
-            /* the shortest compression: the suffix does not repeat the byte the shared prefix stops at */
-            if (p < (uint64_t)prev_len && slen > 0 && suffix[0] == prev[p]) goto reject;
-        }
-        if (p + slen > (uint64_t)max_key) goto reject; /* measured before the key exists */
-        if (!read_key(d, end, &pos, 't')) goto reject;
-        Py_ssize_t head_end = pos;
-
-        /* the full key: the shared prefix of the previous key, then the suffix */
-        Py_ssize_t klen = (Py_ssize_t)(p + slen);
-        PyObject *key = PyBytes_FromStringAndSize(NULL, klen);
-        if (key == NULL) goto error;
-        unsigned char *kb = (unsigned char *)PyBytes_AS_STRING(key);
-        if (p) memcpy(kb, prev, (size_t)p);
-        if (slen) memcpy(kb + p, suffix, (size_t)slen);
-        if (!append_steal(keys, key)) goto error;
-        if (i > 0) {
-            /* strictly increasing: compare with the previous key */
-            Py_ssize_t common = klen < prev_len ? klen : prev_len;
-            int c = memcmp(kb, prev, (size_t)common);
-            if (c < 0 || (c == 0 && klen <= prev_len)) goto reject;
-        }
-        if (!key_ok(kb, klen)) goto reject;
-        int here = key_layer(kb, klen);
-        if (i == 0) {
-            layer = here;
-        } else if (here != layer) {
-            goto reject;
-        }
-        prev = kb;
-        prev_len = klen;
-
-        int got = read_link(d, end, &pos, 1, 0, &link);
-        if (got < 0) goto error;
-        if (got == 0) goto reject;
-        linked |= link != Py_None;
-        if (!append_steal(subs, link)) {
-            link = NULL;
-            goto error;
-        }
-        link = NULL;
-        Py_ssize_t tail_start = pos;
-        if (!read_key(d, end, &pos, 'v')) goto reject;
-        got = read_link(d, end, &pos, 0, 1, &link);
-        if (got < 0) goto error;
-        if (got == 0) goto reject;
-        if (!append_steal(vals, link)) {
-            link = NULL;
-            goto error;
-        }
-        link = NULL;
-        if (!append_steal(heads, PyBytes_FromStringAndSize((const char *)d + start, head_end - start)))
-            goto error;
-        if (!append_steal(tails, PyBytes_FromStringAndSize((const char *)d + tail_start, pos - tail_start)))
-            goto error;
     }
-    if (!read_key(d, end, &pos, 'l')) goto reject;
-    {
-        int got = read_link(d, end, &pos, 1, 0, &link);
-        if (got < 0) goto error;
-        if (got == 0) goto reject;
+    PyObject *result = NULL, *layer_obj = NULL;
+    PyObject *keys = PyList_New(nd.n);
+    PyObject *vals = PyList_New(nd.n);
+    PyObject *subs = PyList_New(nd.n + 1);
+    PyObject *heads = PyList_New(nd.n);
+    PyObject *tails = PyList_New(nd.n);
+    if (keys == NULL || vals == NULL || subs == NULL || heads == NULL || tails == NULL) goto done;
+    PyObject *item = link_object(nd.left);
+    if (item == NULL) goto done;
+    PyList_SET_ITEM(subs, 0, item);
+    for (Py_ssize_t i = 0; i < nd.n; i++) {
+        const Py_ssize_t *span = nd.span + 5 * i;
+        if ((item = PyBytes_FromStringAndSize((const char *)nd.key[i], nd.klen[i])) == NULL) goto done;
+        PyList_SET_ITEM(keys, i, item);
+        if ((item = make_cid(nd.val[i])) == NULL) goto done;
+        PyList_SET_ITEM(vals, i, item);
+        if ((item = link_object(nd.sub[i])) == NULL) goto done;
+        PyList_SET_ITEM(subs, i + 1, item);
+        if ((item = PyBytes_FromStringAndSize((const char *)d + span[0], span[1] - span[0])) == NULL) goto done;
+        PyList_SET_ITEM(heads, i, item);
+        if ((item = PyBytes_FromStringAndSize((const char *)d + span[2], span[3] - span[2])) == NULL) goto done;
+        PyList_SET_ITEM(tails, i, item);
     }
-    if (pos != end) goto reject;
-    linked |= link != Py_None;
-    if (layer > max_layer || (layer == 0 && linked)) goto reject;
-    (void)value;
-    PyObject *old = PyList_GET_ITEM(subs, 0);
-    PyList_SET_ITEM(subs, 0, link);
-    Py_DECREF(old);
-    link = NULL;
-    {
-        PyObject *layer_obj = PyLong_FromLong(layer);
-        if (layer_obj == NULL) goto error;
-        result = PyTuple_Pack(6, keys, vals, subs, heads, tails, layer_obj);
-        Py_DECREF(layer_obj);
-    }
-    goto done;
-
-reject:
-    result = Py_NewRef(Py_None);
-    goto done;
-error:
-    result = NULL;
+    if ((layer_obj = PyLong_FromLong(nd.layer)) == NULL) goto done;
+    result = PyTuple_Pack(6, keys, vals, subs, heads, tails, layer_obj);
 done:
-    Py_XDECREF(link);
+    cnode_free(&nd);
+    Py_XDECREF(layer_obj);
     Py_XDECREF(keys);
     Py_XDECREF(vals);
     Py_XDECREF(subs);
     Py_XDECREF(heads);
     Py_XDECREF(tails);
+    return result;
+}
+
+/* --- inversion of one op (validate.check_tree_ops' fast path) ------------------------------- */
+
+/* Bytes compare of two keys: <0, 0, >0. */
+static int key_cmp(const unsigned char *a, Py_ssize_t alen, const unsigned char *b, Py_ssize_t blen) {
+    Py_ssize_t common = alen < blen ? alen : blen;
+    int c = memcmp(a, b, (size_t)common);
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* bisect_left: how many keys of the node are below `key`. */
+static Py_ssize_t bisect(const cnode *nd, const unsigned char *key, Py_ssize_t klen) {
+    Py_ssize_t lo = 0, hi = nd->n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (key_cmp(nd->key[mid], nd->klen[mid], key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static const unsigned char **slot_of(cnode *nd, Py_ssize_t i) { return i == 0 ? &nd->left : &nd->sub[i - 1]; }
+
+/*
+ * Read the node `raw` names from `blocks` (a dict of CID -> bytes) into `nd`:
+ * 1 done, 0 not proven (missing, not bytes, too big, not a valid node), -1 on
+ * a Python error. `hold` keeps the block alive (the caller releases it).
+ */
+static int load_node(PyObject *blocks, const unsigned char *raw, Py_ssize_t max_bytes, Py_ssize_t max_key,
+                     Py_ssize_t max_entries, Py_ssize_t max_layer, cnode *nd, PyObject **hold) {
+    PyObject *cid = make_cid(raw);
+    if (cid == NULL) return -1;
+    PyObject *data = PyDict_GetItemWithError(blocks, cid); /* borrowed */
+    Py_DECREF(cid);
+    if (data == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyBytes_CheckExact(data)) return 0;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size <= 0 || size > max_bytes) return 0;
+    *hold = Py_NewRef(data);
+    return parse_node((const unsigned char *)PyBytes_AS_STRING(data), size, max_key, max_entries, max_layer, nd);
+}
+
+/* A CBOR head of major type `major` for `value` at out; its length. */
+static Py_ssize_t put_head(unsigned char *out, int major, uint64_t value) {
+    unsigned char m = (unsigned char)(major << 5);
+    if (value < 24) {
+        out[0] = m | (unsigned char)value;
+        return 1;
+    }
+    if (value < 0x100) {
+        out[0] = m | 24;
+        out[1] = (unsigned char)value;
+        return 2;
+    }
+    if (value < 0x10000) {
+        out[0] = m | 25;
+        out[1] = (unsigned char)(value >> 8);
+        out[2] = (unsigned char)value;
+        return 3;
+    }
+    out[0] = m | 26;
+    out[1] = (unsigned char)(value >> 24);
+    out[2] = (unsigned char)(value >> 16);
+    out[3] = (unsigned char)(value >> 8);
+    out[4] = (unsigned char)value;
+    return 5;
+}
+
+static Py_ssize_t put_link(unsigned char *out, const unsigned char *raw) {
+    if (raw == NULL) {
+        out[0] = 0xf6;
+        return 1;
+    }
+    memcpy(out, LINK_HEAD, 5);
+    memcpy(out + 5, raw, 36);
+    return LINK_BYTES;
+}
+
+/* Encode `nd` canonically and set nd->cid to its dag-cbor sha2-256 CID; 0 (MemoryError) on failure. */
+static int seal_node(cnode *nd) {
+    /* the map head, "e" and its array head, "l" and its link; per entry at most 19 bytes of heads
+       and field names, the key suffix and two links */
+    size_t size = 3 + 5 + 2 + LINK_BYTES;
+    for (Py_ssize_t i = 0; i < nd->n; i++) size += (size_t)nd->klen[i] + 19 + 2 * LINK_BYTES;
+    unsigned char *buf = PyMem_Malloc(size);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    Py_ssize_t at = 0;
+    buf[at++] = 0xa2;
+    buf[at++] = 0x61;
+    buf[at++] = 'e';
+    at += put_head(buf + at, 4, (uint64_t)nd->n);
+    const unsigned char *prev = NULL;
+    Py_ssize_t prev_len = 0;
+    for (Py_ssize_t i = 0; i < nd->n; i++) {
+        const unsigned char *key = nd->key[i];
+        Py_ssize_t klen = nd->klen[i], p = 0;
+        if (prev != NULL) {
+            Py_ssize_t common = klen < prev_len ? klen : prev_len;
+            while (p < common && key[p] == prev[p]) p++;
+        }
+        buf[at++] = 0xa4;
+        buf[at++] = 0x61;
+        buf[at++] = 'k';
+        at += put_head(buf + at, 2, (uint64_t)(klen - p));
+        memcpy(buf + at, key + p, (size_t)(klen - p));
+        at += klen - p;
+        buf[at++] = 0x61;
+        buf[at++] = 'p';
+        at += put_head(buf + at, 0, (uint64_t)p);
+        buf[at++] = 0x61;
+        buf[at++] = 't';
+        at += put_link(buf + at, nd->sub[i]);
+        buf[at++] = 0x61;
+        buf[at++] = 'v';
+        at += put_link(buf + at, nd->val[i]);
+        prev = key;
+        prev_len = klen;
+    }
+    buf[at++] = 0x61;
+    buf[at++] = 'l';
+    at += put_link(buf + at, nd->left);
+    assert((size_t)at <= size);
+    uint32_t h[8];
+    sha256(buf, at, h);
+    PyMem_Free(buf);
+    memcpy(nd->cid, PFX_DAG_CBOR, 4);
+    for (int i = 0; i < 8; i++) {
+        nd->cid[4 + 4 * i] = (unsigned char)(h[i] >> 24);
+        nd->cid[5 + 4 * i] = (unsigned char)(h[i] >> 16);
+        nd->cid[6 + 4 * i] = (unsigned char)(h[i] >> 8);
+        nd->cid[7 + 4 * i] = (unsigned char)h[i];
+    }
+    return 1;
+}
+
+/* The 36 bytes of a CID object whose raw form is a 36-byte sha2-256 CID of `codecs` (1 dag-cbor, 2 also raw). */
+static const unsigned char *cid_raw36(PyObject *obj, int raw_ok) {
+    if (Py_TYPE(obj) != cid_type) return NULL;
+    PyObject *raw = *(PyObject **)((char *)obj + cid_raw_offset);
+    if (raw == NULL || !PyBytes_CheckExact(raw) || PyBytes_GET_SIZE(raw) != 36) return NULL;
+    const unsigned char *r = (const unsigned char *)PyBytes_AS_STRING(raw);
+    if (memcmp(r, PFX_DAG_CBOR, 4) != 0 && !(raw_ok && memcmp(r, PFX_RAW, 4) == 0)) return NULL;
+    return r;
+}
+
+#define MAX_PATH 40
+
+/*
+ * invert(blocks, root, key, cur, new, max_bytes, max_key, max_entries, max_layer)
+ *   -> 36-byte root CID of the inverted tree, or None
+ *
+ * The one-op case of validate.check_tree_ops, for a tree read from `blocks`
+ * (a dict of CID -> bytes whose hashes were checked): the tree at `root`
+ * must map `key` to `cur` (None: absent), and the result is the root of that
+ * tree with `key` set to `new` (None: deleted). It reads exactly the nodes the
+ * pure-Python path reads and checks each as it does (parse_node, and the
+ * layer, bounds and entry-less rules of walk.resolve), and answers None
+ * ("not proven here") for anything else: a missing or invalid block, a
+ * forward mismatch, an entry-less or vanishing root, a key above the root's
+ * layer, a deletion that would merge two subtrees or an insertion that would
+ * split one (those read more nodes), a full node, CIDs of other forms. The
+ * caller then runs the pure-Python path, which decides and names any error.
+ */
+static PyObject *invert(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "invert(blocks, root, key, cur, new, max_bytes, max_key, max_entries, max_layer)");
+        return NULL;
+    }
+    if (cid_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_mstnode.setup() was not called");
+        return NULL;
+    }
+    PyObject *blocks = args[0];
+    if (!PyDict_CheckExact(blocks) || !PyBytes_CheckExact(args[2])) Py_RETURN_NONE;
+    Py_ssize_t lim[4];
+    for (int i = 0; i < 4; i++) {
+        lim[i] = PyLong_AsSsize_t(args[5 + i]);
+        if (lim[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_ssize_t max_bytes = lim[0], max_key = lim[1], max_entries = lim[2], max_layer = lim[3];
+    const unsigned char *root = cid_raw36(args[1], 0);
+    const unsigned char *cur = args[3] == Py_None ? NULL : cid_raw36(args[3], 1);
+    const unsigned char *new = args[4] == Py_None ? NULL : cid_raw36(args[4], 1);
+    const unsigned char *key = (const unsigned char *)PyBytes_AS_STRING(args[2]);
+    Py_ssize_t klen = PyBytes_GET_SIZE(args[2]);
+    if (root == NULL || (args[3] != Py_None && cur == NULL) || (args[4] != Py_None && new == NULL) ||
+        (cur == NULL && new == NULL) || klen > max_key || !key_ok(key, klen) || max_layer >= MAX_PATH - 2)
+        Py_RETURN_NONE;
+    int height = key_layer(key, klen);
+    if (height > max_layer) Py_RETURN_NONE;
+
+    cnode path[MAX_PATH];
+    PyObject *hold[MAX_PATH];
+    Py_ssize_t idx[MAX_PATH];
+    memset(path, 0, sizeof path);
+    memset(hold, 0, sizeof hold);
+    PyObject *result = NULL;
+    int rc;
+
+    /* --- the forward read: MST.load, then get(key) down to the key's layer */
+    rc = load_node(blocks, root, max_bytes, max_key, max_entries, max_layer, &path[0], &hold[0]);
+    if (rc <= 0) goto out;
+    if (path[0].n == 0) goto reject; /* the empty tree or an untrimmed root: the Python path */
+    int layer = path[0].layer;
+    if (height > layer) goto reject; /* get() finds nothing; an insertion would split the root */
+    const unsigned char *lo = NULL, *hi = NULL;
+    Py_ssize_t lo_len = 0, hi_len = 0;
+    int depth = 0, found = 0, stopped_empty = 0;
+    for (;;) {
+        cnode *nd = &path[depth];
+        Py_ssize_t i = bisect(nd, key, klen);
+        idx[depth] = i;
+        if (layer == height) {
+            found = i < nd->n && key_cmp(nd->key[i], nd->klen[i], key, klen) == 0;
+            break;
+        }
+        const unsigned char *child = *slot_of(nd, i);
+        if (i) {
+            lo = nd->key[i - 1];
+            lo_len = nd->klen[i - 1];
+        }
+        if (i < nd->n) {
+            hi = nd->key[i];
+            hi_len = nd->klen[i];
+        }
+        if (child == NULL) {
+            stopped_empty = 1;
+            break;
+        }
+        depth++;
+        rc = load_node(blocks, child, max_bytes, max_key, max_entries, max_layer, &path[depth], &hold[depth]);
+        if (rc <= 0) goto out;
+        layer--;
+        cnode *below = &path[depth];
+        /* walk.resolve's checks of a node against the slot it fills */
+        if (below->n) {
+            if (below->layer != layer) goto reject;
+            if (lo != NULL && key_cmp(below->key[0], below->klen[0], lo, lo_len) <= 0) goto reject;
+            if (hi != NULL && key_cmp(below->key[below->n - 1], below->klen[below->n - 1], hi, hi_len) >= 0)
+                goto reject;
+        } else if (layer <= 0 || below->left == NULL) {
+            goto reject;
+        }
+    }
+    cnode *at = &path[depth];
+    Py_ssize_t i = idx[depth];
+    if (cur != NULL) {
+        if (!found || memcmp(at->val[i], cur, 36) != 0) goto reject;
+    } else if (found) {
+        goto reject;
+    }
+
+    /* --- the inverse op on the path's bottom node (or below it, for a new key's chain) */
+    int bottom = depth; /* the deepest node that changed or was made */
+    if (new != NULL && found) { /* an update: set the old value back */
+        if (memcmp(at->val[i], new, 36) == 0) {
+            result = PyBytes_FromStringAndSize((const char *)root, 36); /* nothing changes */
+            goto out;
+        }
+        at->val[i] = new;
+    } else if (new == NULL) { /* a create: delete the key */
+        const unsigned char *left = *slot_of(at, i), *right = at->sub[i];
+        if (left != NULL && right != NULL) goto reject; /* the Python path merges the two subtrees */
+        const unsigned char *merged = left != NULL ? left : right;
+        if (at->n > 1) {
+            for (Py_ssize_t j = i; j + 1 < at->n; j++) {
+                at->key[j] = at->key[j + 1];
+                at->klen[j] = at->klen[j + 1];
+                at->val[j] = at->val[j + 1];
+                at->sub[j] = at->sub[j + 1];
+            }
+            at->n--;
+            *slot_of(at, i) = merged;
+        } else {
+            at->n = 0;
+            at->left = merged;
+            at->gone = merged == NULL;
+        }
+    } else if (!stopped_empty) { /* a delete: insert the key into the node of its layer */
+        if (at->n >= max_entries || *slot_of(at, i) != NULL) goto reject; /* full, or a split */
+        for (Py_ssize_t j = at->n; j > i; j--) {
+            at->key[j] = at->key[j - 1];
+            at->klen[j] = at->klen[j - 1];
+            at->val[j] = at->val[j - 1];
+            at->sub[j] = at->sub[j - 1];
+        }
+        at->key[i] = key;
+        at->klen[i] = klen;
+        at->val[i] = new;
+        at->sub[i] = NULL;
+        at->n++;
+    } else { /* a delete whose path ends at an empty slot: a new node, under entry-less ones down to it */
+        int made = layer - height; /* layers layer-1 .. height */
+        if (depth + made >= MAX_PATH) goto reject;
+        for (int k = 1; k <= made; k++) {
+            cnode *nd = &path[depth + k];
+            if (!cnode_alloc(nd, 1)) goto out;
+            idx[depth + k] = 0;
+            if (k == made) {
+                nd->n = 1;
+                nd->key[0] = key;
+                nd->klen[0] = klen;
+                nd->val[0] = new;
+                nd->sub[0] = NULL;
+                nd->left = NULL;
+            } else {
+                nd->n = 0; /* its left link is set below, once the node under it is sealed */
+            }
+        }
+        bottom = depth + made;
+    }
+
+    /* --- seal bottom-up: each changed node's new CID goes into its parent's slot */
+    for (int d = bottom; d >= 0; d--) {
+        cnode *nd = &path[d];
+        if (d < bottom) {
+            cnode *child = &path[d + 1];
+            const unsigned char *link = child->gone ? NULL : child->cid;
+            *slot_of(nd, idx[d]) = link;
+            if (nd->n == 0 && link == NULL) nd->gone = 1; /* an entry-less node left without its subtree */
+        }
+        if (!nd->gone && !seal_node(nd)) goto out;
+    }
+    if (path[0].gone || path[0].n == 0) goto reject; /* the tree empties or its root must be trimmed */
+    result = PyBytes_FromStringAndSize((const char *)path[0].cid, 36);
+    goto out;
+
+reject:
+    result = Py_NewRef(Py_None);
+out:
+    for (int d = 0; d < MAX_PATH; d++) {
+        cnode_free(&path[d]);
+        Py_XDECREF(hold[d]);
+    }
+    if (result == NULL && !PyErr_Occurred()) result = Py_NewRef(Py_None); /* rc == 0: not proven */
     return result;
 }
 
@@ -635,6 +1042,8 @@ static PyObject *setup(PyObject *module, PyObject *cls) {
 static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(data, max_key, max_entries, max_layer) -> (keys, vals, subs, heads, tails, layer) or None"},
+    {"invert", (PyCFunction)(void (*)(void))invert, METH_FASTCALL,
+     "invert(blocks, root, key, cur, new, max_bytes, max_key, max_entries, max_layer) -> root CID bytes or None"},
     {"setup", setup, METH_O, "setup(CID): the class links are built as"},
     {"car_blocks", (PyCFunction)(void (*)(void))car_blocks, METH_FASTCALL,
      "car_blocks(data, pos, max_section) -> {CID: bytes} or None"},

@@ -1,7 +1,8 @@
 """The optional C fast paths of the core, and the switch that turns them off.
 
 ``_mstnode`` (``_mstnode.c``) proves a canonical MST node valid and builds its
-parts, several times faster than the pure-Python decoder, and reads the block
+parts, several times faster than the pure-Python decoder, inverts a one-op
+commit on the nodes of its CAR slice (the relay's hot path), and reads the block
 sections of a small CAR with every hash checked. It is optional: a
 plain install without a compiler still works, and ``ATREPO_PURE=1`` in the
 environment forces the pure-Python path (the tests run both and compare).
@@ -21,7 +22,7 @@ from typing import Any
 
 from .cid import CID
 
-__all__ = ["PURE", "car_blocks", "mst_node_parse"]
+__all__ = ["PURE", "car_blocks", "mst_invert", "mst_node_parse"]
 
 #: True when ``ATREPO_PURE`` asks for the pure-Python paths (any value but "", "0").
 PURE = os.environ.get("ATREPO_PURE", "") not in ("", "0")
@@ -31,6 +32,14 @@ PURE = os.environ.get("ATREPO_PURE", "") not in ("", "0")
 mst_node_parse: Callable[[bytes, int, int, int], tuple[Any, ...] | None] | None = None
 
 
+#: ``invert(blocks, root, key, cur, new, max_bytes, max_key, max_entries, max_layer)``: the
+#: root CID bytes of the tree at ``root`` (read from the ``{CID: bytes}`` dict ``blocks``)
+#: after setting ``key`` from ``cur`` to ``new`` (None: absent), or None when not proven
+#: here (``validate.check_tree_ops`` then runs the pure-Python path); None itself when
+#: the extension is missing or switched off.
+mst_invert: Callable[..., bytes | None] | None = None
+
+
 #: ``car_blocks(data, pos, max_section)``: the hash-checked ``{CID: bytes}`` of a small
 #: CAR's sections, or None; None itself unless the extension hashes on the CPU's SHA
 #: extensions (its portable SHA-256 is slower than hashlib on block-sized data).
@@ -38,7 +47,7 @@ car_blocks: Callable[[bytes, int, int], dict[CID, bytes] | None] | None = None
 
 
 def _load() -> None:
-    global mst_node_parse, car_blocks
+    global mst_node_parse, mst_invert, car_blocks
     if PURE:
         return
     try:
@@ -47,6 +56,7 @@ def _load() -> None:
         return
     module.setup(CID)
     mst_node_parse = module.parse
+    mst_invert = module.invert
     if module.SHA_EXTENSIONS:
         car_blocks = module.car_blocks
 

@@ -21,11 +21,11 @@ import hashlib
 import io
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
-from . import cbor, limits
+from . import _carnative, cbor, limits
 from ._native import car_blocks as _native_car_blocks
 from .blocks import BlockMap
 from .cid import CID
@@ -376,15 +376,34 @@ def parse_raw_sections(
     first if it is not the default): every block's hash is checked, with the
     same errors at the same offsets, but no ``CID`` and no offset is made per
     block. Full verification compares CIDs as bytes, so a block it walks past
-    costs a slice and a hash.
+    costs a slice and a hash. With the C extension on a CPU with SHA
+    extensions (``_carnative.raw_sections``) the common sections are parsed
+    in C and the rest, one at a time, here.
     """
+    native = _carnative.raw_sections
+    if native is None:
+        return _parse_raw_python(buf, pos, base, out, max_section, -1)
+    while True:
+        pos, missing = native(buf, pos, base, max_section, out)
+        if missing >= 0:
+            return pos, missing
+        pos, missing = _parse_raw_python(buf, pos, base, out, max_section, 1)
+        if missing:  # the C loop hands back only complete sections, or ones the Python loop refuses
+            return pos, missing
+
+
+def _parse_raw_python(
+    buf: bytes, pos: int, base: int, out: list[Any], max_section: int, count: int
+) -> tuple[int, int]:
+    """``parse_raw_sections`` in Python, for at most ``count`` sections (-1: all of them)."""
     end = len(buf)
     sha = _sha256
     append = out.append
     startswith = buf.startswith
     pfx_cbor = _PFX_DAG_CBOR
     pfx_raw = _PFX_RAW
-    while pos < end:
+    while pos < end and count:
+        count -= 1
         start = pos
         byte = buf[pos]
         if byte < 0x80:
@@ -720,7 +739,7 @@ _GUESS_MISS_COST = 4
 
 
 class CarIndex:
-    """Where each block of a CAR file is, in about 60 bytes a block and no object per block.
+    """Where each block of a CAR file is, in 60 to 80 bytes a block and no object per block.
 
     A full-repository CAR in any order but the streamable one must be indexed
     before its tree can be walked. A ``dict`` of ``CID`` objects costs ~600
@@ -743,6 +762,12 @@ class CarIndex:
     Blocks whose data starts with ``keep_prefix`` can be kept in memory (one
     ``bytearray``, ``kept_at[i]`` = position + 1), up to ``keep_bytes`` in all:
     verification keeps MST nodes so the walk neither reads nor hashes them again.
+
+    When the C extension is there (``_carnative.Table``) the same layout lives
+    in C: it scans the sections it proves well formed, hashing each, and hands
+    every other one back to ``_native_section`` here, which indexes an odd CID
+    or raises the error the pure-Python scan raises. ``marker`` and
+    ``referenced_count`` keep one bit a block for what a walk used.
     """
 
     __slots__ = (
@@ -751,14 +776,24 @@ class CarIndex:
         "_kept",
         "_kept_at",
         "_mask",
+        "_native",
         "_odd",
         "_slots",
+        "_used",
         "_where",
         "roots",
     )
 
-    def __init__(self, roots: list[CID], expected_blocks: int = 0) -> None:
+    def __init__(self, roots: list[CID], expected_blocks: int = 0, *, native: bool | None = None) -> None:
+        """An empty index; ``native`` None uses the C table when it is there, False never, True always."""
         self.roots = roots
+        table = _carnative.Table if native is not False else None
+        if native and table is None:
+            raise ValueError("the C index (atrepo.core._carindex) is not available")
+        self._native: Any = table(expected_blocks, _carnative.table_seed()) if table is not None else None
+        if self._native is not None:
+            expected_blocks = 0  # the Python arrays stay empty
+        self._used = bytearray()
         self._cids = bytearray()
         self._where = array("Q")
         self._kept_at = array("I")
@@ -781,24 +816,35 @@ class CarIndex:
         max_block_bytes: int = limits.MAX_CAR_BLOCK_BYTES,
         keep_prefix: bytes | None = None,
         keep_bytes: int = 0,
+        native: bool | None = None,
     ) -> CarIndex:
         """Read the whole CAR once from the stream's position, checking every block's hash.
 
         Raises ``InvalidCAR`` (with the byte offset) for a malformed or
         truncated file or a block that does not match its CID, and
         ``LimitExceeded`` naming ``MAX_CAR_INDEX_BLOCKS`` or
-        ``MAX_CAR_BLOCK_BYTES``.
+        ``MAX_CAR_BLOCK_BYTES``. ``native``: as for the constructor (the C
+        table always checks hashes and holds at most ``_carnative.MAX_BLOCKS``
+        blocks, so without ``verify_hashes`` or above that it is not used).
         """
         if not 0 < max_blocks < 1 << 31:
             raise ValueError(f"max_blocks must be in 1..2**31-1, not {max_blocks}")
         if max_block_bytes > _LENGTH_MASK:
             raise ValueError(f"max_block_bytes above {_LENGTH_MASK} cannot be indexed")
         expected = min(_remaining_bytes(stream) // _TYPICAL_BLOCK_BYTES, max_blocks)
-        index = cls([], expected)
+        fits = verify_hashes and max_blocks <= _carnative.MAX_BLOCKS
+        if native and not fits:
+            raise ValueError("the C index checks every hash and holds at most _carnative.MAX_BLOCKS blocks")
+        index = cls([], expected, native=native if fits else False)
         keep = (keep_prefix, min(keep_bytes, (1 << 32) - 2)) if keep_prefix and keep_bytes > 0 else None
 
         def scan(buf: bytes, pos: int, base: int, _out: list[Block]) -> tuple[int, int]:
             return index._scan(buf, pos, base, verify_hashes, max_block_bytes, max_blocks, keep)
+
+        if index._native is not None:
+
+            def scan(buf: bytes, pos: int, base: int, _out: list[Block]) -> tuple[int, int]:
+                return index._scan_native(buf, pos, base, max_block_bytes, max_blocks, keep)
 
         reader = CarReader(
             stream, verify_hashes=verify_hashes, max_block_bytes=max_block_bytes, sections=scan
@@ -863,9 +909,7 @@ class CarIndex:
                 if stop > end:
                     return start, stop - end
                 data_at = pos + _ENTRY
-                if not startswith(pfx_cbor, pos) and (
-                    buf[pos] != 1 or buf[pos + 1] >= 0x80 or not startswith(b"\x12\x20", pos + 2)
-                ):
+                if not startswith(pfx_cbor, pos) and not _table_form(buf, pos, stop):
                     self._count = count
                     self._add_odd(buf, pos, stop, base, start, verify, max_blocks)
                     count = self._count
@@ -893,7 +937,7 @@ class CarIndex:
                         raise LimitExceeded(
                             "MAX_CAR_INDEX_BLOCKS", count + 1, max_blocks, f"CAR index at byte {base + start}"
                         )
-                    if startswith(keep_prefix, data_at) and len(kept) + stop - data_at <= keep_budget:
+                    if startswith(keep_prefix, data_at, stop) and len(kept) + stop - data_at <= keep_budget:
                         add_kept_at(len(kept) + 1)
                         kept += view[data_at:stop]
                     else:
@@ -952,14 +996,84 @@ class CarIndex:
         self._slots = slots
         self._mask = mask
 
+    def _scan_native(
+        self,
+        buf: bytes,
+        pos: int,
+        base: int,
+        max_section: int,
+        max_blocks: int,
+        keep: tuple[bytes, int] | None,
+    ) -> tuple[int, int]:
+        """``_scan`` on the C table: it indexes what it proves well formed, this does the rest."""
+        scan = self._native.scan
+        prefix, budget = keep if keep is not None else (b"", -1)
+        while True:
+            pos, missing = scan(buf, pos, base, max_section, max_blocks, prefix, budget)
+            if missing >= 0:
+                return pos, missing
+            pos = self._native_section(buf, pos, base, max_section, max_blocks)
+
+    def _native_section(self, buf: bytes, pos: int, base: int, max_section: int, max_blocks: int) -> int:
+        """The complete section at ``buf[pos:]`` that the C scan handed back; return its end.
+
+        The checks of ``_scan``, in its order, so the error is the one the
+        pure-Python index raises: a bad length varint, a section over
+        ``max_section`` or empty, a CID running past its section, data that
+        does not hash to its CID, the block limit. What passes them all is a
+        section with an odd CID, indexed in the side dict.
+        """
+        table = self._native
+        start = pos
+        size, pos = scan_varint(buf, pos, len(buf), base)
+        if pos < 0:  # the C scan returns incomplete varints itself
+            raise RuntimeError(f"the C index handed back an incomplete section at byte {base + start}")
+        if size > max_section:
+            raise LimitExceeded(
+                "MAX_CAR_BLOCK_BYTES", size, max_section, f"CAR block section at byte {base + start}"
+            )
+        if size == 0:
+            raise InvalidCAR("empty block section (no CID)", base + start)
+        stop = pos + size
+        if buf.startswith(_PFX_DAG_CBOR, pos) or _table_form(buf, pos, stop):
+            data_at = pos + _ENTRY
+            if data_at > stop:
+                raise InvalidCAR(
+                    f"CID runs past the end of its block section (section at byte {base + start})",
+                    base + pos,
+                )
+            if not buf.startswith(_sha256(buf[data_at:stop]).digest(), pos + 4):
+                cid = CID(buf[pos:data_at])
+                raise InvalidCAR(f"block data does not match its CID {cid}", base + start)
+            if table.find(buf[pos:data_at]) < 0 and len(table) >= max_blocks:
+                raise LimitExceeded(
+                    "MAX_CAR_INDEX_BLOCKS", len(table) + 1, max_blocks, f"CAR index at byte {base + start}"
+                )
+            raise RuntimeError(f"the C index handed back a valid section at byte {base + start}")
+        cid, data_at = _odd_cid(buf, pos, stop, base, base + start)
+        _check_odd_hash(cid, buf[data_at:stop], base + start)
+        if table.find(cid.raw) >= 0:
+            return stop
+        if len(table) >= max_blocks:
+            raise LimitExceeded(
+                "MAX_CAR_INDEX_BLOCKS", len(table) + 1, max_blocks, f"CAR index at byte {base + start}"
+            )
+        table.add_odd(cid.raw, base + data_at, stop - data_at)
+        return stop
+
     def __len__(self) -> int:
         """Distinct blocks indexed."""
-        return self._count
+        return self._count if self._native is None else len(self._native)
+
+    @property
+    def native(self) -> bool:
+        """Whether the C table holds this index."""
+        return self._native is not None
 
     @property
     def kept_bytes(self) -> int:
         """Bytes of block data kept in memory."""
-        return len(self._kept)
+        return len(self._kept) if self._native is None else int(self._native.kept_bytes)
 
     def find(self, cid: CID) -> int:
         """The ordinal of ``cid``'s block, or -1 when the CAR does not hold it."""
@@ -968,13 +1082,67 @@ class CarIndex:
     def finder(self) -> Callable[[CID], int]:
         """``find`` as a closure over the finished table, for lookups in a loop.
 
+        Index nothing more while it is in use.
+        """
+        find = self._native.find if self._native is not None else self._raw_finder()
+        return lambda cid: int(find(cid.raw))
+
+    def marker(self) -> Callable[[bytes], int]:
+        """``mark(binary CID)``: the block's ordinal, noted as used by the walk; -1 when absent.
+
+        ``referenced_count`` counts the blocks marked. On the C table this is
+        one C call; the pure-Python one keeps the bits in a ``bytearray``.
+        Index nothing more while it is in use.
+        """
+        if self._native is not None:
+            return self._native.mark  # type: ignore[no-any-return]
+        find = self._raw_finder()
+        if len(self._used) * 8 < self._count:
+            self._used.extend(bytes(((self._count + 7) >> 3) - len(self._used)))
+        used = self._used
+
+        def mark(raw: bytes) -> int:
+            ordinal = find(raw)
+            if ordinal >= 0:
+                used[ordinal >> 3] |= 1 << (ordinal & 7)
+            return ordinal
+
+        return mark
+
+    def all_marker(self) -> Callable[[Sequence[CID]], int]:
+        """``mark_all(cids)``: mark every block of the sequence; -1, or the position of the first absent.
+
+        The records of one MST leaf in one call: the C table fetches their
+        slots together, so the cache misses of a file in any order overlap.
+        Blocks before the first absent one are marked; those after it may be.
+        """
+        if self._native is not None:
+            return self._native.mark_all  # type: ignore[no-any-return]
+        mark = self.marker()
+
+        def mark_all(cids: Sequence[CID]) -> int:
+            for i, cid in enumerate(cids):
+                if mark(cid.raw) < 0:
+                    return i
+            return -1
+
+        return mark_all
+
+    def referenced_count(self) -> int:
+        """Distinct blocks marked by ``marker`` functions."""
+        if self._native is not None:
+            return int(self._native.referenced_count())
+        return int.from_bytes(self._used, "little").bit_count()
+
+    def _raw_finder(self) -> Callable[[bytes], int]:
+        """The pure-Python lookup by binary CID, guessing from the runs it has seen.
+
         Before hashing, it tries the blocks right after the last three it
         found: a tree walked in key order over a file written by walking the
         tree (level by level, or records after nodes) mostly asks for the next
         block of one of a few runs, and a hit costs one in-place compare and
         no cache miss in the slot table. While guesses do not pay (a shuffled
         file) only the first is tried, which also tells when they pay again.
-        Index nothing more while it is in use.
         """
         slots = self._slots
         mask = self._mask
@@ -985,8 +1153,7 @@ class CarIndex:
         last = [-1, -1, -1]
         credit = [_GUESS_CREDIT_CAP]
 
-        def find(cid: CID) -> int:
-            raw = cid.raw
+        def find(raw: bytes) -> int:
             if len(raw) != _ENTRY:
                 return odd(raw, -1)
             a, b, c = last
@@ -1020,6 +1187,8 @@ class CarIndex:
 
     def location(self, ordinal: int) -> tuple[int, int]:
         """(offset of the block's data from the start of the CAR, its length)."""
+        if self._native is not None:
+            return self._native.location(ordinal)  # type: ignore[no-any-return]
         where = self._where[ordinal]
         return where >> _LENGTH_BITS, where & _LENGTH_MASK
 
@@ -1031,18 +1200,35 @@ class CarIndex:
         where the CAR starts in the stream.
         """
         read = block_reader(stream, base)
-        locations = self._where
-        kept_at = self._kept_at
-        kept = bytes(self._kept) if len(self._kept) < 4096 else memoryview(self._kept).toreadonly()
         sha = _sha256
+        if self._native is not None:
+            kept = self._native.kept
+            location = self._native.location
+
+            def where(ordinal: int) -> tuple[bytes | None, int, int]:
+                data = kept(ordinal)
+                if data is not None:
+                    return data, 0, 0
+                offset, length = location(ordinal)
+                return None, offset, length
+
+        else:
+            locations = self._where
+            kept_at = self._kept_at
+            held = bytes(self._kept) if len(self._kept) < 4096 else memoryview(self._kept).toreadonly()
+
+            def where(ordinal: int) -> tuple[bytes | None, int, int]:
+                packed = locations[ordinal]
+                at = kept_at[ordinal]
+                if at:
+                    return bytes(held[at - 1 : at - 1 + (packed & _LENGTH_MASK)]), 0, 0
+                return None, packed >> _LENGTH_BITS, packed & _LENGTH_MASK
 
         def load(ordinal: int, cid: CID) -> bytes:
-            where = locations[ordinal]
-            at = kept_at[ordinal]
-            if at:
-                return bytes(kept[at - 1 : at - 1 + (where & _LENGTH_MASK)])
-            offset = where >> _LENGTH_BITS
-            data = read(offset, where & _LENGTH_MASK)
+            data, offset, length = where(ordinal)
+            if data is not None:
+                return data
+            data = read(offset, length)
             raw = cid.raw
             if len(raw) == _ENTRY and raw[2] == 0x12:  # sha2-256: the digest is the last 32 bytes
                 same = raw.endswith(sha(data).digest())
@@ -1056,11 +1242,19 @@ class CarIndex:
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays and kept blocks, for tests and reports."""
+        if self._native is not None:
+            return int(self._native.memory_bytes())
         return (
             len(self._cids)
             + len(self._kept)
+            + len(self._used)
             + sum(a.itemsize * len(a) for a in (self._where, self._kept_at, self._slots))
         )
+
+
+def _table_form(buf: bytes, pos: int, stop: int) -> bool:
+    """Whether ``buf[pos:stop]`` starts with a CIDv1 of one-byte codec and 32-byte sha2-256 digest."""
+    return stop - pos >= 4 and buf[pos] == 1 and buf[pos + 1] < 0x80 and buf.startswith(b"\x12\x20", pos + 2)
 
 
 def _remaining_bytes(stream: Readable) -> int:

@@ -23,6 +23,7 @@ bytes arrive and ``iter_stream_frames`` is a loop over it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from .action import ACTIONS, Action
 from .car import CHUNK_SIZE, PushDecoder, Readable, Writable
 from .cid import CID
 from .codec import decode_raw as _decode_raw
+from .codec import encode_raw as _encode_raw
 from .errors import AtrepoError, InvalidCAR, InvalidCBOR, InvalidEvent, InvalidSyntax, LimitExceeded
 from .syntax import (
     is_valid_datetime,
@@ -60,10 +62,13 @@ __all__ = [
     "RepoOp",
     "SyncEvent",
     "UnknownFrame",
+    "commit_seq_slot",
     "decode_frame",
     "encode_error_frame",
     "encode_frame",
+    "encode_frame_with_seq",
     "iter_stream_frames",
+    "reseq_frame",
     "write_stream_frame",
 ]
 
@@ -373,11 +378,22 @@ _WRITE_ACTIONS = frozenset(("create", "update"))
 
 
 def _parse_commit(body: dict[str, Any]) -> CommitEvent:
-    """A ``#commit`` body: the common well-formed case in one pass, anything else field by field.
+    """A ``#commit`` body: the common well-formed case in one pass, anything else field by field."""
+    event = _parse_commit_fast(body)
+    return event if event is not None else _parse_commit_fields(body)
 
-    The fast pass makes the same checks as ``_parse_commit_fields`` but
-    inline, and gives up (returns to the field-by-field parse, which then
-    raises the error it always raised) at the first thing it does not like.
+
+def _parse_commit_fast(body: dict[str, Any], *, exact: bool = False) -> CommitEvent | None:
+    """``_parse_commit``'s one pass: the event, or None where the field-by-field parse must decide.
+
+    ``exact`` also requires that the body and its ops hold no fields beyond
+    the ones checked here: every value is then of a checked type (the only
+    integer is the seq, in range), which is what lets ``decode_frame`` skip
+    the data-model walk for such a body.
+
+    The pass makes the same checks as ``_parse_commit_fields`` but inline,
+    and gives up (None: the field-by-field parse then raises the error it
+    always raised) at the first thing it does not like.
     """
     get = body.get
     seq = get("seq")
@@ -409,6 +425,7 @@ def _parse_commit(body: dict[str, Any]) -> CommitEvent:
         and type(time) is str
         and is_valid_datetime(time)
         and (prev_data is not None or "prevData" not in body)
+        and (not exact or len(body) == (12 if prev_data is not None else 11))
     ):
         ops = []
         for item in raw_ops:
@@ -428,6 +445,7 @@ def _parse_commit(body: dict[str, Any]) -> CommitEvent:
                 or (prev is not None and type(prev) is not CID)
                 or (prev is None and "prev" in item)
                 or not is_valid_repo_path(path)
+                or (exact and len(item) != (3 if prev is None else 4))
             ):
                 break
             ops.append(RepoOp(action, path, cid, prev))  # type: ignore[arg-type]
@@ -439,7 +457,7 @@ def _parse_commit(body: dict[str, Any]) -> CommitEvent:
                 return CommitEvent(
                     seq, repo, commit, rev, since, blocks, tuple(ops), time, prev_data, tuple(raw_blobs)
                 )
-    return _parse_commit_fields(body)
+    return None
 
 
 def _parse_commit_fields(body: dict[str, Any]) -> CommitEvent:
@@ -553,7 +571,16 @@ def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Fra
         if t == "#commit" and len(data) <= limits.CBOR_PRESCAN_BYTES:
             body = _commit_body(data)
             if body is not None:
-                return _parse_commit(body)
+                # a body of exactly the known fields, all of their types, needs no data-model walk
+                event = _parse_commit_fast(body, exact=True)
+                if event is not None:
+                    return event
+                try:
+                    cbor.check_values(body)
+                except AtrepoError:
+                    pass  # the general path below raises its located error
+                else:
+                    return _parse_commit(body)
     else:
         header, at = cbor.decode_first(data, max_bytes=limits.MAX_FRAME_HEADER_BYTES)
         op, t = _read_header(header)
@@ -572,23 +599,23 @@ def decode_frame(data: bytes, *, max_bytes: int = limits.MAX_FRAME_BYTES) -> Fra
     return _PARSERS[t](body)
 
 
-_COMMIT_HEADER_BYTES = len(_HEADERS["#commit"])
+_COMMIT_HEADER = _HEADERS["#commit"]
+_COMMIT_HEADER_BYTES = len(_COMMIT_HEADER)
 
 
 def _commit_body(data: bytes) -> dict[str, Any] | None:
     """The body of a small ``#commit`` frame decoded in one C call, or None for the general path.
 
-    Checked as ``cbor.decode_multi`` checks it (strict DAG-CBOR, then the data
-    model walk); anything it would refuse, or a body that is not a map,
-    returns None so that ``decode_frame``'s general path raises its own
-    located error.
+    Strict DAG-CBOR as ``cbor.decode_multi`` reads it, but not yet its data
+    model walk (``decode_frame`` runs it unless the body's shape makes it
+    moot); anything the codec refuses, or a body that is not a map, returns
+    None so that ``decode_frame``'s general path raises its own located error.
     """
     try:
         body, length = _decode_raw(memoryview(data)[_COMMIT_HEADER_BYTES:], CID, False)
-        if length != len(data) - _COMMIT_HEADER_BYTES or type(body) is not dict:
-            return None
-        cbor.check_values(body)
     except (ValueError, TypeError, AtrepoError):
+        return None
+    if length != len(data) - _COMMIT_HEADER_BYTES or type(body) is not dict:
         return None
     return body
 
@@ -629,6 +656,171 @@ def encode_frame(frame: Frame) -> bytes:
             header["t"] = frame.t
         return cbor.encode(header) + frame.body
     return _HEADERS[frame.type_name] + cbor.encode(frame.to_body())
+
+
+def _head_len(n: int) -> int:
+    """Bytes of a canonical CBOR head with argument ``n``."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+
+
+def _text_len(text: object) -> int:
+    if type(text) is not str:
+        raise TypeError
+    n = len(text) if text.isascii() else len(text.encode())
+    return _head_len(n) + n
+
+
+def _link_len(cid: object) -> int:
+    if type(cid) is not CID:
+        raise TypeError
+    n = len(cid.raw) + 1  # the multibase 0x00 byte, then the binary CID
+    return 2 + _head_len(n) + n  # tag 42, then the byte string
+
+
+def _uint_head(n: int) -> bytes:
+    if n < 24:
+        return bytes((n,))
+    if n < 0x100:
+        return bytes((24, n))
+    if n < 0x10000:
+        return b"\x19" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x1a" + n.to_bytes(4, "big")
+    return b"\x1b" + n.to_bytes(8, "big")
+
+
+#: The ``seq`` field name as a ``#commit`` body encodes it (after ``ops`` and ``rev``, canonically).
+_SEQ_KEY = b"\x63seq"
+
+
+def commit_seq_slot(raw: bytes, frame: CommitEvent) -> tuple[int, int] | None:
+    """Where the seq's value sits in ``raw`` (start, length) when ``raw`` is exactly ``encode_frame(frame)``.
+
+    A relay passes most ``#commit`` frames on as they came, with its own seq:
+    when the upstream's frame is byte for byte our encoding of the event, the
+    new frame is the old one with the seq's few bytes replaced, and nothing
+    needs encoding again. ``raw`` must be the frame ``decode_frame`` decoded
+    to ``frame``: its decoding is strict (canonical key order, shortest
+    heads), so the body is the canonical encoding of its fields, and ours
+    differs only if the body has fields the event does not keep (unknown
+    fields, a null ``prevData``, an op's null ``prev``). Those only add bytes,
+    so the canonical length of our encoding, computed here field by field
+    without encoding anything, equal to the frame's length proves the two the
+    same. None otherwise (and for anything not of the plain types): the caller
+    encodes the event (``encode_frame_with_seq``).
+    """
+    seq = frame.seq
+    if type(seq) is not int or not 0 <= seq <= limits.MAX_SAFE_INT or not raw.startswith(_COMMIT_HEADER):
+        return None
+    try:
+        ops_len = _head_len(len(frame.ops))
+        for op in frame.ops:
+            prev = op.prev
+            ops_len += 1 + 4 + (1 if op.cid is None else _link_len(op.cid))  # map head, "cid"
+            ops_len += 5 + _text_len(op.path) + 7 + _text_len(op.action)  # "path", "action"
+            if prev is not None:
+                ops_len += 5 + _link_len(prev)  # "prev"
+        start = _COMMIT_HEADER_BYTES + 1 + 4 + ops_len + 4 + _text_len(frame.rev) + 4
+        seq_len = _head_len(seq)
+        blobs = frame.blobs
+        since = frame.since
+        blocks = frame.blocks
+        if type(blocks) is not bytes or type(frame.rebase) is not bool or type(frame.too_big) is not bool:
+            return None
+        rest = 5 + _text_len(frame.repo) + 5 + _text_len(frame.time)  # "repo", "time"
+        rest += 6 + _head_len(len(blobs)) + sum(map(_link_len, blobs))  # "blobs"
+        rest += 6 + (1 if since is None else _text_len(since))  # "since"
+        rest += 7 + _head_len(len(blocks)) + len(blocks)  # "blocks"
+        rest += 7 + _link_len(frame.commit) + 7 + 1 + 7 + 1  # "commit", "rebase", "tooBig"
+        if frame.prev_data is not None:
+            rest += 9 + _link_len(frame.prev_data)  # "prevData"
+    except TypeError:
+        return None
+    if (
+        len(raw) != start + seq_len + rest
+        or not raw.startswith(_SEQ_KEY, start - 4)
+        or not raw.startswith(_uint_head(seq), start)
+    ):
+        return None
+    return start, seq_len
+
+
+def reseq_frame(raw: bytes, slot: tuple[int, int], seq: int) -> bytes:
+    """``raw`` with the seq at ``slot`` (from ``commit_seq_slot``) replaced by ``seq``."""
+    start, length = slot
+    if type(seq) is not int or not 0 <= seq <= limits.MAX_SAFE_INT:
+        raise ValueError(f"seq {seq!r} is outside 0..2^53-1")
+    return b"".join((raw[:start], _uint_head(seq), raw[start + length :]))
+
+
+def encode_frame_with_seq(frame: Message, seq: int) -> bytes:
+    """``encode_frame(dataclasses.replace(frame, seq=seq))``, the same bytes, for a relay re-sequencing.
+
+    A relay re-encodes every event it passes on with its own seq. For a
+    ``#commit`` whose fields are the plain types ``decode_frame`` produces, the
+    body map is built here and handed to the C codec directly: copying the
+    frozen event, building its body and the data-model walk of
+    ``cbor.encode`` (which can find nothing in such a map: its only integer is
+    a seq checked here, and it nests three deep) cost twice the encoding
+    itself. Anything else goes the general way (``tests/core/test_events.py``
+    compares both).
+    """
+    if type(frame) is CommitEvent and type(seq) is int and 0 <= seq <= limits.MAX_SAFE_INT:
+        body = _plain_commit_body(frame, seq)
+        if body is not None:
+            return _COMMIT_HEADER + _encode_raw(body, CID, False)
+    return encode_frame(dataclasses.replace(frame, seq=seq))  # type: ignore[arg-type]
+
+
+def _plain_commit_body(frame: CommitEvent, seq: int) -> dict[str, Any] | None:
+    """``frame.to_body()`` with ``seq``, when every field is of its declared, plain type; else None."""
+    since, prev_data = frame.since, frame.prev_data
+    if not (
+        type(frame.repo) is str
+        and type(frame.commit) is CID
+        and type(frame.rev) is str
+        and (since is None or type(since) is str)
+        and type(frame.blocks) is bytes
+        and type(frame.time) is str
+        and (prev_data is None or type(prev_data) is CID)
+        and type(frame.rebase) is bool
+        and type(frame.too_big) is bool
+        and type(frame.ops) is tuple
+        and type(frame.blobs) is tuple
+    ):
+        return None
+    ops: list[dict[str, Any]] = []
+    for op in frame.ops:
+        if type(op) is not RepoOp:
+            return None
+        action, path, cid, prev = op.action, op.path, op.cid, op.prev
+        if type(action) is not str or type(path) is not str or (cid is not None and type(cid) is not CID):
+            return None
+        if prev is None:
+            ops.append({"action": action, "path": path, "cid": cid})
+        elif type(prev) is CID:
+            ops.append({"action": action, "path": path, "cid": cid, "prev": prev})
+        else:
+            return None
+    for blob in frame.blobs:
+        if type(blob) is not CID:
+            return None
+    body: dict[str, Any] = {
+        "seq": seq,
+        "rebase": frame.rebase,
+        "tooBig": frame.too_big,
+        "repo": frame.repo,
+        "commit": frame.commit,
+        "rev": frame.rev,
+        "since": since,
+        "blocks": frame.blocks,
+        "ops": ops,
+        "blobs": list(frame.blobs),
+        "time": frame.time,
+    }
+    if prev_data is not None:
+        body["prevData"] = prev_data
+    return body
 
 
 def encode_error_frame(error: str, message: str | None = None) -> bytes:

@@ -19,6 +19,7 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from . import limits
+from ._native import mst_invert as _native_invert
 from .blocks import BlockMap, BlockSource
 from .car import read_car
 from .cid import CID
@@ -163,6 +164,43 @@ def validate_commit(
     by default they are accepted with ``canonical`` False, since the reference
     host can send them.
     """
+    commit, blocks, checked = validate_commit_parts(
+        event,
+        key,
+        now=now,
+        max_future_seconds=max_future_seconds,
+        require_record_blocks=require_record_blocks,
+        strict_shape=strict_shape,
+    )
+    return VerifiedCommit(
+        commit.did,
+        commit.rev,
+        event.since,
+        commit,
+        event.prev_data,
+        event.ops,
+        blocks,
+        checked.inverted,
+        not checked.warnings,
+        checked.warnings,
+    )
+
+
+def validate_commit_parts(
+    event: CommitEvent,
+    key: PublicKey | None,
+    *,
+    now: float | None = None,
+    max_future_seconds: float = MAX_FUTURE_REV_SECONDS,
+    require_record_blocks: bool = True,
+    strict_shape: bool = False,
+) -> tuple[SignedCommit, BlockMap, TreeCheck]:
+    """``validate_commit``'s checks, giving back its parts: signed commit, CAR blocks, tree check.
+
+    For a caller that keeps only some of the result (the relay keeps the
+    commit and the warnings, once per event): it skips building the
+    ``VerifiedCommit``. Raises as ``validate_commit`` does.
+    """
     if event.too_big or event.rebase:
         raise _fail("flags", "tooBig and rebase are deprecated and must be false")
     if len(event.ops) > limits.MAX_COMMIT_OPS:
@@ -204,18 +242,7 @@ def validate_commit(
         records=blocks if require_record_blocks else None,
         strict_shape=strict_shape,
     )
-    return VerifiedCommit(
-        commit.did,
-        commit.rev,
-        event.since,
-        commit,
-        event.prev_data,
-        ops,
-        blocks,
-        checked.inverted,
-        not checked.warnings,
-        checked.warnings,
-    )
+    return commit, blocks, checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +251,10 @@ class TreeCheck:
 
     inverted: bool
     warnings: tuple[str, ...] = ()
+
+
+#: The outcome of a clean inversion (frozen: one shared instance).
+_INVERTED = TreeCheck(True)
 
 
 def check_tree_ops(
@@ -247,6 +278,10 @@ def check_tree_ops(
         if prev_data is not None and prev_data != data:
             raise _fail("inversion", f"no ops, but prevData {prev_data} is not data {data}")
         return TreeCheck(prev_data is not None)
+    # one op: the C inversion first (``_inverted_natively``); anything it does not prove goes on below
+    fast = len(ops) == 1 and prev_data is not None and isinstance(source, NodeLoader)
+    if fast and _inverted_natively(source, data, ops[0], prev_data, records):  # type: ignore[arg-type]
+        return _INVERTED
     warnings: list[str] = []
     try:
         tree = MST.load(source, data, strict_shape=strict_shape)
@@ -292,6 +327,42 @@ def check_tree_ops(
             raise _fail("inversion", message)
         warnings.append(message)
     return TreeCheck(True, tuple(warnings))
+
+
+def _inverted_natively(
+    loader: NodeLoader, data: CID, op: RepoOp, prev_data: CID, records: Container[CID] | None
+) -> bool:
+    """Whether the C inversion proves ``op`` checks forward and inverts ``data`` to exactly ``prev_data``.
+
+    Single-op commits are most of the network's, and their tree work is the
+    largest part of verifying one after the signature. ``_mstnode.invert``
+    reads the same nodes as the path below, with the same checks, and answers
+    only in the common case (see ``_mstnode.c``); False means "not proven":
+    the caller runs the pure-Python path, which accepts the commit or names the
+    error, so every failure, and every canonical-shape warning, comes from there.
+    """
+    if _native_invert is None:
+        return False
+    blocks = loader.plain_blocks()
+    path = op.path
+    if blocks is None or type(path) is not str or not path.isascii():
+        return False
+    cid = op.cid
+    if records is not None and cid is not None and cid not in records:
+        return False
+    new = None if op.action == "create" else op.prev
+    root = _native_invert(
+        blocks,
+        data,
+        path.encode(),
+        cid,
+        new,
+        limits.MAX_CBOR_BYTES,
+        limits.MAX_MST_KEY_BYTES,
+        limits.MAX_MST_NODE_ENTRIES,
+        limits.MAX_MST_LAYER,
+    )
+    return root is not None and root == prev_data.raw
 
 
 def validate_sync(

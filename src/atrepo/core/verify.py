@@ -11,13 +11,16 @@ CID alone (its hash is checked as it is read, so only its presence matters
 later). In the reference host's order (nodes level by level, then the records
 in walk order) only the nodes are set aside and the records stream; in a
 shuffled file most blocks are. The stash is bounded (``STASH_BYTES`` and
-``MAX_CAR_INDEX_BLOCKS``) and used only on a seekable stream.
+``MAX_CAR_INDEX_BLOCKS``) and used only on a seekable stream, and only when
+the C index is missing (``STASH_ONE_PASS``): with it, indexing the whole file
+costs less than setting blocks aside in Python dicts, so the one pass gives up
+at the first block out of pre-order.
 
 Whatever one pass cannot answer exactly (a missing block, a record block used
 twice, a node that is not node-shaped, blocks left over whose count must be
 exact, the stash over its bound, the commit not first) hands over to the index
 path: one pass builds a compact index of every block (``car.CarIndex``:
-hash-checked, about 60 bytes a block, MST nodes kept up to
+hash-checked, 60 to 80 bytes a block, MST nodes kept up to
 ``KEEP_NODE_BYTES``), then the tree is walked against it, resuming after the
 last key already yielded and raising the precise error.
 
@@ -34,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from . import limits
+from . import _carnative, limits
 from .car import CarIndex, CarReader, Readable, parse_raw_sections
 from .cid import CID
 from .commit import SignedCommit, decode_commit
@@ -63,6 +66,13 @@ KEEP_NODE_BYTES = 32 << 20
 #: CID alone unless its bytes are asked for). A shuffled 200k-record
 #: repository counts ~45 MB; past this the index path takes over.
 STASH_BYTES = 64 << 20
+#: Whether the one pass sets early blocks aside (on a seekable stream) rather than
+#: handing over to the index path at the first block out of pre-order. Only
+#: without the C index: with it, the index path is faster in every order but
+#: pre-order and holds about as much (a 200k-record file: ~40 MB of index and
+#: kept nodes in any order; the stash held ~30 MB breadth-first, ~45 MB
+#: shuffled), and it decides the same cases the same way.
+STASH_ONE_PASS = _carnative.Table is None
 #: What a block set aside by its CID costs (an ``int`` of 64 bytes and a set slot).
 _STASH_ENTRY_BYTES = 100
 #: What a block set aside with its bytes costs besides them (key, object header, dict slot).
@@ -196,43 +206,43 @@ class _StreamSource:
 
 
 class _IndexSource:
-    """Blocks of an indexed CAR by CID; remembers which blocks the walk used.
+    """Blocks of an indexed CAR by CID; the index remembers which blocks the walk used.
 
-    ``referenced`` is a bitmap over the index's ordinals (one bit a block), so
-    counting the blocks nothing referred to needs no set of CIDs. ``get`` is
-    what the node loader calls: every call is one node.
+    ``mark`` (``CarIndex.marker``) finds a block by binary CID and sets its bit
+    in the index's bitmap (one bit a block), so counting the blocks nothing
+    referred to needs no set of CIDs. ``get`` is what the node loader calls:
+    every call is one node.
     """
 
-    __slots__ = ("_find_node", "_load", "find", "nodes", "referenced")
+    __slots__ = ("_load", "_mark_node", "index", "mark", "mark_all", "nodes")
 
     def __init__(self, index: CarIndex, stream: Readable, base: int) -> None:
-        # Two finders, since each guesses from the runs it has seen: nodes and
-        # records are separate runs in the orders writers use.
-        self.find = index.finder()
-        self._find_node = index.finder()
+        # Two markers, since the pure-Python ones guess from the runs they have
+        # seen: nodes and records are separate runs in the orders writers use.
+        self.index = index
+        self.mark = index.marker()
+        self.mark_all = index.all_marker()
+        self._mark_node = index.marker()
         self._load = index.loader(stream, base)
-        self.referenced = bytearray((len(index) + 7) >> 3)
         self.nodes = 0
 
     def read(self, cid: CID) -> bytes | None:
         """The block's bytes (marked as referenced), or None when the CAR lacks it."""
-        ordinal = self.find(cid)
+        ordinal = self.mark(cid.raw)
         if ordinal < 0:
             return None
-        self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
         return self._load(ordinal, cid)
 
     def get(self, cid: CID) -> bytes | None:
         """A node's bytes (for ``NodeLoader``); ``read`` written out, once per node."""
         self.nodes += 1
-        ordinal = self._find_node(cid)
+        ordinal = self._mark_node(cid.raw)
         if ordinal < 0:
             return None
-        self.referenced[ordinal >> 3] |= 1 << (ordinal & 7)
         return self._load(ordinal, cid)
 
     def referenced_count(self) -> int:
-        return int.from_bytes(self.referenced, "little").bit_count()
+        return self.index.referenced_count()
 
 
 def verify_repo_car(
@@ -288,7 +298,8 @@ def _verify(
     seekable = _seekable(stream)
     with collector_paused():
         try:
-            yield from _stream_path(reader, key, did, info, with_data, seekable, strict_shape)
+            stash = seekable and STASH_ONE_PASS  # read now, so tests can choose the path
+            yield from _stream_path(reader, key, did, info, with_data, stash, strict_shape)
             return
         except _OutOfOrder:
             pass
@@ -459,34 +470,72 @@ def _index_path(
 def _walk_indexed(tree: MST, source: _IndexSource, info: RepoSummary, with_data: bool) -> Iterator[Item]:
     """Each record in key order, required in the index (and read when ``with_data``).
 
-    Records the stream path yielded before it gave up are counted, not yielded again.
+    Records the stream path yielded before it gave up are counted, not yielded
+    again. ``Walker.entries`` written out as in ``_walk_streamed`` (a leaf's
+    records in one inner loop, no generator between walk and check): with the
+    C index, this loop is most of what verifying a file in any order costs.
     """
     resume = info.last_key.encode() if info.last_key is not None else None
-    find = source.find
-    referenced = source.referenced
+    mark = source.mark
+    mark_all = source.mark_all
     read = source.read
+    stack = Walker(tree).stack
+    pop = stack.pop
+    push = stack.append
+    loader = tree.loader
     data = b""
     count = 0
     name = info.last_key
     try:
-        for raw, val in tree.walk_raw():
-            if with_data:
-                found = read(val)
-                if found is None:
-                    raise MissingBlock(val, f"record {raw.decode()}")
-                data = found
+        while stack:
+            item = pop()
+            if len(item) == 2:
+                entries: Any = (item,)
             else:
-                ordinal = find(val)
-                if ordinal < 0:
-                    raise MissingBlock(val, f"record {raw.decode()}")
-                referenced[ordinal >> 3] |= 1 << (ordinal & 7)
-            count += 1
-            if resume is not None:
-                if raw <= resume:
+                sub, layer, lo, hi = item
+                node = sub if type(sub) is Node else resolve(loader, sub, layer, lo, hi)
+                keys, vals, subs = node.keys, node.vals, node.subs  # type: ignore[union-attr]
+                n = len(keys)
+                if subs.count(None) <= n:  # not a leaf: its entries and subtrees, in order, on the stack
+                    below = layer - 1
+                    for i in range(n, -1, -1):
+                        if i < n:
+                            push((keys[i], vals[i]))
+                        child = subs[i]
+                        if child is not None:
+                            push((child, below, keys[i - 1] if i else lo, keys[i] if i < n else hi))
                     continue
-                resume = None
-            name = raw.decode()
-            yield (name, val, data) if with_data else (name, val)
+                if not with_data:  # a leaf: its records marked in one call, then yielded
+                    bad = mark_all(vals)
+                    for raw, val in (
+                        zip(keys, vals, strict=True) if bad < 0 else zip(keys[:bad], vals[:bad], strict=True)
+                    ):
+                        count += 1
+                        if resume is not None:
+                            if raw <= resume:
+                                continue
+                            resume = None
+                        name = raw.decode()
+                        yield (name, val)
+                    if bad >= 0:
+                        raise MissingBlock(vals[bad], f"record {keys[bad].decode()}")
+                    continue
+                entries = zip(keys, vals, strict=True)
+            for raw, val in entries:
+                if with_data:
+                    found = read(val)
+                    if found is None:
+                        raise MissingBlock(val, f"record {raw.decode()}")
+                    data = found
+                elif mark(val.raw) < 0:
+                    raise MissingBlock(val, f"record {raw.decode()}")
+                count += 1
+                if resume is not None:
+                    if raw <= resume:
+                        continue
+                    resume = None
+                name = raw.decode()
+                yield (name, val, data) if with_data else (name, val)
     finally:  # the summary stays right however the walk ends
         info.records = count
         info.last_key = name

@@ -58,6 +58,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol
 
 from atrepo.core.car import write_car
@@ -68,7 +69,9 @@ from atrepo.core.events import (
     Frame,
     IdentityEvent,
     SyncEvent,
-    encode_frame,
+    commit_seq_slot,
+    encode_frame_with_seq,
+    reseq_frame,
 )
 from atrepo.core.keys import PublicKey
 from atrepo.core.syntax import format_datetime
@@ -188,10 +191,8 @@ def _write_batch(
 
 
 def _encoder(frame: Frame) -> Callable[[int], bytes]:
-    def encode(seq: int) -> bytes:
-        return encode_frame(dataclasses.replace(frame, seq=seq))  # type: ignore[arg-type]
-
-    return encode
+    """``encode(seq)``: the frame re-encoded with the relay's seq (``encode_frame_with_seq``)."""
+    return partial(encode_frame_with_seq, frame)  # type: ignore[arg-type]
 
 
 class Ingest:
@@ -596,11 +597,24 @@ class Ingest:
                 self.begin_resync(host, account, reason)
                 return
             self.fault("out-of-step", host, did, reason + " (lenient: relayed)")
-        updated = dataclasses.replace(
-            account, rev=check.rev, commit=check.commit, data=check.data, updated_ms=_now_ms()
+        now = _now_ms()
+        # ``dataclasses.replace`` written out: it costs several times a plain constructor call
+        updated = RelayAccount(
+            did,
+            account.host_id,
+            account.status,
+            account.upstream_status,
+            check.rev,
+            check.commit,
+            check.data,
+            account.created_ms,
+            now,
         )
-        collections = {(did, op.path.split("/", 1)[0]) for op in event.ops if op.action != "delete"}
-        self.stage(updated, self.emit(did, event), collections, host)
+        collections = {(did, op.path.partition("/")[0]) for op in event.ops if op.action != "delete"}
+        # passed on as it came with the relay's seq when the upstream's frame is our encoding of it
+        slot = commit_seq_slot(raw, event)
+        encode = partial(encode_frame_with_seq, event) if slot is None else partial(reseq_frame, raw, slot)
+        self.stage(updated, PendingEvent(did, "#commit", now, encode), collections, host)
         self._m_emitted.inc(1, ("#commit",))
 
     async def _sync(self, host: Upstream, account: RelayAccount, event: SyncEvent, raw: bytes) -> None:

@@ -33,7 +33,7 @@ from atrepo.core.commit import decode_commit
 from atrepo.core.errors import AtrepoError, InvalidCommitEvent
 from atrepo.core.events import CommitEvent, SyncEvent, decode_frame
 from atrepo.core.keys import PublicKey, parse_did_key
-from atrepo.core.validate import validate_commit, validate_sync
+from atrepo.core.validate import validate_commit_parts, validate_sync
 
 __all__ = ["CommitCheck", "Verifier"]
 
@@ -56,16 +56,9 @@ class CommitCheck:
 
 def check_commit(event: CommitEvent, key: PublicKey | None, now: float | None = None) -> CommitCheck:
     """Run every Sync 1.1 check on ``event`` (raises ``InvalidCommitEvent`` naming the rule)."""
-    verified = validate_commit(event, key, now=now)
-    commit = verified.commit
+    commit, _, checked = validate_commit_parts(event, key, now=now)
     return CommitCheck(
-        verified.rev,
-        verified.since,
-        verified.prev_data,
-        commit.data,
-        commit.cid,
-        commit.raw,
-        verified.warnings,
+        commit.rev, event.since, event.prev_data, commit.data, commit.cid, commit.raw, checked.warnings
     )
 
 

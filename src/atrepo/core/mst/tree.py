@@ -97,6 +97,17 @@ class NodeLoader:
                 cache.popitem(last=False)
         return node
 
+    def plain_blocks(self) -> dict[CID, bytes] | None:
+        """The block dict of a loader that only decodes: a ``BlockMap`` source, no hash check, nothing cached.
+
+        What a reader of raw blocks (the C inversion in ``validate``) may read
+        instead of this loader and see the same nodes; None for any other loader.
+        """
+        source = self.source
+        if self._check or self._cache or type(source) is not BlockMap:
+            return None
+        return source._blocks
+
     def keep(self, cid: CID, node: Node) -> None:
         """Hold a node read ahead of the walk, so reading it again costs no block.
 
