@@ -13,9 +13,9 @@ BENCH_ARGS ?=
 $(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt
 	@test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/python -m pip install -q --upgrade pip
-	$(BENCH_BIN)/python -m pip install -q -c constraints.txt -e . -r bench/requirements.txt || { \
+	$(BENCH_BIN)/python -m pip install -q -c constraints.txt -e '.[postgres]' -r bench/requirements.txt || { \
 	  echo "bench: peers conflict with constraints.txt; installing without it" >&2; \
-	  $(BENCH_BIN)/python -m pip install -q -e . -r bench/requirements.txt; }
+	  $(BENCH_BIN)/python -m pip install -q -e '.[postgres]' -r bench/requirements.txt; }
 	$(BENCH_BIN)/python -m pip check || echo "bench: warning: pip check found conflicts (see above)" >&2
 	@touch $@
 
@@ -52,3 +52,9 @@ bench-relay: $(BENCH_STAMP)
 .PHONY: bench-sync
 bench-sync: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.sync_bench $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-sync-scale`: atrepo sync --workers 1 and 2 on one PostgreSQL mirror (a
+# throwaway cluster), catching up a host's log (bench/sync_scale.py; about 8 minutes; BENCH_ARGS="--quick").
+.PHONY: bench-sync-scale
+bench-sync-scale: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.sync_scale $(BENCH_ARGS)

@@ -84,6 +84,9 @@ async def _run(config: object) -> None:
     except OSError as exc:
         print(f"error: cannot start the relay on {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+    from ..core.memory import tune_collector_for_server
+
+    tune_collector_for_server()
     try:
         with stop_on_signals() as stop:
             print(f"atrepo relay listening on {running.url}", flush=True)

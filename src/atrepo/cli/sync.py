@@ -243,6 +243,9 @@ async def _run(config: Any, as_json: bool) -> None:
     except (StoreInUse, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+    from ..core.memory import tune_collector_for_server
+
+    tune_collector_for_server()
     progress: asyncio.Task[None] | None = None
     try:
         with stop_on_signals() as stop:

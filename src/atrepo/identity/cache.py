@@ -104,6 +104,10 @@ class LookupCache(Generic[K, V]):
         for key in list(self._entries):
             self.purge(key)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has an entry (fresh, stale or a cached failure); it does not refresh it."""
+        return key in self._entries
+
     async def get(self, key: K, fetch: Callable[[], Awaitable[V]], *, force_refresh: bool = False) -> V:
         """The value for ``key``, fetching only when the cache cannot answer."""
         if not force_refresh:

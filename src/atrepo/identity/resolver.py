@@ -96,10 +96,10 @@ class DIDResolver:
         ``ResolutionError`` when it cannot be fetched, ``InvalidDIDDocument``
         when what came back is not a document for ``did``.
         """
-        method = did_method(did)
-        if method == "web":
-            did_web_url(did, dev=self.dev)  # refuse bad hosts before touching the cache
-        return await self.cache.get(did, lambda: self._fetch(did, method), force_refresh=force_refresh)
+        # a cached DID passed these checks when it was first asked for; refuse bad hosts before the cache
+        if did not in self.cache and did_method(did) == "web":
+            did_web_url(did, dev=self.dev)
+        return await self.cache.get(did, lambda: self._fetch(did), force_refresh=force_refresh)
 
     def document_url(self, did: str) -> str:
         """Where the document of ``did`` is fetched from."""
@@ -107,7 +107,8 @@ class DIDResolver:
             return f"{self.plc_url}/{did}"
         return did_web_url(did, dev=self.dev)
 
-    async def _fetch(self, did: str, method: str) -> DIDDocument:
+    async def _fetch(self, did: str) -> DIDDocument:
+        method = did_method(did)
         url = self.document_url(did)
         try:
             status, body = await get_bounded(
