@@ -13,9 +13,9 @@ BENCH_ARGS ?=
 $(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt
 	@test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/python -m pip install -q --upgrade pip
-	$(BENCH_BIN)/python -m pip install -q -c constraints.txt -e '.[postgres]' -r bench/requirements.txt || { \
+	$(BENCH_BIN)/python -m pip install -q -c constraints.txt -e . -r bench/requirements.txt || { \
 	  echo "bench: peers conflict with constraints.txt; installing without it" >&2; \
-	  $(BENCH_BIN)/python -m pip install -q -e '.[postgres]' -r bench/requirements.txt; }
+	  $(BENCH_BIN)/python -m pip install -q -e . -r bench/requirements.txt; }
 	$(BENCH_BIN)/python -m pip check || echo "bench: warning: pip check found conflicts (see above)" >&2
 	@touch $@
 

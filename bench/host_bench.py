@@ -1,13 +1,16 @@
 """Host benchmark: ``atrepo serve`` measured over HTTP from separate client processes.
 
-``python -m bench.host_bench [--quick] [--json] [--reps N] [--seconds S] [--repo-records N]``
+``python -m bench.host_bench [--quick] [--json] [--reps N] [--seconds S] [--repo-records N]
+[--clients 1,16] [--create-only]``
 
 The orchestrator (this process) starts ``atrepo serve`` on free loopback ports with its data in a temporary
 directory, then runs every client as a separate process (``python -m bench.host_bench --worker SPEC``,
 asyncio + aiohttp) that prints one JSON object. Phases:
 
-- createRecord, durable (the host's default ``synchronous=FULL``), 1 client and 16 clients (each client
-  its own account, each awaiting its requests one after another): records/s, p50/p99 latency.
+- createRecord, durable (the host's default ``synchronous=FULL``), 1 client and 16 clients (``--clients``;
+  each client its own account, each awaiting its requests one after another): records/s, p50/p99
+  latency, and the server's CPU time per record (the figure that stays put when other processes load
+  the machine). ``--create-only`` stops after these phases, for quick before/after checks.
 - applyWrites of 200 creates per call (one client, one account): records/s. These calls build the large
   repository of the next phase; the rate is taken per segment of the build.
 - getRepo of that repository (100k records by default): the server is restarted on the same data first, so
@@ -117,6 +120,7 @@ async def w_create(spec: dict[str, Any]) -> Any:
     lat: list[float] = []
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
+        warm = [0]
 
         async def client(acc: dict[str, str], deadline: float, record: bool) -> None:
             i = 0
@@ -126,15 +130,18 @@ async def w_create(spec: dict[str, Any]) -> Any:
                 await _xrpc(s, url, "com.atproto.repo.createRecord", body, acc["token"])
                 if record:
                     lat.append(time.perf_counter() - t0)
+                else:
+                    warm[0] += 1
                 i += 1
 
-        warm = time.monotonic() + spec.get("warmup", 1.0)
-        await asyncio.gather(*(client(a, warm, False) for a in accounts))
+        warm_until = time.monotonic() + spec.get("warmup", 1.0)
+        await asyncio.gather(*(client(a, warm_until, False) for a in accounts))
         t0 = time.monotonic()
         await asyncio.gather(*(client(a, t0 + seconds, True) for a in accounts))
         elapsed = time.monotonic() - t0
     return {
         "records": len(lat),
+        "warmup_records": warm[0],
         "seconds": elapsed,
         "rate": len(lat) / elapsed,
         "p50_ms": _pct(lat, 0.5) * 1e3,
@@ -375,7 +382,8 @@ class Phase:
 
     def __exit__(self, *exc: object) -> None:
         dt = time.monotonic() - self.t0
-        self.server_cpu_pct = 100 * (proc_cpu_seconds(self.server.pid) - self.cpu0) / dt
+        self.server_cpu_s = proc_cpu_seconds(self.server.pid) - self.cpu0
+        self.server_cpu_pct = 100 * self.server_cpu_s / dt
         self.load = (self.load0, os.getloadavg()[0])
 
 
@@ -398,10 +406,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             server.start()
             url = server.url
             _log(q, f"atrepo serve pid {server.pid} at {url}; creating accounts")
-            accounts = run_worker({"kind": "accounts", "url": url, "n": 22, "prefix": "bench"})
-            many, big, writers = accounts[:16], accounts[16], accounts[17:21]
+            top = max(args.clients)
+            accounts = run_worker({"kind": "accounts", "url": url, "n": top + 6, "prefix": "bench"})
+            many, big, writers = accounts[:top], accounts[top], accounts[top + 1 : top + 5]
 
-            for clients in (1, 16):
+            for clients in args.clients:
                 runs = []
                 for rep in range(args.reps):
                     with Phase(server) as ph:
@@ -414,20 +423,26 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                                 "warmup": 0.5 if args.quick else 1.0,
                             }
                         )
-                    r.update(server_cpu_pct=ph.server_cpu_pct, load=ph.load)
+                    # CPU per write: the robust figure on a busy machine (warm-up writes counted too)
+                    cpu_ms = 1e3 * ph.server_cpu_s / max(1, r["records"] + r["warmup_records"])
+                    r.update(server_cpu_pct=ph.server_cpu_pct, server_cpu_ms_per_record=cpu_ms, load=ph.load)
                     runs.append(r)
                     _log(
                         q,
                         f"createRecord x{clients} run {rep + 1}: {r['rate']:.1f} rec/s "
-                        f"p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms server {ph.server_cpu_pct:.0f}%",
+                        f"p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms server {ph.server_cpu_pct:.0f}% "
+                        f"({cpu_ms:.2f} ms CPU a record)",
                     )
                 results[f"createRecord_{clients}"] = {
                     "rate": _med([r["rate"] for r in runs]),
                     "p50_ms": _med([r["p50_ms"] for r in runs]),
                     "p99_ms": _med([r["p99_ms"] for r in runs]),
                     "server_cpu_pct": _med([r["server_cpu_pct"] for r in runs]),
+                    "server_cpu_ms_per_record": _med([r["server_cpu_ms_per_record"] for r in runs]),
                     "runs": runs,
                 }
+            if args.create_only:
+                return _payload(args, results, loads)
 
             batch = 200
             calls = max(1, args.repo_records // batch)
@@ -564,6 +579,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             }
         finally:
             server.stop()
+    return _payload(args, results, loads)
+
+
+def _payload(args: argparse.Namespace, results: dict[str, Any], loads: list[float]) -> dict[str, Any]:
     loads.append(os.getloadavg()[0])
     return {
         "machine": {
@@ -572,6 +591,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             "python": sys.version.split()[0],
         },
         "config": {
+            "clients": args.clients,
+            "create_only": args.create_only,
             "reps": args.reps,
             "seconds": args.seconds,
             "repo_records": args.repo_records,
@@ -591,12 +612,17 @@ def render(payload: dict[str, Any]) -> str:
         f"start/end {la}; medians of {payload['config']['reps']} runs",
         f"{'phase':44} {'figure':>16} {'p50 ms':>8} {'p99 ms':>8} {'server CPU%':>12}",
     ]
-    for n in (1, 16):
+    for n in payload["config"]["clients"]:
         x = r[f"createRecord_{n}"]
         lines.append(
             f"{f'createRecord, {n} client(s), durable':44} {x['rate']:10.1f} rec/s "
             f"{x['p50_ms']:8.1f} {x['p99_ms']:8.1f} {x['server_cpu_pct']:12.0f}"
         )
+        lines.append(
+            f"{'  server CPU per record (warm-up included)':44} {x['server_cpu_ms_per_record']:11.2f} ms"
+        )
+    if payload["config"]["create_only"]:
+        return "\n".join(lines)
     x = r["applyWrites_200"]
     lines.append(
         f"{'applyWrites, 200 creates per call':44} {x['rate']:10.0f} rec/s {'':8} {'':8} "
@@ -637,11 +663,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-records", type=int, help="records of the getRepo repository (default 100000)")
     parser.add_argument("--subscribers", type=int, default=100, help="firehose subscribers (default 100)")
     parser.add_argument("--commits", type=int, help="commits written per firehose run (default 500)")
+    parser.add_argument(
+        "--clients", default="1,16", help="concurrent clients of the createRecord phases (default 1,16)"
+    )
+    parser.add_argument(
+        "--create-only", action="store_true", help="only the createRecord phases (for before/after checks)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
     quick = args.quick
+    args.clients = sorted({int(n) for n in args.clients.split(",")})
+    if not args.clients or args.clients[0] < 1:
+        parser.error("--clients: counts of at least 1, comma-separated")
     args.reps = args.reps or (1 if quick else 3)
     args.seconds = args.seconds or (1.0 if quick else 10.0)
     args.repo_records = args.repo_records or (1000 if quick else 100_000)

@@ -161,3 +161,32 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
         line for line in text.splitlines() if line.startswith("atrepo_host_store_grouped_writes_total ")
     ]
     assert grouped and float(grouped[0].split()[1]) >= 2
+
+
+async def _metric(host: HostClient, name: str) -> float:
+    async with host.http.get(f"{host.url}/metrics") as resp:
+        text = await resp.text()
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")))
+
+
+async def test_a_write_is_counted_and_fanned_out_before_the_next_request(host: HostClient) -> None:
+    """Record writes notify just after their reply is sent (``notify_soon``), yet before the loop
+    reads another request: a client's next call already sees the write counted."""
+    created = (await host.create_account("notified.test")).body
+    did, token = created["did"], created["accessJwt"]
+    for n in range(5):
+        commits = await _metric(host, "atrepo_host_commits_total")
+        reply = await host.call(
+            "com.atproto.repo.createRecord",
+            body={"repo": did, "collection": "app.bsky.feed.post", "record": _post(f"n{n}")},
+            token=token,
+        )
+        assert reply.status == 200
+        head = await host.running.context.worker.read(lambda s: s.head_seq())
+        assert await _metric(host, "atrepo_host_commits_total") == commits + 1
+        # the gauge is set where the firehose is offered the event (HostContext._notify_now)
+        assert await _metric(host, "atrepo_host_event_head_seq") == head
+
+
+def _post(text: str) -> dict[str, Any]:
+    return {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2024-01-01T00:00:00.000Z"}

@@ -132,6 +132,49 @@ async def test_a_cancelled_caller_takes_its_queued_job_along(store: Store) -> No
         await worker.close()
 
 
+async def test_a_caller_cancelled_while_its_job_runs_leaves_it_to_finish(store: Store) -> None:
+    """The job runs on (its writes commit); only its result goes unseen, and the worker carries on."""
+    worker = StoreWorker(store)
+    started, release = threading.Event(), threading.Event()
+    try:
+        did, key = await worker.run(new_account)
+
+        def slow_write(s: Store) -> int:
+            started.set()
+            release.wait(10)
+            return commit(s, did, key, [create("slow")])[1].seq
+
+        running = asyncio.ensure_future(worker.run(slow_write))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        running.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await worker.run(lambda _s: None)  # after the slow job: it has finished
+        assert await worker.read(lambda s: s.get_record(did, POST, "slow")) is not None
+        assert worker.pending == 0
+        with pytest.raises(OutOfSync):  # errors still come back after a cancelled caller
+            await worker.run(lambda _s: (_ for _ in ()).throw(OutOfSync("boom")))
+    finally:
+        release.set()
+        await worker.close()
+
+
+async def test_submit_serves_callers_on_other_threads(store: Store) -> None:
+    worker = StoreWorker(store)
+    try:
+        did, _ = await worker.run(new_account)
+        loop = asyncio.get_running_loop()
+        future = worker.submit(lambda s: s.get_account(did))
+        account = await loop.run_in_executor(None, future.result, 10)
+        assert account is not None and account.did == did
+        with pytest.raises(ZeroDivisionError):
+            await loop.run_in_executor(None, worker.submit(lambda _s: 1 // 0).result, 10)
+    finally:
+        await worker.close()
+
+
 def test_worker_settings_are_checked(store: Store) -> None:
     with pytest.raises(ValueError):
         StoreWorker(store, max_pending=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -244,6 +245,8 @@ class HostContext:
         self._grouped.inc(0)
         # the head when counting started: events counts what was appended after it
         self._counted_seq: int | None = None
+        #: Awaitables of notify hooks run by notify_soon, kept until done.
+        self._hook_tasks: set[asyncio.Future[Any]] = set()
         self._signing_keys: dict[bytes, PrivateKey] = {}
 
     def start_counting(self, head_seq: int) -> None:
@@ -319,6 +322,39 @@ class HostContext:
         notify out of order, and a write whose caller was cancelled before
         notifying is still counted by the next one.
         """
+        for hook, result in self._notify_now(head_seq, commits, events):
+            try:
+                await result
+            except Exception:
+                log.exception("notify hook %r failed for seq %d", hook, head_seq)
+
+    def notify_soon(self, head_seq: int, *, commits: int = 1, events: Sequence[EventRow] = ()) -> None:
+        """:meth:`notify`, run by the event loop right after the caller's current step.
+
+        For a write handler about to reply: the reply goes out first and the
+        counting and the firehose's wake-up follow at once, off the client's
+        wait; they still run before the loop reads the next request (call
+        order is kept, and the firehose and the counters already take
+        notifications out of order). An awaitable a hook returns is run as a
+        task.
+        """
+        asyncio.get_running_loop().call_soon(self._notify_later, head_seq, commits, events)
+
+    def _notify_later(self, head_seq: int, commits: int, events: Sequence[EventRow]) -> None:
+        for hook, result in self._notify_now(head_seq, commits, events):
+            task = asyncio.ensure_future(result)
+            self._hook_tasks.add(task)
+            task.add_done_callback(functools.partial(self._hook_done, hook, head_seq))
+
+    def _hook_done(self, hook: NotifyHook, head_seq: int, task: asyncio.Future[Any]) -> None:
+        self._hook_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("notify hook %r failed for seq %d", hook, head_seq, exc_info=task.exception())
+
+    def _notify_now(
+        self, head_seq: int, commits: int, events: Sequence[EventRow]
+    ) -> list[tuple[NotifyHook, Awaitable[Any]]]:
+        """The synchronous part of :meth:`notify`; returns the awaitables hooks returned."""
         self._commits.inc(commits)
         if self._counted_seq is None:
             self._counted_seq = head_seq
@@ -328,13 +364,15 @@ class HostContext:
         self._head_seq.set(max(head_seq, int(self._head_seq.value())))
         if events:  # the firehose takes the write's own events instead of reading them back
             self.fanout.offer(events)
+        pending: list[tuple[NotifyHook, Awaitable[Any]]] = []
         for hook in list(self.notify_event):
             try:
                 result = hook(head_seq)
                 if inspect.isawaitable(result):
-                    await result
+                    pending.append((hook, result))
             except Exception:
                 log.exception("notify hook %r failed for seq %d", hook, head_seq)
+        return pending
 
 
 def service_did_for(public_url: str) -> str:

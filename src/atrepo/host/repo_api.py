@@ -5,9 +5,10 @@ need a session whose DID is the ``repo`` named in the body (a DID or a local
 handle). Each parses its body, runs :meth:`RepoWriter.prepare` on the event
 loop (pure: lexicon and data-model checks, CBOR encoding), then
 :meth:`RepoWriter.commit` on the store's writer thread, where the whole
-change is one transaction; after it returns, the firehose is woken with the
-new event's seq. Reads (``getRecord``, ``listRecords``, ``describeRepo``) are
-public and answer from the record index and the stored record blocks.
+change is one transaction; once it has committed, the firehose is woken with
+the new event (:meth:`HostContext.notify_soon`, right after the reply is
+sent). Reads (``getRecord``, ``listRecords``, ``describeRepo``) are public and
+answer from the record index and the stored record blocks.
 ``uploadBlob`` streams the body to disk under a size limit and records a
 temporary blob of the account; a record that references it makes it permanent
 (:mod:`atrepo.host.writes` and the store do that). ``listMissingBlobs`` lists
@@ -393,8 +394,8 @@ def register(router: XrpcRouter, host: HostContext) -> None:
             outcome = await host.worker.run(commit)
         except RepoDeactivated:  # the writer's check of the caller's own account (accounts.md §9)
             raise XrpcError("AccountDeactivated", "Account is deactivated", 401) from None
-        if outcome.seq is not None:
-            await host.notify(outcome.seq, events=(outcome.event,) if outcome.event else ())
+        if outcome.seq is not None:  # counted and fanned out right after the reply goes out
+            host.notify_soon(outcome.seq, events=(outcome.event,) if outcome.event else ())
         return outcome
 
     @router.procedure("com.atproto.repo.createRecord", auth=verify, json_limit=WRITE_JSON_LIMIT)

@@ -30,8 +30,8 @@ The same contract as :mod:`atrepo.store.sqlitefile`, on a server:
 Text keys are declared ``COLLATE "C"`` in the stores' schemas, so ``ORDER BY``
 and ranges compare bytes as SQLite does (the merge of a resync and cursors by
 DID depend on it). The driver is psycopg 3 (synchronous, like the stores,
-which run on a worker thread); it is imported only when a PostgreSQL store is
-opened, so a SQLite-only install never needs it.
+which run on a worker thread), a base dependency; it is imported only when a
+PostgreSQL store is opened, so SQLite-only commands never pay for it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _psycopg() -> Any:
         import psycopg
     except ImportError:  # pragma: no cover - depends on the install
         raise RuntimeError(
-            "a PostgreSQL database needs the psycopg driver: pip install 'atrepo[postgres]'"
+            "a PostgreSQL database needs the psycopg driver, a dependency of atrepo: reinstall atrepo"
         ) from None
     return psycopg
 

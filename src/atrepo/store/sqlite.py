@@ -18,6 +18,11 @@ pages. ``synchronous`` decides when the log reaches the disk:
 Blob files are fsynced (file and directory) before the row naming them is
 committed (:class:`atrepo.store.base.BlobFiles`).
 
+**Checkpoints** (copying the log into the database file) run on a background
+thread of their own (``_Checkpointer``), not on the committing write, so no
+client waits for one; the log file then cycles through about 32 MiB
+(:data:`WAL_BACKSTOP_PAGES`). This changes nothing about durability.
+
 **Threads.** Writes happen on one connection, guarded by a lock, normally
 from the worker's writer thread; ``BEGIN IMMEDIATE`` takes SQLite's write
 lock at the start of each transaction, so the one transaction that runs sees
@@ -37,6 +42,7 @@ Block and record CIDs are stored binary; blob CIDs as strings, since
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -86,6 +92,8 @@ if TYPE_CHECKING:
     from .base import RepoTransaction, Store
 
 __all__ = ["DB_FILENAME", "SQLiteStore", "Synchronous", "raise_seq_floor"]
+
+_log = logging.getLogger("atrepo.store")
 
 DB_FILENAME: Final = "store.sqlite3"
 BLOBS_DIRNAME: Final = "blobs"
@@ -240,9 +248,20 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: (second, its text up to the seconds) of the last event time formatted: events come many a second.
+_formatted_second: tuple[int, str] = (-1, "")
+
+
 def _format_ms(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
-    return format_datetime(moment)
+    """``time_ms`` as the event's ``time`` string, the seconds part formatted once per second."""
+    global _formatted_second
+    second, rest = divmod(ms, 1000)
+    cached, text = _formatted_second  # one read of the pair: safe with several writer threads
+    if cached != second:
+        # format_datetime's text for the whole second, without its ".000Z"
+        text = format_datetime(datetime.fromtimestamp(second, UTC))[:-5]
+        _formatted_second = (second, text)
+    return f"{text}.{rest:03d}Z"
 
 
 def _account(row: Any) -> Account:
@@ -308,6 +327,83 @@ class _Staged:
         return row[0] if row is not None else None
 
 
+#: WAL pages after which the committing connection checkpoints inline (SQLite's default is 1000):
+#: then the log restarts from its beginning (see ``_Checkpointer``).
+WAL_BACKSTOP_PAGES: Final = 8000
+#: Least time between two background checkpoints while writes keep coming: SQLite's default
+#: checkpointed about this often at a few hundred small commits a second.
+CHECKPOINT_INTERVAL_S: Final = 0.2
+
+
+class _Checkpointer:
+    """Copies the write-ahead log into the database file on its own thread and connection.
+
+    SQLite checkpoints after a commit on the committing connection once the
+    log passes 1000 pages: one write in every few dozen then also copies
+    about a thousand pages into the file and fsyncs it, milliseconds to tens
+    of milliseconds on the writer's path, so a client waits for a checkpoint
+    instead of its write. Here the writer pokes this thread after each
+    commit, and at most every ``interval`` it runs a ``PASSIVE`` checkpoint,
+    which never takes the write lock and runs beside commits. Durability
+    does not depend on it: a commit is durable once its log frames are
+    synced, which the committing connection still does (``synchronous``); a
+    checkpoint only moves synced frames into the file, and SQLite syncs the
+    log before and the file after.
+
+    The log restarts from its beginning only at a write that begins after a
+    checkpoint copied every frame, which a checkpoint running beside
+    back-to-back commits seldom manages. So the log runs on to
+    :data:`WAL_BACKSTOP_PAGES` (its file then stays that size, about 32 MiB,
+    overwritten in place), where the writer's own automatic checkpoint
+    copies what this thread has not yet (at most ``interval``'s worth of
+    commits) and the log restarts: a short stall every few thousand pages
+    instead of a long one every thousand.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], interval: float) -> None:
+        self._connect = connect
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        #: Checkpoint passes run (tests and ``/metrics``-style introspection).
+        self.passes = 0
+        self._thread = threading.Thread(target=self._loop, name="atrepo-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """A commit landed: checkpoint soon (cheap when a checkpoint is already due)."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread (a pass in progress finishes); the log is left for the next opener."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        db: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._wake.wait()
+                # Commits keep coming: let them gather, at most one checkpoint per interval.
+                if self._stopping.wait(self._interval):
+                    return
+                self._wake.clear()
+                if db is None:
+                    db = self._connect()
+                self._checkpoint(db)
+        except Exception:  # pragma: no cover - e.g. the file vanished; the writer's backstop remains
+            _log.exception("background checkpoint failed; checkpoints fall back to the writer")
+        finally:
+            if db is not None:
+                db.close()
+
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.passes += 1
+
+
 class SQLiteStore:
     """Every table of a host in ``<data_dir>/store.sqlite3``, blob bytes in ``<data_dir>/blobs/``."""
 
@@ -318,6 +414,7 @@ class SQLiteStore:
         synchronous: Synchronous = "FULL",
         clock: Callable[[], int] = _wall_clock_ms,
         busy_timeout_ms: int = 10_000,
+        background_checkpoint: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
@@ -345,6 +442,11 @@ class SQLiteStore:
         except BaseException:
             self._writer.close()
             raise
+        # Checkpoints off the writer's path (see _Checkpointer); SQLite's own stays as the backstop.
+        self._checkpointer: _Checkpointer | None = None
+        if background_checkpoint:
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            self._checkpointer = _Checkpointer(self._connect, CHECKPOINT_INTERVAL_S)
 
     # --- connections ------------------------------------------------------------------
 
@@ -410,6 +512,8 @@ class SQLiteStore:
                     raise
             finally:
                 self._write_owner = None
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         db = self._writer
@@ -466,6 +570,8 @@ class SQLiteStore:
             finally:
                 self._group_open = False
                 self._write_owner = None
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         deferred, self._after_commit = self._after_commit, []
         for cids in deferred:
             self._delete_orphan_files(cids)
@@ -476,6 +582,8 @@ class SQLiteStore:
         return self._group_open and not self._writer.in_transaction
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._write_lock:
             self._writer.close()
         with self._readers_lock:
@@ -1109,7 +1217,11 @@ class SQLiteTransaction:
         self._store = store
         self._db = db
         self._did = did
-        self._repo: int | None = store._repo_id(db, did)
+        # The account's row, read once: BEGIN IMMEDIATE holds the write lock, so nothing but this
+        # transaction changes it until COMMIT, and each method here that changes it forgets it.
+        row = db.execute(f"SELECT id, {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?", (did,)).fetchone()
+        self._repo: int | None = row[0] if row is not None else None
+        self._row: Account | None = _account(row[1:]) if row is not None else None
         self._events: list[EventRow] = []
         #: blob CIDs (strings) whose rows this transaction deleted: their files go after commit if unheld
         self._orphan_candidates: set[str] = set()
@@ -1151,22 +1263,16 @@ class SQLiteTransaction:
         return tuple(self._events)
 
     def account(self) -> Account | None:
-        row = (
-            self._connection()
-            .execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?", (self._did,))
-            .fetchone()
-        )
-        return _account(row) if row is not None else None
+        db = self._connection()
+        if self._row is not None:
+            return self._row
+        row = db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did = ?", (self._did,)).fetchone()
+        self._row = _account(row) if row is not None else None
+        return self._row
 
     def head(self) -> RepoHead | None:
-        row = (
-            self._connection()
-            .execute("SELECT head, rev FROM accounts WHERE did = ?", (self._did,))
-            .fetchone()
-        )
-        if row is None or row[0] is None:
-            return None
-        return RepoHead(CID(row[0]), row[1])
+        account = self.account()
+        return account.repo_head if account is not None else None
 
     def open_repo(self) -> Repo:
         head = self.head()
@@ -1208,12 +1314,14 @@ class SQLiteTransaction:
             (self._did, handle, email, password_hash, status, signing_key, created),
         )
         self._repo = cursor.lastrowid
+        self._row = None
         return Account(
             self._did, handle, email, password_hash, status, bytes(signing_key), None, None, created
         )
 
     def _set(self, column: str, value: object) -> None:
         repo = self._require_repo()
+        self._row = None
         self._db.execute(f"UPDATE accounts SET {column} = ? WHERE id = ?", (value, repo))
 
     def set_handle(self, handle: str) -> None:
@@ -1250,6 +1358,7 @@ class SQLiteTransaction:
             new = "takendown"
         else:
             new = "deactivated" if deactivated is not None else "active"
+        self._row = None
         self._db.execute(
             "UPDATE accounts SET takedown_ref = ?, deactivated_ms = ?, status = ? WHERE id = ?",
             (ref, deactivated, new, self._repo),
@@ -1262,6 +1371,7 @@ class SQLiteTransaction:
         status, ref, since = self._lifecycle()
         taken_down = ref is not None or status == "takendown"
         new: AccountStatus = "takendown" if taken_down else "deactivated" if deactivated else "active"
+        self._row = None
         self._db.execute(
             "UPDATE accounts SET deactivated_ms = ?, delete_after_ms = ?, status = ? WHERE id = ?",
             (
@@ -1282,6 +1392,7 @@ class SQLiteTransaction:
         db.execute("DELETE FROM events WHERE did = ?", (self._did,))
         db.execute("DELETE FROM accounts WHERE id = ?", (repo,))  # cascades to every table keyed by repo
         self._repo = None
+        self._row = None
 
     # --- commits ----------------------------------------------------------------------
 
@@ -1293,7 +1404,10 @@ class SQLiteTransaction:
         commit = result.commit
         if commit.did != self._did:
             raise RuntimeError(f"a commit of {commit.did} in a transaction of {self._did}")
-        (stored_rev,) = db.execute("SELECT rev FROM accounts WHERE id = ?", (repo,)).fetchone()
+        if self._row is not None:
+            stored_rev = self._row.rev
+        else:
+            (stored_rev,) = db.execute("SELECT rev FROM accounts WHERE id = ?", (repo,)).fetchone()
         if result.since != stored_rev:
             raise OutOfSync(
                 f"commit {commit.cid} of {self._did} follows rev {result.since}, "
@@ -1341,6 +1455,7 @@ class SQLiteTransaction:
             "AND NOT EXISTS (SELECT 1 FROM records WHERE repo = ? AND cid = ?)",
             [(repo, cid.raw, repo, cid.raw) for cid in result.removed if cid not in result.blocks],
         )
+        self._row = None
         db.execute("UPDATE accounts SET head = ?, rev = ? WHERE id = ?", (commit.cid.raw, rev, repo))
         for blob in unreferenced:
             still = db.execute(
@@ -1440,6 +1555,7 @@ class SQLiteTransaction:
             "WHERE repo = ?",
             (self._store._clock(), repo),
         )
+        self._row = None
         db.execute("UPDATE accounts SET head = ?, rev = ? WHERE id = ?", (commit.raw, rev, repo))
         if self._staged:
             db.execute("DELETE FROM import_staging")

@@ -76,10 +76,63 @@ _Group = Callable[[], contextlib.AbstractContextManager[None]]
 
 @dataclass(slots=True)
 class _Job:
-    future: concurrent.futures.Future[Any]
+    """One queued call, and how its caller hears back.
+
+    ``submit`` callers wait on a ``concurrent.futures.Future``. ``run``
+    callers (the event loop, one per write) get a lighter path: their asyncio
+    future is settled with one ``call_soon_threadsafe``, and ``claim`` (one
+    item) decides between the writer starting the job and a cancelled caller
+    dropping it: whoever pops the item first wins (``list.pop`` is atomic).
+    """
+
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    future: concurrent.futures.Future[Any] | None = None
+    waiter: asyncio.Future[Any] | None = None
+    claim: list[None] | None = None
+
+    def start(self) -> bool:
+        """On the writer: mark the job running; False if its caller gave up first (skip it)."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return _take(self.claim)
+
+    def settle(self, error: BaseException | None, result: Any) -> None:
+        """On the writer: hand the outcome to the caller."""
+        if self.future is not None:
+            if error is None:
+                self.future.set_result(result)
+            else:
+                self.future.set_exception(error)
+            return
+        waiter = self.waiter
+        assert waiter is not None
+        try:
+            waiter.get_loop().call_soon_threadsafe(_settle_waiter, waiter, error, result)
+        except RuntimeError:  # the caller's loop is closed: nobody is left to hear back
+            log.debug("store worker: the caller's event loop closed before its job finished")
+
+
+def _take(claim: list[None] | None) -> bool:
+    """Pop ``claim``'s one item: True for the first caller, False after."""
+    try:
+        assert claim is not None
+        claim.pop()
+    except IndexError:
+        return False
+    return True
+
+
+def _settle_waiter(waiter: asyncio.Future[Any], error: BaseException | None, result: Any) -> None:
+    if waiter.done():  # cancelled while the job ran: its result goes unseen
+        return
+    if error is None:
+        waiter.set_result(result)
+    elif isinstance(error, StopIteration):  # an asyncio future refuses it; PEP 479's way out
+        waiter.set_exception(RuntimeError(f"store job raised StopIteration: {error!r}"))
+    else:
+        waiter.set_exception(error)
 
 
 class StoreWorker(Generic[S]):
@@ -102,8 +155,8 @@ class StoreWorker(Generic[S]):
         #: Group commits run, and the jobs they held together (``/metrics`` shows both).
         self.groups = 0
         self.grouped_jobs = 0
-        # One slot beyond the limit for the stop sentinel, so that close never waits on a full queue.
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending + 1)
+        # Unbounded: ``_pending`` bounds the jobs, and the stop sentinel always fits.
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
         self._closed = False
@@ -126,13 +179,24 @@ class StoreWorker(Generic[S]):
         Raises ``LimitExceeded`` (``STORE_MAX_PENDING``) when ``max_pending``
         jobs are already waiting, and ``RuntimeError`` once the worker is closed.
         """
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        job = _Job(fn, args, kwargs, waiter=waiter, claim=[None])
+        self._enqueue(job)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            _take(job.claim)  # not started yet: the writer will skip it
+            raise
 
     def submit(
         self, fn: Callable[Concatenate[S, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
         """``run`` for synchronous callers on other threads: a future of the result."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._enqueue(_Job(fn, args, kwargs, future=future))
+        return future
+
+    def _enqueue(self, job: _Job) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store worker is closed")
@@ -144,8 +208,7 @@ class StoreWorker(Generic[S]):
                     "store writer queue is full; retry later",
                 )
             self._pending += 1
-            self._queue.put_nowait(_Job(future, fn, args, kwargs))
-        return future
+            self._queue.put_nowait(job)
 
     async def read(self, fn: Callable[Concatenate[S, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(store, *args, **kwargs)`` on a reader thread (its own connection)."""
@@ -190,15 +253,12 @@ class StoreWorker(Generic[S]):
                 if error is _CANCELLED:
                     continue
                 try:
-                    if error is None:
-                        job.future.set_result(result)
-                    else:
-                        job.future.set_exception(error)
+                    job.settle(error, result)
                 except BaseException:  # pragma: no cover - a callback failed; keep the writer alive
                     log.exception("store worker: settling a job failed")
 
     def _run_alone(self, job: _Job) -> _Outcome:
-        if not job.future.set_running_or_notify_cancel():
+        if not job.start():
             return job, _CANCELLED, None
         try:
             return job, None, job.fn(self.store, *job.args, **job.kwargs)
@@ -226,7 +286,7 @@ class StoreWorker(Generic[S]):
                     for job in pending:
                         position += 1
                         if id(job) not in started:
-                            if not job.future.set_running_or_notify_cancel():
+                            if not job.start():
                                 continue
                             started.add(id(job))
                         try:
@@ -240,9 +300,7 @@ class StoreWorker(Generic[S]):
                 done = [(job, error or lost, None) for job, error, _ in done]
                 if not rest:  # lost before or at COMMIT: the jobs not run yet fail with it too
                     done += [
-                        (job, lost, None)
-                        for job in pending[position:]
-                        if id(job) in started or job.future.set_running_or_notify_cancel()
+                        (job, lost, None) for job in pending[position:] if id(job) in started or job.start()
                     ]
             outcomes += done
             pending = rest
