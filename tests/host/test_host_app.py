@@ -125,7 +125,7 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
         body = (await host.create_account(f"{name}.test")).body
         accounts.append((body["did"], body["accessJwt"]))
     release = threading.Event()
-    blocker = ctx.worker.submit(lambda _store: release.wait(10))
+    blocker = ctx.worker.submit(lambda _store: release.wait(30))
 
     async def post(did: str, token: str, text: str, **extra: Any) -> Any:
         record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T00:00:00Z"}
@@ -139,10 +139,11 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
     # a write that fails inside the group (its swap names no commit of the repo), alone
     bogus = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
     writes.append(asyncio.ensure_future(post(*accounts[0], "never", swapCommit=bogus)))
-    for _ in range(200):  # until every request is queued behind the blocker
+    for _ in range(1500):  # until every request is queued behind the blocker (15 s at most, under load)
         if ctx.worker.pending >= len(writes) + 1:
             break
         await asyncio.sleep(0.01)
+    assert ctx.worker.pending >= 2, "no writes queued behind the blocker"
     groups_before = ctx.worker.groups
     release.set()
     await asyncio.wrap_future(blocker)
