@@ -8,7 +8,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import DNSServer, serve
 from plc_chain import KEYS, genesis
 
 from atrepo.core.errors import InvalidSyntax, ResolutionError
@@ -22,6 +21,7 @@ from atrepo.identity.handle import (
 )
 from atrepo.identity.plc.server import create_app
 from atrepo.identity.resolver import DIDResolver
+from conftest import DNSServer, serve
 
 Env = tuple[HandleResolver, DNSServer, dict[str, str], dict[str, str]]
 

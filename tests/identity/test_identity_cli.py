@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from conftest import DNSServer
 from typer.testing import CliRunner
 
 from atrepo.cli.identity import did_app, handle_app, plc_app
 from atrepo.core.errors import ResolutionError
 from atrepo.core.keys import PrivateKey
 from atrepo.identity.plc.server import create_app
+from conftest import DNSServer
 
 T = TypeVar("T")
 runner = CliRunner()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import MonotonicFake
 
 from atrepo.core.errors import ResolutionError
 from atrepo.identity.cache import LookupCache
+from conftest import MonotonicFake
 
 
 async def test_eviction_keeps_the_most_recent(monotonic: MonotonicFake) -> None:

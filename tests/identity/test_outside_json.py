@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import serve
 
 from atrepo.core.errors import InvalidDIDDocument, InvalidPLCOperation, ResolutionError
 from atrepo.identity.document import parse_did_document_bytes
 from atrepo.identity.plc.client import fetch_verified_log, submit_operation
 from atrepo.identity.plc.server import create_app
+from conftest import serve
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 DEEP = b"[" * 200_000 + b"]" * 200_000

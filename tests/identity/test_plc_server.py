@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import FakeClock, serve
 from plc_chain import HOUR_MS, KEYS, genesis, update
 
 from atrepo.identity.plc.operations import build_tombstone, operation_cid, verify_audit_log
 from atrepo.identity.plc.server import create_app
 from atrepo.identity.plc.store import StoreSettings
+from conftest import FakeClock, serve
 
 A, B, C, D = KEYS[0], KEYS[1], KEYS[2], KEYS[3]
 

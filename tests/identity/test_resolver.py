@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import FakeClock, MonotonicFake, serve
 from plc_chain import KEYS, genesis, update
 
 from atrepo.core.errors import InvalidDIDDocument, InvalidSyntax, ResolutionError, UnsupportedDIDMethod
 from atrepo.identity.plc.operations import operation_cid
 from atrepo.identity.plc.server import create_app
 from atrepo.identity.resolver import DIDResolver
+from conftest import FakeClock, MonotonicFake, serve
 
 A, B, C = KEYS[0], KEYS[1], KEYS[2]
 

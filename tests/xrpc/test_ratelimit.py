@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from atrepo.xrpc.ratelimit import (
     parse_limits,
     tightest,
 )
+from conftest import Serve
 
 
 @dataclass
