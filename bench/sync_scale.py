@@ -55,14 +55,20 @@ class Supervisor:
         self.log = open(log, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"atrepo sync --workers exited: {log.read_text()[-2000:]}")
-        doc = json.loads(line)
-        # --workers 1 is the plain consumer (one process, no partition): the baseline
-        self.workers: list[dict[str, Any]] = doc.get("workers") or [
-            {"partition": None, "listening": doc["listening"], "pid": self.proc.pid}
-        ]
+        try:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"atrepo sync --workers exited: {log.read_text()[-2000:]}")
+            doc = json.loads(line)
+            # --workers 1 is the plain consumer (one process, no partition): the baseline
+            self.workers: list[dict[str, Any]] = doc.get("workers") or [
+                {"partition": None, "listening": doc["listening"], "pid": self.proc.pid}
+            ]
+        except BaseException:  # never leave it running
+            self.proc.kill()
+            self.proc.wait()
+            self.log.close()
+            raise
 
     def statuses(self) -> list[dict[str, Any]]:
         return [_get_json(w["listening"] + "/status.json") for w in self.workers]
