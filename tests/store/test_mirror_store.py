@@ -195,14 +195,21 @@ def test_postgres_connection_lost_mid_write_loses_only_that_write(pg_url: str) -
     import psycopg
 
     with PostgresMirrorStore(pg_url) as store:
+        many = mst_sorted([entry(POST, f"k{i:03d}", rec(str(i))) for i in range(50)])
+        store.replace_repo(DID, rev="r1", data=DATA, commit=COMMIT, records=many)
         store.set_cursor("s", 1)
         with pytest.raises(psycopg.OperationalError), store._write() as db:
             db.execute("UPDATE cursors SET seq = 2 WHERE source = 's'")
             _terminate_others(pg_url)
             db.execute("UPDATE cursors SET seq = 3 WHERE source = 's'")
         assert store.get_cursor("s") == 1  # nothing of it committed
-        store.set_cursor("s", 4)
+        # the writer is reopened with its temporary tables: a bulk merge of updates and deletes (COPY
+        # through them) works
+        changed = [entry(POST, r, rec("new" + r)) for _, r, _, _ in many[:30]]
+        result = store.replace_repo(DID, rev="r2", data=DATA, commit=COMMIT, records=changed, cursor=("s", 4))
+        assert (result.updated, result.deleted) == (30, 20)
         assert store.get_cursor("s") == 4
+        assert stored_map(store, DID) == {(c, r): cid for c, r, cid, _ in changed}
 
 
 def test_keys_are_in_byte_order_whatever_the_collation(store: MirrorStore) -> None:

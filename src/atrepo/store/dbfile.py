@@ -18,9 +18,10 @@ places the dialects differ go through the hooks here (:meth:`DatabaseFile.in_lis
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Literal, Protocol
+from contextlib import contextmanager
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 __all__ = ["Conn", "Cursor", "DatabaseFile", "Dialect", "is_database_url"]
 
@@ -56,12 +57,19 @@ class Conn(Protocol):
     def in_transaction(self) -> bool: ...
 
 
-class DatabaseFile:
+#: The writer connection's type: ``sqlite3.Connection`` or the PostgreSQL adapter.
+C = TypeVar("C")
+
+
+class DatabaseFile(Generic[C]):
     """The base of :class:`~.sqlitefile.SQLiteFile` and :class:`~.pgfile.PostgresFile`.
 
     Subclasses set ``dialect``, ``location`` (a path or a URL without its
-    password, for messages) and ``_writer``/``_write_owner``, and implement
-    the transaction and reader methods.
+    password, for messages), ``_name``, ``_writer``, ``_write_lock`` and
+    ``_closed``, and implement how a write transaction begins, commits and
+    rolls back (:meth:`_begin`, :meth:`_commit`, :meth:`_rollback`) and the
+    reader methods; :meth:`_write`, the one writer transaction, is theirs in
+    common.
     """
 
     dialect: Dialect
@@ -71,10 +79,47 @@ class DatabaseFile:
     #: Starts a read transaction that sees one snapshot, on a reader connection.
     snapshot_begin: str = "BEGIN"
     location: str
-    _writer: Any
-    _write_owner: int | None
+    _name: str
+    _writer: C
+    _write_lock: threading.Lock
+    _write_owner: int | None = None
+    _closed: bool = False
 
-    def _write(self) -> AbstractContextManager[Any]:
+    @contextmanager
+    def _write(self) -> Iterator[C]:
+        """The writer connection inside one transaction, committed at the end, rolled back on error.
+
+        One at a time (``_write_lock``); the thread holding it is recorded, so
+        a nested write on that thread fails with :class:`RuntimeError`
+        instead of waiting for itself.
+        """
+        me = threading.get_ident()
+        if self._write_owner == me:
+            raise RuntimeError(f"this thread is already inside a {self._name} write transaction")
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError(f"the {self._name} is closed")
+            self._write_owner = me
+            try:
+                db = self._begin()
+                try:
+                    yield db
+                    self._commit(db)
+                except BaseException:
+                    self._rollback(db)
+                    raise
+            finally:
+                self._write_owner = None
+
+    def _begin(self) -> C:
+        """Start a transaction on the writer (under the write lock); the connection to use."""
+        raise NotImplementedError
+
+    def _commit(self, db: C) -> None:
+        raise NotImplementedError
+
+    def _rollback(self, db: C) -> None:
+        """Undo what is open after an error (a failed ``COMMIT`` may leave the transaction open)."""
         raise NotImplementedError
 
     def _read(self) -> Any:

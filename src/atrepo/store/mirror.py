@@ -396,7 +396,7 @@ def digest_records(entries: Iterable[tuple[str, str, CID | str]]) -> str:
     return digest.hexdigest()
 
 
-def _collection_clause(store: DatabaseFile, patterns: Sequence[str]) -> tuple[str, list[Any]]:
+def _collection_clause(store: DatabaseFile[Any], patterns: Sequence[str]) -> tuple[str, list[Any]]:
     """SQL matching ``collection`` against NSIDs and ``prefix.*`` patterns (a range, not ``LIKE``).
 
     ``LIKE`` is case-insensitive and treats ``_`` as a wildcard; a prefix
@@ -416,7 +416,7 @@ def _collection_clause(store: DatabaseFile, patterns: Sequence[str]) -> tuple[st
     return "(" + " OR ".join(parts) + ")", params
 
 
-class MirrorStore(DatabaseFile):
+class MirrorStore(DatabaseFile[Any]):
     """The mirror of ``atrepo sync``: its writers and readers, over SQLite or PostgreSQL.
 
     Open one with :func:`open_mirror` (a path or a ``postgresql://`` URL), or

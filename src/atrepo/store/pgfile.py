@@ -41,8 +41,7 @@ import functools
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -154,7 +153,7 @@ class PgConnection:
         self._raw.close()
 
 
-class PostgresFile(DatabaseFile):
+class PostgresFile(DatabaseFile[PgConnection]):
     """One store's schema on a PostgreSQL server: its writer, its per-thread readers and its version.
 
     ``url`` is a libpq URL (``postgresql://user:pw@host:port/db``); ``schema``
@@ -315,43 +314,35 @@ class PostgresFile(DatabaseFile):
 
     # --- writes -------------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[PgConnection]:
-        """The writer connection inside ``BEGIN`` ... ``COMMIT`` (rolled back on error)."""
-        me = threading.get_ident()
-        if self._write_owner == me:
-            raise RuntimeError(f"this thread is already inside a {self._name} write transaction")
-        with self._write_lock:
-            if self._closed:
-                raise RuntimeError(f"the {self._name} is closed")
-            if not self._writer.usable:
-                self._writer.close()
-                self._writer = self._open_writer()
-            self._write_owner = me
-            db = self._writer
-            try:
-                try:
-                    db.execute("BEGIN")
-                except _psycopg().OperationalError:
-                    if db.usable:
-                        raise
-                    # The connection was gone before the write began (a server restart): nothing of
-                    # it was sent, so reconnect (taking the lock again) and begin once more.
-                    db.close()
-                    self._writer = db = self._open_writer()
-                    self._writer_ready(db)
-                    db.execute("BEGIN")
-                try:
-                    yield db
-                    if db.failed:
-                        raise WriteAborted(f"the {self._name} transaction failed earlier and was rolled back")
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.usable and db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            finally:
-                self._write_owner = None
+    def _reopen_writer(self) -> PgConnection:
+        """A new writer connection in place of a lost one: the locks taken again, the per-connection
+        objects made again (:meth:`_writer_ready`)."""
+        self._writer.close()
+        self._writer = self._open_writer()
+        self._writer_ready(self._writer)
+        return self._writer
+
+    def _begin(self) -> PgConnection:
+        db = self._writer if self._writer.usable else self._reopen_writer()
+        try:
+            db.execute("BEGIN")
+        except _psycopg().OperationalError:
+            if db.usable:
+                raise
+            # The connection was gone before the write began (a server restart): nothing of it was
+            # sent, so reconnect and begin once more.
+            db = self._reopen_writer()
+            db.execute("BEGIN")
+        return db
+
+    def _commit(self, db: PgConnection) -> None:
+        if db.failed:
+            raise WriteAborted(f"the {self._name} transaction failed earlier and was rolled back")
+        db.execute("COMMIT")
+
+    def _rollback(self, db: PgConnection) -> None:
+        if db.usable and db.in_transaction:
+            db.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close every connection (the writer's advisory lock goes with it); a second call does nothing."""

@@ -28,8 +28,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +41,7 @@ __all__ = ["SQLiteFile", "Synchronous"]
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class SQLiteFile(DatabaseFile):
+class SQLiteFile(DatabaseFile[sqlite3.Connection]):
     """One locked SQLite file: its writer, its per-thread readers and its schema version.
 
     ``path`` is the database file (its directory is created if missing), or
@@ -153,32 +152,16 @@ class SQLiteFile(DatabaseFile):
                     db.execute("ROLLBACK")
                 raise
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error).
+    def _begin(self) -> sqlite3.Connection:
+        self._writer.execute("BEGIN IMMEDIATE")
+        return self._writer
 
-        The thread holding it is recorded, so a nested write on that thread
-        fails with :class:`RuntimeError` instead of waiting for itself.
-        """
-        me = threading.get_ident()
-        if self._write_owner == me:
-            raise RuntimeError(f"this thread is already inside a {self._name} write transaction")
-        with self._write_lock:
-            if self._closed:
-                raise RuntimeError(f"the {self._name} is closed")
-            self._write_owner = me
-            db = self._writer
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
-                        db.execute("ROLLBACK")
-                    raise
-            finally:
-                self._write_owner = None
+    def _commit(self, db: sqlite3.Connection) -> None:
+        db.execute("COMMIT")
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        if db.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves it open
+            db.execute("ROLLBACK")
 
     @property
     def schema_version(self) -> int:
