@@ -1,6 +1,7 @@
 """Relay benchmark: ``atrepo relay`` verifying three hosts' whole event logs, then fanning out to 100.
 
-``python -m bench.relay_bench [--quick] [--json] [--reps N] [--events N] [--workers 0,1,2] [--profile OUT]``
+``python -m bench.relay_bench [--quick] [--json] [--reps N] [--events N] [--workers 0,1,2] [--profile OUT]
+[--database postgresql://...]``
 
 Why: the relay's cost is verification (every ``#commit``'s CAR slice, signature, forward check and
 inversion to ``prevData``) plus one durable batch per few hundred events; this measures that whole path on
@@ -36,6 +37,12 @@ every frame, the sample one in seq order.
 Profile (``--profile OUT``): one more, untimed ``--workers 0`` catch-up under ``py-spy record -f raw``
 (``--py-spy`` path), its raw stacks written to ``OUT`` and summarized (self and inclusive share by
 function, per thread).
+
+Store (``--database postgresql://...``): every sample's relay keeps its store in that database (its
+``atrepo_relay`` schema dropped before each sample) instead of SQLite; the figures are the same, and the
+server's own CPU is not in the relay's (it is another process tree). The fan-out phase then runs twice:
+from the relay, and from an ``atrepo relay --role fanout`` process following the same store (its CPU is
+that process's).
 
 Peer: the reference relay is Go (indigo) and is not installable here, so there is no peer row. With
 ``--refpds DIR`` the reference ``@atproto/pds`` (an installed refpds copy, using host 1's PLC directory)
@@ -414,15 +421,34 @@ def _fill_hosts(
 # ------------------------------------------------------------------------------------------------- relay
 
 
-def start_relay(upstreams: list[str], plc: str, data: Path, workers: int, log: Path) -> Proc:
+def start_relay(
+    upstreams: list[str], plc: str, data: Path, workers: int, log: Path, database: str | None = None
+) -> Proc:
+    """``atrepo relay`` on a fresh store: a new data directory, and with ``database`` (PostgreSQL) its
+    ``atrepo_relay`` schema dropped first."""
     port = _free_port()
     cmd = ["relay", "--port", str(port), "--data", str(data), "--plc", plc, "--replay"]
     cmd += ["--workers", str(workers)]
+    if database is not None:
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS atrepo_relay CASCADE")
+        cmd += ["--database", database]
     for url in upstreams:
         cmd += ["--upstream", url]
     relay = Proc(cmd, log, f"http://127.0.0.1:{port}", "/metrics")
     relay.start()
     return relay
+
+
+def start_fanout_role(database: str, log: Path) -> Proc:
+    """``atrepo relay --role fanout`` following the relay's PostgreSQL store."""
+    port = _free_port()
+    cmd = ["relay", "--role", "fanout", "--database", database, "--port", str(port)]
+    proc = Proc(cmd, log, f"http://127.0.0.1:{port}", "/xrpc/_health")
+    proc.start()
+    return proc
 
 
 def _metrics_by_label(text: str, name: str) -> dict[str, float]:
@@ -626,9 +652,8 @@ def _short(frame: str) -> str:
 def profile_run(args: argparse.Namespace, env: dict[str, Any], tmp: Path, log: Any) -> dict[str, Any]:
     info = env["info"]
     workers = args.profile_workers
-    relay = start_relay(
-        env["upstreams"], info["plc"], tmp / "relay-profile", workers, tmp / "relay-profile.log"
-    )
+    data, log_path = tmp / "relay-profile", tmp / "relay-profile.log"
+    relay = start_relay(env["upstreams"], info["plc"], data, workers, log_path, args.database)
     spy: subprocess.Popen[bytes] | None = None
 
     def attach() -> None:
@@ -720,7 +745,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             order = args.workers[rep % len(args.workers) :] + args.workers[: rep % len(args.workers)]
             for workers in order:
                 data = tmp / f"relay-{rep}-{workers}"
-                relay = start_relay(upstreams, info["plc"], data, workers, tmp / f"relay-{rep}-{workers}.log")
+                relay = start_relay(
+                    upstreams, info["plc"], data, workers, tmp / f"relay-{rep}-{workers}.log", args.database
+                )
                 try:
                     run = catch_up(relay, host_heads, total, args.timeout, upstream_pids=env["pids"])
                     run.update(rep=rep, workers=workers)
@@ -738,15 +765,26 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     for line in run["mismatches"][:10]:
                         log(f"  MISMATCH {line}")
                     if rep == args.reps - 1 and workers == 0 and run["done"]:
-                        for k in range(args.fanout_reps):
-                            f = fanout(args, relay, run["relay_head"])
-                            f["rep"] = k
-                            fan.append(f)
-                            log(
-                                f"fan-out {k}: {f['frames_per_s']:,.0f} frames/s to {f['subscribers']}, "
-                                f"last frame after {f['last_frame_s']:.2f} s, "
-                                f"relay CPU {f['relay_cpu_pct']:.0f}% ok={f['ok']}"
+                        servers = [("all", relay)]
+                        if args.database:  # the same replay from a fan-out process on the same store
+                            servers.append(
+                                ("fanout", start_fanout_role(args.database, tmp / "fanout-role.log"))
                             )
+                        try:
+                            for role, server in servers:
+                                for k in range(args.fanout_reps):
+                                    f = fanout(args, server, run["relay_head"])
+                                    f.update(rep=k, role=role)
+                                    fan.append(f)
+                                    log(
+                                        f"fan-out {role} {k}: {f['frames_per_s']:,.0f} frames/s to "
+                                        f"{f['subscribers']}, last frame after {f['last_frame_s']:.2f} s, "
+                                        f"its CPU {f['relay_cpu_pct']:.0f}% ok={f['ok']}"
+                                    )
+                        finally:
+                            for role, server in servers:
+                                if role == "fanout":
+                                    server.stop()
                 finally:
                     relay.stop()
                     shutil.rmtree(data, ignore_errors=True)
@@ -811,7 +849,8 @@ def render(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         f"relay: {upstreams}, {setup['account_count']} accounts, {setup['total_events']} events ({heads}; "
         f"commit ops {setup['commit_ops']}); {cfg['reps']} reps; {payload['cpus']} CPUs, "
-        f"load {payload['load_start'][0]:.2f} -> {payload['load_end'][0]:.2f}",
+        f"load {payload['load_start'][0]:.2f} -> {payload['load_end'][0]:.2f}; store: "
+        + ("PostgreSQL (the server's CPU is not in the relay's)" if cfg.get("database") else "SQLite"),
         "",
         "verify (every host's log replayed from cursor 0 into a fresh relay; CPU: relay process (with its "
         "workers); hosts: the upstreams serving it):",
@@ -831,17 +870,19 @@ def render(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"| {r['hosts_cpu_pct']:.0f}% | "
             f"{r['batch_events_mean']:.0f} | {r['hwm_mib']:.0f} | {r['mismatches']} | {r['ok']} |"
         )
-    fan = payload.get("fanout") or []
-    if fan:
+    for role, what in (("all", "the relay (workers=0)"), ("fanout", "a `relay --role fanout` process")):
+        fan = [f for f in payload.get("fanout") or [] if f.get("role", "all") == role]
+        if not fan:
+            continue
         ok = [f for f in fan if f["ok"]]
         rates = [f["frames_per_s"] for f in ok] or [0.0]
         lines += [
             "",
-            f"fan-out from the relay (workers=0): {fan[0]['subscribers']} subscribers replaying "
+            f"fan-out from {what}: {fan[0]['subscribers']} subscribers replaying "
             f"{fan[0]['frames'] // max(1, fan[0]['subscribers'])} frames from cursor 0, {len(fan)} reps:",
             f"  frames/s {_med(rates):,.0f} (spread {min(rates):,.0f}-{max(rates):,.0f}), last subscriber's "
-            f"last frame after {_med([f['last_frame_s'] for f in ok]):.2f} s, relay CPU "
-            f"{_med([f['relay_cpu_pct'] for f in ok]):.0f}%, ok={all(f['ok'] for f in fan)}",
+            f"last frame after {_med([f['last_frame_s'] for f in ok] or [math.nan]):.2f} s, its CPU "
+            f"{_med([f['relay_cpu_pct'] for f in ok] or [math.nan]):.0f}%, ok={all(f['ok'] for f in fan)}",
         ]
     prof = payload.get("profile")
     if prof and "self" in prof:
@@ -885,6 +926,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refpds", help="add the reference PDS installed in this directory as an upstream")
     parser.add_argument("--ref-commits", type=int, default=2000, help="createRecord calls on the reference")
     parser.add_argument("--ref-clients", type=int, default=4, help="accounts (clients) on the reference")
+    parser.add_argument(
+        "--database",
+        help="keep each relay's store in this PostgreSQL database (its atrepo_relay schema is dropped "
+        "before every sample) instead of SQLite",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ assertion.
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -35,7 +37,18 @@ from atrepo.firehose.subscriber import FrameVerifier, Received, Subscriber
 from atrepo.host import HostConfig, RunningHost, start_host
 from atrepo.identity.resolver import DIDResolver
 
-__all__ = ["PASSWORD", "Account", "Net", "Node", "Watcher", "Write", "metric", "until"]
+__all__ = [
+    "PASSWORD",
+    "Account",
+    "Net",
+    "Node",
+    "Watcher",
+    "Write",
+    "free_port",
+    "metric",
+    "spawn_relay",
+    "until",
+]
 
 PASSWORD = "correct horse"
 NOW = "2026-12-02T00:00:00.000Z"
@@ -247,6 +260,8 @@ class Watcher:
     events: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     #: DID -> rev of the newest verified ``#commit``/``#sync`` received.
     heads: dict[str, str] = field(default_factory=dict)
+    #: seq -> the frame's bytes as received, to compare two subscribers byte for byte.
+    raws: dict[int, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.resolver = DIDResolver(plc_url=self.plc_url, session=self.session)
@@ -276,6 +291,7 @@ class Watcher:
             if received.seq in self.events:
                 self.problems.append(f"seq {received.seq} received twice")
             self.events[received.seq] = _summary(frame)
+            self.raws[received.seq] = received.raw
         outcome = await self.verifier.check(frame)
         self.verdicts[outcome.verdict.value] += 1
         if outcome.stored and outcome.state is not None and outcome.did is not None:
@@ -304,3 +320,25 @@ class Watcher:
         if self.creates.get(write.did, {}).get(write.path) == write.cid:
             return True
         return any(rev >= write.rev for rev in self.syncs.get(write.did, ()))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def spawn_relay(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
+    """``atrepo relay`` as a subprocess; returns once it says it listens."""
+    log = log_path.open("ab")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "atrepo", "relay", *args, stdout=asyncio.subprocess.PIPE, stderr=log
+        )
+    finally:
+        log.close()
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert b"listening on" in line, (line, log_path.read_text()[-2000:])
+    return proc

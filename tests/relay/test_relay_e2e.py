@@ -34,6 +34,9 @@ a later ``#sync``), and the stream's seqs are contiguous and unique.
 A second test kills the relay (a subprocess) with SIGKILL in the middle of a
 stream and restarts it: every event it had emitted is still there, with the
 same seq, and the per-host cursor resumes without loss or duplicates.
+
+Both run twice: with the relay's store on SQLite and on PostgreSQL
+(``--database``, a fresh database of the test cluster).
 """
 
 from __future__ import annotations
@@ -42,14 +45,13 @@ import asyncio
 import contextlib
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from relay_support import Account, Net, Watcher, metric, until
+from relay_support import Account, Net, Watcher, free_port, metric, spawn_relay, until
 from upstream_proxy import UpstreamProxy, bind_local
 
 from atrepo.cli.migrate import MigrationOptions, QuietReporter, migrate
@@ -104,8 +106,11 @@ async def _caught_up(relay: RunningRelay, watcher: Watcher) -> None:
     )
 
 
-async def test_relay_under_upstream_faults(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    """The scenario of the module docstring, one fault after another on one running relay."""
+async def test_relay_under_upstream_faults(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> None:
+    """The scenario of the module docstring, one fault after another on one running relay (its store
+    on SQLite, then on PostgreSQL)."""
     net = Net(tmp_path, http)
     relay: RunningRelay | None = None
     watcher: Watcher | None = None
@@ -120,6 +125,7 @@ async def test_relay_under_upstream_faults(tmp_path: Path, http: aiohttp.ClientS
                 plc_url=plc.url,
                 upstreams=tuple(n.proxy.url for n in net.nodes),
                 synchronous="NORMAL",
+                database=database,
             )
         )
         hosts = relay.context.hosts
@@ -317,6 +323,9 @@ async def test_relay_under_upstream_faults(tmp_path: Path, http: aiohttp.ClientS
         # and on the status page, each with who, whom and why
         page = await _status_json(net, relay)
         assert page["faults"]["verificationByCheck"].get("signature") == 1, page["faults"]
+        store = page["service"]["store"]  # where the events are, its password (if any) hidden
+        assert store == relay.context.store.location
+        assert ("atrepo_relay" in store) if database else store.endswith("relay.sqlite"), store
         recent = {(f["kind"], f["host"], f["did"]): f["reason"] for f in page["faults"]["recent"]}
         assert "signature" in recent[("invalid-signature", one.key, alice.did)]
         assert "prevData" in recent[("desynchronized", two.key, carol.did)]
@@ -393,40 +402,23 @@ async def _slow_subscriber(
             assert watcher.subscriber.stats.connects == connects  # the verifying one never reconnected
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _spawn_relay(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
-    """``atrepo relay`` as a subprocess; returns once it says it listens."""
-    log = log_path.open("ab")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "atrepo", "relay", *args, stdout=asyncio.subprocess.PIPE, stderr=log
-        )
-    finally:
-        log.close()
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert b"listening on" in line, (line, log_path.read_text()[-2000:])
-    return proc
-
-
-async def test_relay_killed_and_restarted(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    """SIGKILL mid-stream: what was emitted survives with its seq; the host's cursor resumes."""
+async def test_relay_killed_and_restarted(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> None:
+    """SIGKILL mid-stream: what was emitted survives with its seq; the host's cursor resumes (SQLite and
+    PostgreSQL: a killed relay's advisory lock goes with its connection, so the restart is not refused)."""
     net = Net(tmp_path, http)
     procs: list[asyncio.subprocess.Process] = []
     watchers: list[Watcher] = []
     try:
         node = await net.add_node("one")
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["--port", str(port), "--data", str(tmp_path / "relay"), "--plc", net.plc_url]
         args += ["--upstream", node.proxy.url, "--admin-password", "relay-admin"]
-        procs.append(await _spawn_relay(args, tmp_path / "relay.log"))
+        if database is not None:
+            args += ["--database", database]
+        procs.append(await spawn_relay(args, tmp_path / "relay.log"))
         await until(lambda: node.proxy.connected > 0, "the relay subscribed")
         first = Watcher(url, net.plc_url, http)
         watchers.append(first)
@@ -444,7 +436,7 @@ async def test_relay_killed_and_restarted(tmp_path: Path, http: aiohttp.ClientSe
         assert await asyncio.wait_for(victim.wait(), 10) == -signal.SIGKILL
         emitted = dict(first.events)  # everything any subscriber saw before the kill
         cursors_before = len(node.proxy.cursors)
-        procs.append(await _spawn_relay(args, tmp_path / "relay.log"))
+        procs.append(await spawn_relay(args, tmp_path / "relay.log"))
         await asyncio.wait_for(writing, 60)
         # the host's cursor resumed where the relay had made it durable: not the head, not zero
         await until(lambda: len(node.proxy.cursors) > cursors_before, "the restarted relay subscribed")

@@ -13,8 +13,9 @@ import dataclasses
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from relay_testenv import ADMIN_PASSWORD, RelayEnv, request
+from relay_testenv import ADMIN_PASSWORD, RelayEnv, RelayEnvFactory, request
 
 from atrepo.firehose.subscriber import Received, Subscriber
 from atrepo.store.relay import RelayStore
@@ -224,3 +225,22 @@ async def test_docs_list_every_relay_metric(relay_env: RelayEnv) -> None:
     docs = Path(__file__).parents[2] / "docs" / "relay.md"
     documented = set(re.findall(r"^\| `(atrepo_relay_[a-z_]+)` \|", docs.read_text(), re.M))
     assert served and served == documented, (served - documented, documented - served)
+
+
+async def test_a_postgresql_store_is_shown_without_its_password(
+    relay_env_factory: RelayEnvFactory, pg_url: str
+) -> None:
+    """``--database`` on the status page: the server, database and schema, never the password."""
+    parts = urlsplit(pg_url)
+    user, _, address = parts.netloc.rpartition("@")
+    with_password = urlunsplit(parts._replace(netloc=f"{user or 'postgres'}:s3cret-pw@{address}"))
+    env = await relay_env_factory(database=with_password)  # the test server trusts loopback
+    alice = await env.create_account("alice.test")
+    await env.wait_relayed(alice)
+    doc = await env.status()
+    store = doc["service"]["store"]
+    assert "atrepo_relay" in store and ":***@" in store and address in store, store
+    assert doc["software"]["role"] == "relay" and doc["service"]["role"] == "all"
+    assert "s3cret-pw" not in str(doc)
+    status, _, html = await page(env)
+    assert status == 200 and "s3cret-pw" not in html and "atrepo_relay" in html

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from atrepo.core.events import IdentityEvent, encode_frame
-from atrepo.store import PendingEvent, RelayStore
+from atrepo.store import PendingEvent, SQLiteRelayStore
 from atrepo.store.relay import RELAY_DB_FILENAME, RELAY_PAGE_SIZE
 
 
@@ -26,7 +26,7 @@ def frame(seq: int) -> bytes:
 
 
 def test_new_file_gets_the_relay_page_size(tmp_path: Path) -> None:
-    store = RelayStore(tmp_path)
+    store = SQLiteRelayStore(tmp_path)
     try:
         rows = store.apply_batch(
             [], [PendingEvent("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "#identity", 1, frame)]
@@ -35,7 +35,7 @@ def test_new_file_gets_the_relay_page_size(tmp_path: Path) -> None:
     finally:
         store.close()
     assert page_size(tmp_path / RELAY_DB_FILENAME) == RELAY_PAGE_SIZE
-    store = RelayStore(tmp_path)  # reopened: same size, same content
+    store = SQLiteRelayStore(tmp_path)  # reopened: same size, same content
     try:
         assert store.head_seq() == 1
     finally:
@@ -50,7 +50,7 @@ def test_existing_file_keeps_its_page_size(tmp_path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE t (x)")  # has content: its page size is fixed
     db.close()
-    store = RelayStore(tmp_path)
+    store = SQLiteRelayStore(tmp_path)
     try:
         assert store.head_seq() == 0
     finally:

@@ -1,9 +1,19 @@
-"""The relay's store on real SQLite files: batches, seqs, hosts, bans, accounts, collections, fan-out."""
+"""The relay's store: batches, seqs, hosts, bans, accounts, collections, fan-out, on both backends.
+
+Every case that is not about the SQLite file itself runs twice (the
+``backend`` fixture): on a real SQLite file in the test's directory and on a
+real PostgreSQL server (tests/pg_support.py, a database per test). A crash
+is an exception raised inside a write: the transaction must leave nothing.
+The PostgreSQL-only cases cover its writer lock, the fan-out follower, the
+``NOTIFY`` of committed batches and the ``COPY`` paths of large batches.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atrepo.core.cid import CID
-from atrepo.core.errors import StoreInUse
+from atrepo.core.errors import StoreInUse, StoreUnavailable
 from atrepo.core.events import IdentityEvent, decode_frame, encode_frame
 from atrepo.firehose import Fanout
 from atrepo.store import (
@@ -21,13 +31,25 @@ from atrepo.store import (
     LOCAL_STATUSES,
     HostRow,
     PendingEvent,
+    PostgresRelayStore,
     RelayAccount,
     RelayStore,
+    SQLiteRelayStore,
     StoreWorker,
+    open_relay_store,
 )
 from atrepo.store.relay import RELAY_DB_FILENAME, SCHEMA_VERSION
 
 NOW = 1_700_000_000_000
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+INTEGRITY_ERRORS = _integrity_errors()
 
 
 def identity_frame(did: str, time_ms: int) -> Callable[[int], bytes]:
@@ -55,12 +77,13 @@ def account(did: str, host_id: int, **changes: object) -> RelayAccount:
 
 
 @pytest.fixture
-def opened(tmp_path: Path) -> Iterator[Callable[[], RelayStore]]:
-    """Opens a relay store on ``tmp_path/data/relay.sqlite`` (again: same file); closes all at the end."""
+def opened(tmp_path: Path, database: str | None) -> Iterator[Callable[[], RelayStore]]:
+    """Opens this test's relay store (again: the same one): ``tmp_path/data/relay.sqlite`` on SQLite,
+    the schema ``atrepo_relay`` of a fresh database on PostgreSQL; closes all at the end."""
     stores: list[RelayStore] = []
 
     def make() -> RelayStore:
-        store = RelayStore(tmp_path / "data" / "relay.sqlite", synchronous="NORMAL")
+        store = open_relay_store(database or tmp_path / "data" / "relay.sqlite", synchronous="NORMAL")
         stores.append(store)
         return store
 
@@ -83,7 +106,12 @@ def add_host(store: RelayStore, /, name: str = "pds.example.com", **kw: object) 
 # --- files, locks, schema -----------------------------------------------------------------
 
 
-def test_opens_a_fresh_versioned_wal_file(store: RelayStore, tmp_path: Path) -> None:
+def sqlite_store(tmp_path: Path) -> SQLiteRelayStore:
+    return SQLiteRelayStore(tmp_path / "data" / "relay.sqlite", synchronous="NORMAL")
+
+
+def test_opens_a_fresh_versioned_wal_file(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
     assert store.path == tmp_path / "data" / "relay.sqlite"
     assert store.path.is_file()
     assert (tmp_path / "data" / "relay.sqlite.lock").is_file()
@@ -95,30 +123,35 @@ def test_opens_a_fresh_versioned_wal_file(store: RelayStore, tmp_path: Path) -> 
     assert store.oldest_seq() is None
     assert store.read_events(0, 10) == []
     assert store.stats()["events"] == 0
+    store.close()
 
 
-def test_two_stores_on_one_file_are_refused(store: RelayStore, tmp_path: Path) -> None:
+def test_two_stores_on_one_file_are_refused(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
     with pytest.raises(StoreInUse):
-        RelayStore(tmp_path / "data" / "relay.sqlite")
+        SQLiteRelayStore(tmp_path / "data" / "relay.sqlite")
     store.close()
     store.close()  # a second close does nothing
-    again = RelayStore(tmp_path / "data" / "relay.sqlite")  # the lock went with the first store
+    again = SQLiteRelayStore(tmp_path / "data" / "relay.sqlite")  # the lock went with the first store
     again.close()
 
 
 def test_a_directory_holds_relay_sqlite3(tmp_path: Path) -> None:
-    store = RelayStore(tmp_path)
+    store = open_relay_store(tmp_path)
     try:
+        assert isinstance(store, SQLiteRelayStore)
         assert store.path == tmp_path / RELAY_DB_FILENAME
         with pytest.raises(StoreInUse):
-            RelayStore(tmp_path / RELAY_DB_FILENAME)  # the same file, named directly
+            SQLiteRelayStore(tmp_path / RELAY_DB_FILENAME)  # the same file, named directly
     finally:
         store.close()
 
 
 def test_synchronous_must_be_known(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        RelayStore(tmp_path / "x", synchronous="OFF")  # type: ignore[arg-type]
+        SQLiteRelayStore(tmp_path / "x", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        open_relay_store(tmp_path / "y", follower=True)  # fan-out processes need a shared server
 
 
 def test_reopening_keeps_everything(opened: Callable[[], RelayStore]) -> None:
@@ -216,7 +249,7 @@ def test_a_failing_encode_stores_nothing_of_the_batch(store: RelayStore) -> None
 def test_an_unknown_host_rolls_the_batch_back(store: RelayStore) -> None:
     with pytest.raises(KeyError):
         store.apply_batch([], [event("did:plc:a")], cursors={99: (1, NOW)})
-    with pytest.raises(sqlite3.IntegrityError):  # foreign key: the account's host must exist
+    with pytest.raises(INTEGRITY_ERRORS):  # foreign key: the account's host must exist
         store.apply_batch([account("did:plc:a", 99)], [event("did:plc:a")])
     assert store.head_seq() == 0
     assert store.get_account("did:plc:a") is None
@@ -244,6 +277,9 @@ def test_event_stats_follow_the_stored_range(store: RelayStore) -> None:
     assert (stats["events"], stats["oldest_seq"], stats["head_seq"]) == (6, 5, 10)
 
 
+_SCHEMAS = itertools.count()
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     steps=st.lists(
@@ -256,9 +292,13 @@ def test_event_stats_follow_the_stored_range(store: RelayStore) -> None:
     )
 )
 def test_batches_and_prunes_keep_the_log_monotone_and_contiguous(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, int]]
+    tmp_path_factory: pytest.TempPathFactory, database: str | None, steps: list[tuple[str, int, int]]
 ) -> None:
-    store = RelayStore(tmp_path_factory.mktemp("relay"), synchronous="NORMAL")
+    store: RelayStore
+    if database is None:
+        store = SQLiteRelayStore(tmp_path_factory.mktemp("relay"), synchronous="NORMAL")
+    else:  # a fresh schema per example
+        store = PostgresRelayStore(database, schema=f"relay_{next(_SCHEMAS)}")
     try:
         clock = NOW
         head = 0
@@ -557,3 +597,116 @@ async def test_fanout_serves_the_relay_log(store: RelayStore) -> None:
     finally:
         await fanout.close()
         await worker.close()
+
+
+# --- large batches (COPY on PostgreSQL) ------------------------------------------------------
+
+
+def test_large_batches_match_row_by_row_semantics(store: RelayStore) -> None:
+    """Batches past the bulk threshold (COPY and a merge on PostgreSQL): inserts, stays, moves,
+    duplicate collection pairs, already indexed pairs, the last row of a DID winning."""
+    one, two = add_host(store, "one.example"), add_host(store, "two.example")
+    dids = [f"did:plc:{i:04d}" for i in range(60)]
+    store.add_collections([(dids[0], "app.bsky.feed.post")])
+    rows = store.apply_batch(
+        [account(did, one.id, rev="1", commit=cid(did)) for did in dids],
+        [event(did, NOW + i) for i, did in enumerate(dids)],
+        [(did, "app.bsky.feed.post") for did in dids] * 2,
+        {one.id: (60, NOW + 60)},
+    )
+    assert [r.seq for r in rows] == list(range(1, 61))
+    assert store.read_events(0, 100) == rows
+    assert counts(store, one, two) == [60, 0]
+    # Half stay (a new rev), a third move, one is updated twice in the batch (the last row wins).
+    changed = [account(did, one.id, rev="2", updated_ms=NOW + 1) for did in dids[:30]]
+    changed += [account(did, two.id, rev="2", data=cid("d"), updated_ms=NOW + 2) for did in dids[30:50]]
+    changed.append(account(dids[0], one.id, rev="3", status="throttled", updated_ms=NOW + 3))
+    changed += [account(f"did:plc:new{i}", two.id) for i in range(5)]
+    more = store.apply_batch(changed, [event(did) for did in dids[:20]], [(dids[1], "app.bsky.feed.like")])
+    assert [r.seq for r in more] == list(range(61, 81))
+    assert counts(store, one, two) == [40, 25]
+    first = store.get_account(dids[0])
+    assert first is not None and (first.rev, first.status, first.created_ms) == ("3", "throttled", NOW)
+    assert store.get_account(dids[1]) == account(dids[1], one.id, rev="2", updated_ms=NOW + 1)
+    moved = store.get_account(dids[40])
+    assert moved == account(dids[40], two.id, rev="2", data=cid("d"), updated_ms=NOW + 2)
+    assert store.get_account(dids[55]) == account(dids[55], one.id, rev="1", commit=cid(dids[55]))
+    assert store.list_repos_by_collection("app.bsky.feed.post", limit=1000) == dids
+    assert store.collections_of(dids[1]) == ["app.bsky.feed.like", "app.bsky.feed.post"]
+    assert store.count_accounts()["total"] == 65
+    assert sorted(store.get_accounts([*dids, "did:plc:none"])) == dids
+
+
+# --- PostgreSQL: the writer lock, the fan-out follower, NOTIFY -------------------------------
+
+
+def test_postgres_one_writer_and_followers(pg_url: str) -> None:
+    """One ingesting writer per schema; followers (fan-out processes) beside it read and never write."""
+    import psycopg
+
+    writer = open_relay_store(pg_url)
+    assert isinstance(writer, PostgresRelayStore) and writer.schema_version == SCHEMA_VERSION
+    assert "atrepo_relay" in writer.location
+    with pytest.raises(StoreInUse, match="held by another relay"):
+        PostgresRelayStore(pg_url)
+    follower = open_relay_store(pg_url, follower=True)
+    second = PostgresRelayStore(pg_url, follower=True)
+    try:
+        assert "read-only" in follower.location
+        host = add_host(writer)
+        rows = writer.apply_batch([account("did:plc:a", host.id)], [event("did:plc:a")])
+        assert follower.read_events(0, 10) == rows and second.head_seq() == 1
+        assert follower.get_account("did:plc:a") == account("did:plc:a", host.id)
+        with pytest.raises(RuntimeError, match="read-only"):
+            follower.apply_batch([], [event("did:plc:b")])
+        with pytest.raises(RuntimeError, match="read-only"):
+            follower.ban_domain("x.example")
+        writer.close()
+        with PostgresRelayStore(pg_url) as again:  # followers never kept the writer out
+            assert again.head_seq() == 1
+    finally:
+        follower.close()
+        second.close()
+        writer.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE atrepo_relay.schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        PostgresRelayStore(pg_url)
+
+
+def test_postgres_committed_batches_notify_their_head(pg_url: str) -> None:
+    with open_relay_store(pg_url) as writer, PostgresRelayStore(pg_url, follower=True) as follower:
+        assert isinstance(writer, PostgresRelayStore)
+        listener = follower.listen()
+        try:
+            assert listener.wait(0.05) is None
+            writer.apply_batch([], [event("did:plc:a") for _ in range(3)])
+            assert listener.wait(5) == 3
+            writer.apply_batch([], [], cursors={})  # no events: nothing to announce
+            with pytest.raises(RuntimeError):
+                writer.apply_batch([], [PendingEvent("did:plc:a", "#identity", NOW, _broken)])
+            assert listener.wait(0.2) is None  # a rolled-back batch announces nothing
+            writer.apply_batch([], [event("did:plc:a")])
+            writer.apply_batch([], [event("did:plc:a") for _ in range(20)])  # COPY path
+            head = 0
+            while head < 24:  # two notifications, maybe read at once
+                seq = listener.wait(5)
+                assert seq is not None and seq in (4, 24)
+                head = max(head, seq)
+            assert follower.head_seq() == 24
+        finally:
+            listener.close()
+
+
+def _broken(seq: int) -> bytes:
+    raise RuntimeError("crash while encoding")
+
+
+def test_postgres_unreachable_and_password_hidden() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"postgresql://u:secret@127.0.0.1:{port}/db?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as info:
+        open_relay_store(url)
+    assert "secret" not in str(info.value) and "u:***@" in str(info.value)

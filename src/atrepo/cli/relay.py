@@ -1,4 +1,4 @@
-"""``atrepo relay``: run a relay until SIGTERM or SIGINT.
+"""``atrepo relay``: run a relay (or one of its fan-out processes) until SIGTERM or SIGINT.
 
 The relay package is imported inside the command, so other commands never
 pay for it at start-up.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,22 @@ def relay(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 2470,
     data: Annotated[Path, typer.Option("--data", help="data directory")] = Path("relay-data"),
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            envvar="ATREPO_DATABASE",
+            help="keep the relay's store in PostgreSQL (postgresql://user@host/db), not SQLite in --data",
+        ),
+    ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all: ingest and serve (one process); fanout: serve subscribeRepos from the --database "
+            "relay's event log, ingesting nothing",
+        ),
+    ] = "all",
     plc: Annotated[str, typer.Option("--plc", help="PLC directory URL")] = "https://plc.directory",
     upstream: Annotated[
         list[str] | None,
@@ -50,11 +66,22 @@ def relay(
     """Run a relay: subscribe to hosts, verify every event, serve one merged firehose (docs/relay.md)."""
     from ..host import configure_logging
     from ..relay import RelayConfig
+    from ..relay.config import ROLES
+    from ..store.dbfile import is_database_url
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("text or json", param_hint="--log-format")
     if workers < 0:
         raise typer.BadParameter("0 or more", param_hint="--workers")
+    if database is not None and not is_database_url(database):
+        raise typer.BadParameter("a postgresql:// URL", param_hint="--database")
+    if role not in ROLES:
+        raise typer.BadParameter(" or ".join(ROLES), param_hint="--role")
+    if role == "fanout" and database is None:
+        raise typer.BadParameter(
+            "a fan-out process follows a relay's PostgreSQL store: give --database postgresql://...",
+            param_hint="--role",
+        )
     configure_logging(log_format)  # type: ignore[arg-type]
     config = RelayConfig(
         host=host,
@@ -71,25 +98,38 @@ def relay(
         crawl_allow_private=crawl_allow_private,
         replay_upstreams=replay,
         log_format=log_format,
+        database=database,
+        role=role,
     )
     asyncio.run(_run(config))
 
 
 async def _run(config: object) -> None:
-    from ..relay import RelayConfig, start_relay
+    from ..core.errors import StoreInUse, StoreUnavailable
+    from ..relay import RelayConfig, start_fanout, start_relay
 
     assert isinstance(config, RelayConfig)
+    running: Any
     try:
-        running = await start_relay(config)
+        running = await (start_fanout(config) if config.role == "fanout" else start_relay(config))
     except OSError as exc:
         print(f"error: cannot start the relay on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except (StoreInUse, StoreUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     from ..core.memory import tune_collector_for_server
 
     tune_collector_for_server()
     try:
         with stop_on_signals() as stop:
-            print(f"atrepo relay listening on {running.url}", flush=True)
+            if config.role == "fanout":
+                line = (
+                    f"atrepo relay (fan-out) listening on {running.url}, following {running.store.location}"
+                )
+            else:
+                line = f"atrepo relay listening on {running.url}, store {running.context.store.location}"
+            print(line, flush=True)
             await stop.wait()
     finally:
         await running.stop()

@@ -39,7 +39,7 @@ from atrepo.core.errors import (
 )
 from atrepo.firehose import Fanout, mount_subscribe_repos
 from atrepo.identity.resolver import DIDResolver
-from atrepo.store.relay import RelayAccount, RelayStore
+from atrepo.store.relay import RelayAccount, RelayStore, open_relay_store
 from atrepo.store.worker import StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -329,11 +329,22 @@ def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
 
 
 async def start_relay(config: RelayConfig) -> RunningRelay:
-    """Open the store, start the ingest, bind, serve, then connect to the upstream hosts."""
+    """Open the store, start the ingest, bind, serve, then connect to the upstream hosts.
+
+    The store is ``config.database`` (PostgreSQL) when given, else
+    ``relay.sqlite`` in the data directory; an unreachable server raises
+    :class:`~atrepo.core.errors.StoreUnavailable`, a store another relay
+    writes :class:`~atrepo.core.errors.StoreInUse`.
+    """
+    if config.role != "all":
+        raise ValueError(f"start_relay runs the whole relay (role 'all'), not {config.role!r}")
     config.data_dir.mkdir(parents=True, exist_ok=True)
     sock = bind_listener(config.host, config.port)
     try:
-        store = RelayStore(config.data_dir / "relay.sqlite", synchronous=config.synchronous)  # type: ignore[arg-type]
+        store = open_relay_store(
+            config.database or config.data_dir / "relay.sqlite",
+            synchronous=config.synchronous,  # type: ignore[arg-type]
+        )
     except BaseException:
         sock.close()
         raise
@@ -348,7 +359,11 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     verifier = Verifier(config.workers)
     ingest = Ingest(store, worker, fanout, resolver, metrics, verifier=verifier, lenient=config.lenient)
     ctx = RelayContext(config, store, worker, http, resolver, metrics, fanout, ingest, verifier)
-    router = XrpcRouter(metrics=metrics)
+
+    async def health() -> None:  # /xrpc/_health: 503 once the store stops answering (a database gone)
+        await worker.read(RelayStore.head_seq)
+
+    router = XrpcRouter(metrics=metrics, health_check=health)
     app = build_app(ctx, router)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
@@ -366,5 +381,5 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
         await running.stop()
         raise
     running._maintenance = asyncio.get_running_loop().create_task(_maintenance(ctx))
-    log.info("relay listening on %s (data %s, %d upstream hosts)", url, config.data_dir, len(ctx.hosts.links))
+    log.info("relay listening on %s (store %s, %d upstream hosts)", url, store.location, len(ctx.hosts.links))
     return running

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["DEFAULT_PORT", "RelayConfig"]
+__all__ = ["DEFAULT_PORT", "ROLES", "RelayConfig"]
 
 DEFAULT_PORT: Final = 2470
+#: What ``atrepo relay --role`` may run.
+ROLES: Final = ("all", "fanout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,11 @@ class RelayConfig:
     * ``new_hosts_per_day``: ``requestCrawl`` additions per 24 h.
     * ``crawl_allow_private``: let ``requestCrawl`` reach private and
       loopback addresses (development only).
+    * ``database``: a ``postgresql://`` URL to keep the store in (schema
+      ``atrepo_relay``) instead of SQLite in ``data_dir`` (``--database``).
+    * ``role``: ``all`` (ingest, sequence and serve: one relay process) or
+      ``fanout`` (serve ``subscribeRepos`` from a PostgreSQL relay's shared
+      event log, ingesting nothing; see :mod:`atrepo.relay.follower`).
     * ``replay_upstreams``: a configured upstream seen for the first time is
       read from the start of its retained window (cursor 0) instead of being
       seeded from ``listRepos`` and followed from its live head: its history
@@ -55,3 +62,5 @@ class RelayConfig:
     resync_concurrency: int = 4
     synchronous: str = "FULL"
     log_format: str = "text"
+    database: str | None = None
+    role: str = "all"

@@ -64,6 +64,8 @@ RELAY_STATUS_PAGE: Final = StatusPage(
             (
                 Fact("Software", "software.name"),
                 Fact("Version", "software.version"),
+                Fact("Role", "service.role"),
+                Fact("Store", "service.store"),
                 Fact("PLC directory", "service.plcUrl"),
                 Fact("Started", "service.startedAt"),
                 Fact("Uptime", "service.uptimeSeconds", "duration"),
@@ -269,6 +271,8 @@ class RelayStatus:
         return {
             "software": {"name": "atrepo", "version": atrepo.__version__, "role": "relay"},
             "service": {
+                "role": config.role,
+                "store": ctx.store.location,
                 "plcUrl": public_url(config.plc_url),
                 "startedAt": _iso(ctx.started_ms),
                 "uptimeSeconds": int(time.monotonic() - self._started),

@@ -36,7 +36,17 @@ from .mirror import (
     ReplaceResult,
     open_mirror,
 )
-from .relay import HOST_STATUSES, LOCAL_STATUSES, HostRow, PendingEvent, RelayAccount, RelayStore
+from .relay import (
+    HOST_STATUSES,
+    LOCAL_STATUSES,
+    HostRow,
+    PendingEvent,
+    PostgresRelayStore,
+    RelayAccount,
+    RelayStore,
+    SQLiteRelayStore,
+    open_relay_store,
+)
 from .sqlite import SQLiteStore
 from .worker import StoreWorker
 
@@ -56,6 +66,7 @@ __all__ = [
     "MirrorRepo",
     "MirrorStore",
     "PendingEvent",
+    "PostgresRelayStore",
     "Preference",
     "RecordOp",
     "RecordRow",
@@ -66,9 +77,11 @@ __all__ = [
     "RepoHead",
     "RepoTransaction",
     "Rotation",
+    "SQLiteRelayStore",
     "SQLiteStore",
     "SequencedEvent",
     "Store",
     "StoreWorker",
     "open_mirror",
+    "open_relay_store",
 ]

@@ -6,14 +6,24 @@ its cursor, status and limits. What it does keep must be exact and durable:
 its own event log, whose seqs subscribers hold as cursors (sync.md §4), and
 the upstream cursors, so that a restart resumes each host where it stopped.
 
+**Two backends, one logic.** :class:`RelayStore` holds every query and the
+batch write; :class:`SQLiteRelayStore` (the default: one file in the data
+directory) and :class:`PostgresRelayStore` (``--database postgresql://...``,
+schema ``atrepo_relay``) add only their dialect: the schema, the SQLite page
+size, and on PostgreSQL ``COPY`` for rows in bulk and ``NOTIFY``.
+:func:`open_relay_store` picks one from a path or a URL. The plumbing (one
+writer, per-thread readers, versioned migrations that refuse a newer schema,
+the lock that keeps a second relay off the same store) is
+:mod:`atrepo.store.sqlitefile` / :mod:`atrepo.store.pgfile`.
+
 **One transaction per batch.** The relay validates upstream events off the
 writer thread and hands them over in batches: :meth:`RelayStore.apply_batch`
 upserts the batch's accounts, adds (did, collection) pairs, allocates the
 events' seqs, stores their frames and moves the hosts' cursors in a single
-``BEGIN IMMEDIATE`` ... ``COMMIT``, so one fsync covers a whole batch (the
-store batches itself; it has no ``group_commit``) and a crash keeps either
-all of a batch or none of it: a cursor never runs ahead of the events it
-covers, and a seq is never handed out twice.
+transaction, so one fsync covers a whole batch (the store batches itself; it
+has no ``group_commit``) and a crash keeps either all of a batch or none of
+it: a cursor never runs ahead of the events it covers, and a seq is never
+handed out twice.
 
 **Seqs** are allocated from a counter row updated in the same transaction,
 never from ``MAX(seq)``: pruning the whole log or a crash mid-batch never
@@ -22,16 +32,33 @@ brings a seq back, and a rolled-back batch leaves no gap. The stored
 frame keeps the time it was encoded with), so pruning by time always deletes
 a prefix and the log stays a contiguous run of seqs.
 
-**Durability and threads** follow :mod:`atrepo.store.sqlite`, through the
-plumbing shared with the sync mirror (:mod:`atrepo.store.sqlitefile`): WAL,
-``synchronous=FULL`` by default, one writer connection guarded by a lock
-(normally used from the store worker's writer thread), one ``query_only``
-read connection per thread. A lock file (``flock``) in the data directory
-keeps a second relay off the same directory: it fails at once with
-:class:`StoreInUse` instead of interleaving seqs with the first one.
+**One sequencer on both backends.** Seqs come from that counter row, read and
+written by the one writer: on SQLite the process holding the file's lock, on
+PostgreSQL the one process holding the schema's session advisory lock (a
+second ingesting relay is refused with :class:`StoreInUse`). Batches are
+therefore committed one after another, in seq order, and a reader never sees
+seq N+1 before N: no gap is ever visible to a subscriber, without the
+``pg_current_xact_id`` commit-order bookkeeping that several concurrent
+writers would need. (A relay's write load is one batch every few hundred
+events; its scaling work is verification, which happens before the batch.)
 
-**Schema** versioned by ``PRAGMA user_version``: ``_MIGRATIONS[n]`` takes a
-file from version ``n`` to ``n + 1``; a file from a newer atrepo is refused.
+**Fan-out processes** (PostgreSQL only). Each committed batch that appended
+events sends ``NOTIFY atrepo_relay_events`` with the new head seq as payload,
+inside the batch's transaction, so it is delivered exactly when the events
+become visible. ``atrepo relay --role fanout`` opens the store as a
+*follower* (``PostgresRelayStore(url, follower=True)``: no writer lock,
+writes refused), listens on that channel (:meth:`PostgresRelayStore.listen`)
+and serves ``subscribeRepos`` from the shared log.
+
+**Durability and threads.** SQLite: WAL, ``synchronous=FULL`` by default, a
+lock file (``flock``) in the data directory. PostgreSQL: the server's
+``synchronous_commit`` (a commit that returned is on disk). Both: one writer
+connection guarded by a lock (normally used from the store worker's writer
+thread), one read-only connection per thread.
+
+**Schema** versioned (SQLite: ``PRAGMA user_version``; PostgreSQL: the
+schema's ``schema_version`` table): ``_MIGRATIONS[n]`` (``_PG_MIGRATIONS[n]``)
+takes a store from version ``n`` to ``n + 1``; a newer store is refused.
 """
 
 from __future__ import annotations
@@ -48,18 +75,26 @@ from atrepo.core import limits
 from atrepo.core.cid import CID
 
 from .base import EventRow
+from .dbfile import Conn, DatabaseFile, is_database_url
+from .pgfile import PgConnection, PostgresFile
 from .sqlitefile import SQLiteFile
 
 __all__ = [
     "HOST_STATUSES",
     "LOCAL_STATUSES",
+    "PG_SCHEMA",
     "RELAY_DB_FILENAME",
+    "RELAY_EVENTS_CHANNEL",
     "UNCHANGED",
+    "EventListener",
     "HostRow",
     "PendingEvent",
+    "PostgresRelayStore",
     "RelayAccount",
     "RelayStore",
+    "SQLiteRelayStore",
     "Unchanged",
+    "open_relay_store",
 ]
 
 #: The database's name when ``RelayStore`` is given a directory.
@@ -228,6 +263,100 @@ INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
 _MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
+# The same tables on PostgreSQL. Text keys compare as bytes (COLLATE "C"), as SQLite's do (listing by
+# DID and the "after" cursors depend on it); every number a seq or a time may reach is a BIGINT.
+_PG_V1 = """
+CREATE TABLE hosts (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    hostname TEXT COLLATE "C" NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    configured INTEGER NOT NULL,
+    trusted INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'idle', 'offline', 'throttled', 'banned')),
+    last_seq BIGINT NOT NULL,
+    account_limit BIGINT NOT NULL,
+    account_count BIGINT NOT NULL,
+    last_error TEXT,
+    last_error_ms BIGINT,
+    last_event_ms BIGINT,
+    created_ms BIGINT NOT NULL,
+    rate_per_second BIGINT,
+    rate_per_hour BIGINT,
+    rate_per_day BIGINT
+);
+CREATE INDEX hosts_by_created ON hosts (created_ms);
+
+CREATE TABLE banned_domains (domain TEXT COLLATE "C" PRIMARY KEY);
+
+CREATE TABLE accounts (
+    did TEXT COLLATE "C" PRIMARY KEY,
+    host_id BIGINT NOT NULL REFERENCES hosts (id),
+    status TEXT NOT NULL CHECK (status IN ('active', 'takendown', 'throttled', 'desynchronized')),
+    upstream_status TEXT NOT NULL,
+    rev TEXT COLLATE "C",
+    commit_cid BYTEA,
+    data_cid BYTEA,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE INDEX accounts_by_host ON accounts (host_id, did);
+CREATE INDEX accounts_not_active ON accounts (status, did) WHERE status != 'active';
+
+CREATE TABLE collections (
+    collection TEXT COLLATE "C" NOT NULL,
+    did TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (collection, did)
+);
+CREATE INDEX collections_by_did ON collections (did, collection);
+
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    did TEXT COLLATE "C" NOT NULL,
+    type TEXT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    frame BYTEA NOT NULL
+);
+CREATE INDEX events_by_time ON events (time_ms);
+
+CREATE TABLE event_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL
+);
+INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
+"""
+
+#: The PostgreSQL schema's migrations, numbered as ``_MIGRATIONS`` (the same versions, the same tables).
+_PG_MIGRATIONS: Final[tuple[str, ...]] = (_PG_V1,)
+#: The PostgreSQL schema the relay's tables live in (another store may share the database).
+PG_SCHEMA: Final = "atrepo_relay"
+#: The channel a committed batch notifies, with the new head seq as payload (fan-out processes listen).
+RELAY_EVENTS_CHANNEL: Final = "atrepo_relay_events"
+
+# PostgreSQL, rows in bulk: COPY (into a per-connection temporary table, then one statement, where rows
+# update or may already exist). The mirror's threshold: below it, statements cost less than a COPY.
+_PG_BULK_MIN: Final = 16
+_PG_TEMP_TABLES: Final = (
+    'CREATE TEMPORARY TABLE accounts_in (did TEXT COLLATE "C", host_id BIGINT, status TEXT,'
+    ' upstream_status TEXT, rev TEXT COLLATE "C", commit_cid BYTEA, data_cid BYTEA, updated_ms BIGINT)'
+    " ON COMMIT DELETE ROWS;"
+    ' CREATE TEMPORARY TABLE collections_in (collection TEXT COLLATE "C", did TEXT COLLATE "C")'
+    " ON COMMIT DELETE ROWS"
+)
+_PG_UPDATE_ACCOUNTS: Final = (
+    "UPDATE accounts AS a SET host_id = t.host_id, status = t.status, upstream_status = t.upstream_status,"
+    " rev = t.rev, commit_cid = t.commit_cid, data_cid = t.data_cid, updated_ms = t.updated_ms"
+    " FROM accounts_in AS t WHERE a.did = t.did"
+)
+_PG_ADD_COLLECTIONS: Final = (
+    "INSERT INTO collections (collection, did) SELECT collection, did FROM collections_in"
+    " ON CONFLICT DO NOTHING"
+)
+_ADD_COLLECTION: Final = "INSERT INTO collections (collection, did) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_INSERT_EVENT: Final = "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)"
+_EVENT_COLUMNS: Final = "seq, did, type, time_ms, frame"
+_EVENT_TYPES: Final = ("int8", "text", "text", "int8", "bytea")
+
 _HOST_COLUMNS: Final = (
     "id, hostname, url, configured, trusted, status, last_seq, account_limit, account_count,"
     " last_error, last_error_ms, last_event_ms, created_ms, rate_per_second, rate_per_hour, rate_per_day"
@@ -284,6 +413,10 @@ def _chunks(values: Sequence[str], size: int = _IN_BATCH) -> Iterator[Sequence[s
         yield values[start : start + size]
 
 
+def _in_marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
 def _normalize_domain(domain: str) -> str:
     return domain.strip().rstrip(".").lower()
 
@@ -310,43 +443,70 @@ def _ban_candidates(hostname: str) -> list[str]:
     return [name]
 
 
-class RelayStore(SQLiteFile):
-    """Every table of a relay in one SQLite file, locked by ``<file>.lock`` beside it.
+class RelayStore(DatabaseFile[Any]):
+    """Every table of a relay, over SQLite or PostgreSQL: hosts, accounts, collections, the event log.
 
-    ``path`` is the database file (its directory is created if missing), or
-    an existing directory, which then holds ``relay.sqlite3``. Raises
-    :class:`StoreInUse` when another ``RelayStore`` (in this process or
-    another) has the file open.
+    Open one with :func:`open_relay_store` (a path or a ``postgresql://``
+    URL), or :class:`SQLiteRelayStore` / :class:`PostgresRelayStore`
+    directly. Either raises :class:`StoreInUse` when another relay has the
+    same store open for writing.
     """
 
-    def __init__(
-        self, path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 10_000
+    def __enter__(self) -> RelayStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _where_did_in(self, dids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
+        """``did`` tests covering ``dids``: chunks of ``IN (?, ...)`` on SQLite, one ``= ANY(?)`` on
+        PostgreSQL (a single array parameter, one plan whatever the count)."""
+        if self.dialect == "postgresql":
+            if dids:
+                yield self.in_list("did", dids)
+            return
+        for chunk in _chunks(dids):
+            yield f"did IN ({_in_marks(len(chunk))})", chunk
+
+    # --- rows in bulk, inside a write (PostgreSQL overrides them with COPY) -----------------
+
+    def _store_accounts(
+        self,
+        db: Conn,
+        inserts: list[tuple[Any, ...]],
+        moves: list[tuple[Any, ...]],
+        stays: list[tuple[Any, ...]],
     ) -> None:
-        super().__init__(
-            path,
-            filename=RELAY_DB_FILENAME,
-            migrations=_MIGRATIONS,
-            name="relay store",
-            lock_holder="relay",
-            foreign_keys=True,
-            synchronous=synchronous,
-            busy_timeout_ms=busy_timeout_ms,
-        )
+        """Write account rows (``_account_params`` order): ``inserts`` are known absent (the writer
+        read them so), ``moves`` change host, ``stays`` keep theirs (so SQLite leaves the
+        ``accounts_by_host`` index page alone: most of a relay's upserts are a new rev)."""
+        if inserts:
+            db.executemany(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts
+            )
+        if moves:
+            db.executemany(
+                "UPDATE accounts SET host_id = ?, status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
+                " data_cid = ?, updated_ms = ? WHERE did = ?",
+                [(*p[1:7], p[8], p[0]) for p in moves],
+            )
+        if stays:
+            db.executemany(
+                "UPDATE accounts SET status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
+                " data_cid = ?, updated_ms = ? WHERE did = ?",
+                [(*p[2:7], p[8], p[0]) for p in stays],
+            )
 
-    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
-        """A connection; on a new, still empty file it also sets the relay's page size first.
+    def _add_collections(self, db: Conn, rows: list[tuple[str, str]]) -> None:
+        """(collection, did) rows, duplicates and already indexed pairs allowed."""
+        db.executemany(_ADD_COLLECTION, rows)
 
-        Event frames are about 2 KB each: with SQLite's default 4 KiB pages
-        every batch writes twice as many pages (each through the WAL, then
-        the checkpoint), and the writer's system time per event nearly
-        halves with ``RELAY_PAGE_SIZE`` (measured: ~15 -> ~9 us per event).
-        The page size of a file is fixed once it has content or is in WAL
-        mode, so on any existing file the pragma is a no-op.
-        """
-        db = super()._connect(read_only=read_only)
-        if not read_only:
-            db.execute(f"PRAGMA page_size={RELAY_PAGE_SIZE}")
-        return db
+    def _insert_events(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        """(seq, did, type, time_ms, frame) rows."""
+        db.executemany(_INSERT_EVENT, rows)
+
+    def _announce(self, db: Conn, head_seq: int) -> None:
+        """Inside the batch's transaction, after its events: tell other processes (PostgreSQL)."""
 
     # --- the batch write ---------------------------------------------------------------
 
@@ -368,7 +528,7 @@ class RelayStore(SQLiteFile):
         its (last_seq, last_event_ms). ``replace_collections`` maps a DID to
         its whole new set of collections (a ``#sync``), applied before
         ``collections`` is added. Anything raising (an ``encode``, an
-        unknown host id (``KeyError``, or ``sqlite3.IntegrityError`` for an
+        unknown host id (``KeyError``, or the driver's ``IntegrityError`` for an
         account's), a bad status) rolls the whole batch back. Returns the
         stored events, in order, for the fan-out.
         """
@@ -378,10 +538,7 @@ class RelayStore(SQLiteFile):
             for did, names in (replace_collections or {}).items():
                 self._replace_collections(db, did, names)
             if collections:
-                db.executemany(
-                    "INSERT OR IGNORE INTO collections (collection, did) VALUES (?, ?)",
-                    [(collection, did) for did, collection in collections],
-                )
+                self._add_collections(db, [(collection, did) for did, collection in collections])
             rows: list[EventRow] = []
             if events:
                 seq, last_ms = db.execute("SELECT seq, time_ms FROM event_seq WHERE id = 1").fetchone()
@@ -391,10 +548,7 @@ class RelayStore(SQLiteFile):
                         raise RuntimeError("the relay's event seq would pass 2^53 - 1")
                     last_ms = max(last_ms, event.time_ms)
                     rows.append(EventRow(seq, event.did, event.type, last_ms, event.encode(seq)))
-                db.executemany(
-                    "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)",
-                    [(r.seq, r.did, r.type, r.time_ms, r.frame) for r in rows],
-                )
+                self._insert_events(db, [(r.seq, r.did, r.type, r.time_ms, r.frame) for r in rows])
                 db.execute("UPDATE event_seq SET seq = ?, time_ms = ? WHERE id = 1", (seq, last_ms))
             if cursors:
                 for host_id, (last_seq, last_event_ms) in cursors.items():
@@ -405,9 +559,11 @@ class RelayStore(SQLiteFile):
                     ).rowcount
                     if not changed:
                         raise KeyError(f"no host with id {host_id}")
+            if rows:
+                self._announce(db, rows[-1].seq)
             return rows
 
-    def _upsert_accounts(self, db: sqlite3.Connection, accounts: Sequence[RelayAccount]) -> None:
+    def _upsert_accounts(self, db: Conn, accounts: Sequence[RelayAccount]) -> None:
         """Upsert rows and fold new accounts and moves into per-host ``account_count`` deltas.
 
         The last row of a DID in the batch wins (a new account keeps the
@@ -423,10 +579,9 @@ class RelayStore(SQLiteFile):
             final[account.did] = account
         dids = list(final)
         where: dict[str, int] = {}
-        for chunk in _chunks(dids):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT did, host_id FROM accounts WHERE did IN ({marks})"
-            where.update((did, host_id) for did, host_id in db.execute(query, chunk))
+        for test, params in self._where_did_in(dids):
+            query = f"SELECT did, host_id FROM accounts WHERE {test}"
+            where.update((did, host_id) for did, host_id in db.execute(query, params))
         deltas: dict[int, int] = {}
         inserts: list[tuple[Any, ...]] = []
         moves: list[tuple[Any, ...]] = []
@@ -438,27 +593,12 @@ class RelayStore(SQLiteFile):
                 inserts.append((*params[:7], first_created[did], params[8]))
             elif before != account.host_id:
                 deltas[before] = deltas.get(before, 0) - 1
-                moves.append((*params[1:7], params[8], did))
+                moves.append(params)
             else:
-                stays.append((*params[2:7], params[8], did))
+                stays.append(params)
             if before != account.host_id:
                 deltas[account.host_id] = deltas.get(account.host_id, 0) + 1
-        if inserts:
-            db.executemany(
-                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts
-            )
-        if moves:
-            db.executemany(
-                "UPDATE accounts SET host_id = ?, status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
-                " data_cid = ?, updated_ms = ? WHERE did = ?",
-                moves,
-            )
-        if stays:
-            db.executemany(
-                "UPDATE accounts SET status = ?, upstream_status = ?, rev = ?, commit_cid = ?,"
-                " data_cid = ?, updated_ms = ? WHERE did = ?",
-                stays,
-            )
+        self._store_accounts(db, inserts, moves, stays)
         db.executemany(
             "UPDATE hosts SET account_count = account_count + ? WHERE id = ?",
             [(delta, host_id) for host_id, delta in deltas.items() if delta],
@@ -489,7 +629,7 @@ class RelayStore(SQLiteFile):
     def prune_events(self, before_ms: int) -> int:
         """*Writer.* Delete events stored with ``time_ms < before_ms`` (a prefix of the log)."""
         with self._write() as db:
-            return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
+            return int(db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount)
 
     # --- hosts -------------------------------------------------------------------------
 
@@ -500,8 +640,9 @@ class RelayStore(SQLiteFile):
         name = hostname.lower()
         with self._write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO hosts (hostname, url, configured, trusted, status, last_seq,"
-                " account_limit, account_count, created_ms) VALUES (?, ?, ?, ?, 'active', -1, ?, 0, ?)",
+                "INSERT INTO hosts (hostname, url, configured, trusted, status, last_seq,"
+                " account_limit, account_count, created_ms) VALUES (?, ?, ?, ?, 'active', -1, ?, 0, ?)"
+                " ON CONFLICT (hostname) DO NOTHING",
                 (name, url, int(configured), int(trusted), account_limit, now_ms),
             )
             row = db.execute(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE hostname = ?", (name,)).fetchone()
@@ -521,7 +662,7 @@ class RelayStore(SQLiteFile):
         query = f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id > ? ORDER BY id LIMIT ?"
         return [_host(row) for row in self._read().execute(query, (after_id, limit))]
 
-    def _host_after(self, db: sqlite3.Connection, host_id: int, changed: int) -> HostRow:
+    def _host_after(self, db: Conn, host_id: int, changed: int) -> HostRow:
         if not changed:
             raise KeyError(f"no host with id {host_id}")
         return _host(db.execute(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,)).fetchone())
@@ -608,13 +749,13 @@ class RelayStore(SQLiteFile):
         if not name:
             raise ValueError("cannot ban an empty domain")
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO banned_domains (domain) VALUES (?)", (name,))
+            db.execute("INSERT INTO banned_domains (domain) VALUES (?) ON CONFLICT DO NOTHING", (name,))
 
     def unban_domain(self, domain: str) -> bool:
         """*Writer.* Lift a ban; False when the domain was not banned."""
         with self._write() as db:
             query = "DELETE FROM banned_domains WHERE domain = ?"
-            return db.execute(query, (_normalize_domain(domain),)).rowcount > 0
+            return bool(db.execute(query, (_normalize_domain(domain),)).rowcount > 0)
 
     def list_banned_domains(self) -> list[str]:
         return [row[0] for row in self._read().execute("SELECT domain FROM banned_domains ORDER BY domain")]
@@ -624,8 +765,7 @@ class RelayStore(SQLiteFile):
         candidates = _ban_candidates(hostname)
         if not candidates:
             return False
-        marks = ",".join("?" * len(candidates))
-        query = f"SELECT 1 FROM banned_domains WHERE domain IN ({marks}) LIMIT 1"
+        query = f"SELECT 1 FROM banned_domains WHERE domain IN ({_in_marks(len(candidates))}) LIMIT 1"
         return self._read().execute(query, candidates).fetchone() is not None
 
     # --- accounts ----------------------------------------------------------------------
@@ -640,9 +780,8 @@ class RelayStore(SQLiteFile):
         wanted = list(dict.fromkeys(dids))
         db = self._read()
         found: dict[str, RelayAccount] = {}
-        for chunk in _chunks(wanted):
-            marks = ",".join("?" * len(chunk))
-            for row in db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE did IN ({marks})", chunk):
+        for test, params in self._where_did_in(wanted):
+            for row in db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE {test}", params):
                 account = _account(row)
                 found[account.did] = account
         return found
@@ -724,10 +863,7 @@ class RelayStore(SQLiteFile):
     def add_collections(self, pairs: Iterable[tuple[str, str]]) -> None:
         """*Writer.* Index (did, collection) pairs; those already indexed are left as they are."""
         with self._write() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO collections (collection, did) VALUES (?, ?)",
-                [(collection, did) for did, collection in pairs],
-            )
+            self._add_collections(db, [(collection, did) for did, collection in pairs])
 
     def replace_collections(self, did: str, collections: Iterable[str]) -> None:
         """*Writer.* Make ``collections`` the DID's whole set (after a resync), in one transaction."""
@@ -735,7 +871,7 @@ class RelayStore(SQLiteFile):
             self._replace_collections(db, did, collections)
 
     @staticmethod
-    def _replace_collections(db: sqlite3.Connection, did: str, collections: Iterable[str]) -> None:
+    def _replace_collections(db: Conn, did: str, collections: Iterable[str]) -> None:
         db.execute("DELETE FROM collections WHERE did = ?", (did,))
         db.executemany(
             "INSERT INTO collections (collection, did) VALUES (?, ?)",
@@ -777,3 +913,206 @@ class RelayStore(SQLiteFile):
         out["oldest_seq"] = int(low) if low is not None else 0
         out["head_seq"] = self.head_seq()
         return out
+
+
+class SQLiteRelayStore(RelayStore, SQLiteFile):
+    """Every table of a relay in one SQLite file, locked by ``<file>.lock`` beside it (the default).
+
+    ``path`` is the database file (its directory is created if missing), or
+    an existing directory, which then holds ``relay.sqlite3``. Raises
+    :class:`StoreInUse` when another relay store (in this process or
+    another) has the file open.
+    """
+
+    def __init__(
+        self, path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 10_000
+    ) -> None:
+        SQLiteFile.__init__(
+            self,
+            path,
+            filename=RELAY_DB_FILENAME,
+            migrations=_MIGRATIONS,
+            name="relay store",
+            lock_holder="relay",
+            foreign_keys=True,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+        )
+
+    def __enter__(self) -> SQLiteRelayStore:
+        return self
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        """A connection; on a new, still empty file it also sets the relay's page size first.
+
+        Event frames are about 2 KB each: with SQLite's default 4 KiB pages
+        every batch writes twice as many pages (each through the WAL, then
+        the checkpoint), and the writer's system time per event nearly
+        halves with ``RELAY_PAGE_SIZE`` (measured: ~15 -> ~9 us per event).
+        The page size of a file is fixed once it has content or is in WAL
+        mode, so on any existing file the pragma is a no-op.
+        """
+        db = SQLiteFile._connect(self, read_only=read_only)
+        if not read_only:
+            db.execute(f"PRAGMA page_size={RELAY_PAGE_SIZE}")
+        return db
+
+
+class EventListener:
+    """A connection that ``LISTEN``\\ s on :data:`RELAY_EVENTS_CHANNEL`: how a fan-out process hears of
+    each committed batch without polling the log.
+
+    :meth:`wait` blocks (call it from a thread) and returns the highest head
+    seq announced, or None when nothing came in time. A lost connection
+    raises the driver's ``OperationalError``: open a new listener, then read
+    the head once, since what was announced meanwhile is not replayed.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def wait(self, timeout_s: float) -> int | None:
+        best: int | None = None
+        for note in self._raw.notifies(timeout=timeout_s, stop_after=1):
+            try:
+                seq = int(note.payload)
+            except ValueError:
+                continue
+            best = seq if best is None else max(best, seq)
+        return best
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class PostgresRelayStore(RelayStore, PostgresFile):
+    """The relay's tables in a PostgreSQL schema (``atrepo_relay`` unless ``schema`` names another).
+
+    The tables are those of the SQLite file, so the queries of
+    :class:`RelayStore` run on both. The ingesting relay's writer holds the
+    schema's advisory lock: it is the one sequencer. ``follower=True`` opens
+    the store for a fan-out process instead: it takes no lock (any number of
+    followers run beside the writer), reads and :meth:`listen`\\ s, and
+    refuses every write.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = PG_SCHEMA,
+        follower: bool = False,
+        connect_timeout_s: int = 10,
+    ) -> None:
+        self.follower = follower
+        PostgresFile.__init__(
+            self,
+            url,
+            schema=schema,
+            migrations=_PG_MIGRATIONS,
+            name="relay store",
+            lock_holder="relay",
+            connect_timeout_s=connect_timeout_s,
+        )
+        if follower:
+            self.location += " (fan-out, read-only)"
+
+    def __enter__(self) -> PostgresRelayStore:
+        return self
+
+    def _take_locks(self, conn: PgConnection) -> bool:
+        """The writer's lock; a follower takes none (it never writes, and must not keep the writer out)."""
+        return True if self.follower else super()._take_locks(conn)
+
+    def _writer_ready(self, conn: PgConnection) -> None:
+        if not self.follower:
+            conn.script(_PG_TEMP_TABLES)
+
+    def _begin(self) -> PgConnection:
+        if self.follower:
+            raise RuntimeError(f"{self.location}: a fan-out process's relay store is read-only")
+        return super()._begin()
+
+    def listen(self) -> EventListener:
+        """A new connection listening for committed batches (close it when done)."""
+        raw = self._connect_raw(read_only=True)
+        try:
+            raw.execute(f"LISTEN {RELAY_EVENTS_CHANNEL}")
+        except BaseException:
+            raw.close()
+            raise
+        return EventListener(raw)
+
+    def _announce(self, db: Conn, head_seq: int) -> None:
+        # Transactional: delivered at COMMIT, when the batch's events are visible, and never for a
+        # batch rolled back.
+        db.execute("SELECT pg_notify(?, ?)", (RELAY_EVENTS_CHANNEL, str(head_seq)))
+
+    def _store_accounts(
+        self,
+        db: Conn,
+        inserts: list[tuple[Any, ...]],
+        moves: list[tuple[Any, ...]],
+        stays: list[tuple[Any, ...]],
+    ) -> None:
+        if len(inserts) + len(moves) + len(stays) < _PG_BULK_MIN:
+            return super()._store_accounts(db, inserts, moves, stays)
+        pg: Any = db
+        if inserts:
+            pg.copy_rows("accounts", _ACCOUNT_COLUMNS, inserts)
+        updates = [*moves, *stays]
+        if updates:
+            pg.copy_rows(
+                "accounts_in",
+                "did, host_id, status, upstream_status, rev, commit_cid, data_cid, updated_ms",
+                [(*p[:7], p[8]) for p in updates],
+            )
+            db.execute(_PG_UPDATE_ACCOUNTS)
+            db.execute("DELETE FROM accounts_in")
+        return None
+
+    def _add_collections(self, db: Conn, rows: list[tuple[str, str]]) -> None:
+        if len(rows) < _PG_BULK_MIN:
+            return super()._add_collections(db, rows)
+        pg: Any = db
+        pg.copy_rows("collections_in", "collection, did", rows)
+        db.execute(_PG_ADD_COLLECTIONS)
+        db.execute("DELETE FROM collections_in")
+        return None
+
+    def _insert_events(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < _PG_BULK_MIN:
+            return super()._insert_events(db, rows)
+        # Binary COPY: a frame (about 2 KB) goes as its bytes, not as twice as many hex digits that
+        # the server then parses. Measured on 500-event batches of 2 KB frames (with accounts and
+        # collections): ~45k events per client CPU-second and 14-16k events/s committed, against
+        # ~30k and 8-10k with text COPY and ~17k and 6-7k with executemany.
+        pg: Any = db
+        with pg.raw.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_EVENT_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        return None
+
+
+def open_relay_store(
+    target: Path | str,
+    *,
+    synchronous: Synchronous = "FULL",
+    schema: str = PG_SCHEMA,
+    follower: bool = False,
+) -> RelayStore:
+    """The relay's store at ``target``: a ``postgresql://`` URL, else a SQLite file or directory.
+
+    ``synchronous`` applies to SQLite (PostgreSQL's durability is the
+    server's ``synchronous_commit``); ``schema`` to PostgreSQL; ``follower``
+    opens a PostgreSQL store read-only for a fan-out process, which only
+    PostgreSQL allows (a SQLite file has one process).
+    """
+    if is_database_url(target):
+        return PostgresRelayStore(str(target), schema=schema, follower=follower)
+    if follower:
+        raise ValueError(
+            "fan-out processes share a relay's store only on PostgreSQL (--database postgresql://...)"
+        )
+    return SQLiteRelayStore(target, synchronous=synchronous)
