@@ -34,12 +34,20 @@ from .varint import varint_size
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One requested change: ``record`` is the data-model value (None for delete)."""
+    """One requested change: ``record`` is the data-model value (None for delete).
+
+    ``encoded`` is the record's DAG-CBOR and CID when the caller has already
+    checked the record against the data model, encoded it and hashed it (a
+    host does that before its writer thread): the commit then uses them as
+    they are instead of doing the same work again. Only code that made them
+    from ``record`` may pass them.
+    """
 
     action: Action
     collection: str
     rkey: str
     record: Any = None
+    encoded: tuple[bytes, CID] | None = None
 
     @property
     def path(self) -> str:
@@ -327,8 +335,11 @@ def _apply(
             ops.append(RepoOp("delete", path, None, current))
             removed.add(current)
             continue
-        data = _encode_record(write, index)
-        cid = CID.for_dag_cbor(data)
+        if write.encoded is not None:
+            data, cid = write.encoded
+        else:
+            data = _encode_record(write, index)
+            cid = CID.for_dag_cbor(data)
         records.put(cid, data)
         if write.action == "create":
             if current is not None:

@@ -238,6 +238,8 @@ class _Prepared:
     cid: CID | None
     status: ValidationStatus | None
     blobs: tuple[BlobRef, ...]
+    #: The record's DAG-CBOR (None for a delete), encoded once here and reused by the commit.
+    data: bytes | None = None
 
     @property
     def path(self) -> str:
@@ -485,7 +487,7 @@ class RepoWriter:
         if len(data) > limits.MAX_RECORD_BYTES:
             raise LimitExceeded("MAX_RECORD_BYTES", len(data), limits.MAX_RECORD_BYTES, f"writes/{index}")
         blobs = tuple(find_blobs(record))
-        return _Prepared(op, op.collection, rkey, record, CID.for_dag_cbor(data), status, blobs)
+        return _Prepared(op, op.collection, rkey, record, CID.for_dag_cbor(data), status, blobs, data)
 
     def commit(
         self,
@@ -533,7 +535,10 @@ class RepoWriter:
             refs = _check_blobs(store, did, live)
             writes = [Write("delete", c, r) for c, r in replaced]
             writes += [
-                Write(p.action, p.prepared.collection, p.prepared.rkey, p.prepared.record) for p in live
+                Write(
+                    p.action, p.prepared.collection, p.prepared.rkey, p.prepared.record, _encoded(p.prepared)
+                )
+                for p in live
             ]
             result = _build(repo, writes, key, self._clock.next_after(repo.rev))
             tx.apply_commit(result, blob_refs=refs)
@@ -592,6 +597,13 @@ def _check_path(collection: str, rkey: str, index: int) -> None:
 
 def _uri(did: str, collection: str, rkey: str) -> str:
     return f"at://{did}/{collection}/{rkey}"
+
+
+def _encoded(item: _Prepared) -> tuple[bytes, CID] | None:
+    """The bytes and CID ``prepare`` made, for the commit to use as they are."""
+    if item.data is None or item.cid is None:
+        return None
+    return item.data, item.cid
 
 
 def _plan(item: _Prepared, repo: Repo, did: str, index: int) -> _Planned:

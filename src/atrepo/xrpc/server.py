@@ -35,6 +35,7 @@ router knows nothing of why; the decision is the delegate's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -123,8 +124,18 @@ class RawBody:
     server undid any ``Content-Encoding``, so a compressed bomb is stopped too.
     """
 
-    def __init__(self, stream: StreamReader, *, limit: int, content_type: str, length: int | None) -> None:
+    def __init__(
+        self,
+        stream: StreamReader,
+        *,
+        limit: int,
+        content_type: str,
+        length: int | None,
+        identity: bool = False,
+    ) -> None:
         self._stream = stream
+        #: No ``Content-Encoding``: the bytes read are the bytes declared.
+        self._identity = identity
         self.limit = limit
         #: The bare MIME type the client sent (``image/png``).
         self.content_type = content_type
@@ -155,6 +166,16 @@ class RawBody:
 
     async def read(self) -> bytes:
         """The whole body (bounded by the limit): for handlers that need it all anyway."""
+        if self.length and self.length <= self.limit and self._identity:
+            # Declared and not compressed: the length is the body's, so read it in one call.
+            try:
+                data = await self._stream.readexactly(self.length)
+            except (asyncio.IncompleteReadError, ConnectionError, HttpProcessingError) as exc:
+                raise InvalidRequest(
+                    f"incomplete request body: {self.length} bytes declared: {exc}", rule="body"
+                ) from None
+            self.received = len(data)
+            return data
         return b"".join([chunk async for chunk in self.chunks()])
 
 
@@ -248,8 +269,12 @@ def error_reply(exc: BaseException) -> tuple[int, dict[str, str]]:
     return 500, {"error": "InternalServerError", "message": _INTERNAL_MESSAGE}
 
 
+#: Made once: ``json.dumps`` with options builds a new encoder on every call.
+_JSON_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _json_response(status: int, body: Any) -> web.Response:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    data = _JSON_ENCODER.encode(body).encode()
     response = web.Response(status=status, body=data)
     response.headers["Content-Type"] = _JSON_CONTENT_TYPE
     return response
@@ -520,10 +545,17 @@ class XrpcRouter:
             raise
         finally:
             self._in_flight.dec()
-            elapsed = time.perf_counter() - started
-            self._requests.inc(labels=(call.label, call.method, str(call.status)))
-            self._latency.observe(elapsed, labels=(call.label, call.method))
-            access_log.info("%s %s %d %.1fms", request.method, call.nsid, call.status, elapsed * 1000)
+            # Counted and logged on the loop's next turn: the reply this step hands
+            # back to aiohttp is written first, so neither is on the client's wait.
+            asyncio.get_running_loop().call_soon(
+                self._account, request.method, call, time.perf_counter() - started
+            )
+
+    def _account(self, method: str, call: _Call, elapsed: float) -> None:
+        """The metrics and access-log line of one finished call."""
+        self._requests.inc(labels=(call.label, call.method, str(call.status)))
+        self._latency.observe(elapsed, labels=(call.label, call.method))
+        access_log.info("%s %s %d %.1fms", method, call.nsid, call.status, elapsed * 1000)
 
     async def _serve(self, request: web.Request, call: _Call) -> web.StreamResponse:
         tail = request.match_info["tail"]
@@ -619,7 +651,13 @@ class XrpcRouter:
         limit = route.json_limit if route.json_input else route.raw_limit
         if length is not None and length > limit:
             raise PayloadTooLarge(f"request entity too large: {length} bytes, more than {limit}")
-        body = RawBody(request.content, limit=limit, content_type=ctx.encoding, length=length)
+        body = RawBody(
+            request.content,
+            limit=limit,
+            content_type=ctx.encoding,
+            length=length,
+            identity="Content-Encoding" not in request.headers,
+        )
         if route.json_input:
             ctx.input = route.endpoint.parse_input(content_type, await body.read(), max_json_bytes=limit)
         else:
