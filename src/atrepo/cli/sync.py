@@ -9,7 +9,6 @@ stderr. ``--json`` prints one JSON line when listening and one when stopped.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from .signals import stop_on_signals
+from .supervise import emit
 
 __all__ = ["sync"]
 
@@ -110,7 +110,31 @@ def sync(
         partition=part,
     )
     if workers > 1:
-        asyncio.run(_supervise(_child_args(sys.argv[1:]), workers, port, as_json))
+        from .supervise import child_args, supervise
+
+        args = child_args(sys.argv[1:])
+
+        def command(index: int) -> list[str]:
+            # Each worker its own status page: port + I, or a free one with --port 0.
+            return [
+                *args,
+                "--partition",
+                f"{index}/{workers}",
+                "--json",
+                "--port",
+                str(port + index if port else 0),
+            ]
+
+        asyncio.run(
+            supervise(
+                command,
+                workers,
+                label="atrepo sync",
+                name=lambda i: f"{i}/{workers}",
+                as_json=as_json,
+                key="partition",
+            )
+        )
         return
     asyncio.run(_run(config, as_json))
 
@@ -120,115 +144,6 @@ def _parse_partition(text: str) -> tuple[int, int]:
     if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
         raise typer.BadParameter("I/N with 0 <= I < N, e.g. 0/4", param_hint="--partition")
     return int(index), int(count)
-
-
-def _child_args(argv: list[str]) -> list[str]:
-    """This command's arguments for a worker: without ``--workers``, ``--port`` and ``--json``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in ("--workers", "--port"):
-            skip = "=" not in arg
-            continue
-        if name == "--json":
-            continue
-        out.append(arg)
-    return out
-
-
-async def _supervise(args: list[str], count: int, port: int, as_json: bool) -> None:
-    """Run ``count`` workers (``--partition I/N``) until SIGTERM or SIGINT; restart any that dies.
-
-    Each worker is a whole ``atrepo sync`` on its share of the accounts, with its own status page
-    (``port + I``, or a free port each with ``--port 0``); a worker that exits unexpectedly (a crash,
-    ``kill -9``) is started again after a second, resuming from its own cursor in the mirror.
-    """
-    import signal
-
-    procs: dict[int, asyncio.subprocess.Process] = {}
-    urls: dict[int, str] = {}
-
-    async def spawn(index: int) -> None:
-        cmd = [sys.executable, "-m", "atrepo", *args, "--partition", f"{index}/{count}", "--json"]
-        cmd += ["--port", str(port + index if port else 0)]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 120)
-        if not line:
-            code = await proc.wait()
-            raise RuntimeError(f"worker {index}/{count} exited at start (code {code})")
-        doc = json.loads(line)
-        procs[index], urls[index] = proc, doc["listening"]
-
-    def listing() -> list[dict[str, Any]]:
-        return [
-            {"partition": f"{i}/{count}", "listening": urls[i], "pid": procs[i].pid} for i in sorted(procs)
-        ]
-
-    try:
-        for index in range(count):
-            await spawn(index)
-    except BaseException:
-        for proc in procs.values():
-            proc.kill()
-        raise
-    _emit(
-        as_json,
-        {"ok": True, "workers": listing()},
-        "atrepo sync: "
-        + ", ".join(f"worker {w['partition']} (pid {w['pid']}) on {w['listening']}" for w in listing()),
-    )
-    with stop_on_signals() as stop:
-        while not stop.is_set():
-            waits: dict[asyncio.Future[Any], int] = {
-                asyncio.ensure_future(p.wait()): i for i, p in procs.items()
-            }
-            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait([stopping, *waits], return_when=asyncio.FIRST_COMPLETED)
-            for task in [stopping, *waits]:
-                if task not in done:
-                    task.cancel()
-            if stop.is_set():
-                break
-            for task in done:
-                which = waits.get(task)
-                if which is None:
-                    continue
-                print(
-                    f"atrepo sync: worker {which}/{count} exited (code {task.result()}); restarting it",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                procs.pop(which, None)
-                delay = 1.0
-                while not stop.is_set():
-                    await asyncio.sleep(delay)
-                    try:
-                        await spawn(which)
-                        break
-                    except (RuntimeError, TimeoutError, ValueError, KeyError, OSError) as exc:
-                        print(f"atrepo sync: worker {which}/{count} did not start: {exc}", file=sys.stderr)
-                        delay = min(30.0, delay * 2)
-            if as_json:
-                _emit(as_json, {"ok": True, "workers": listing()}, "")
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-    _emit(as_json, {"ok": True, "stopped": True}, "atrepo sync: every worker stopped")
-
-
-def _emit(as_json: bool, doc: dict[str, Any], text: str) -> None:
-    print(json.dumps(doc) if as_json else text, flush=True)
 
 
 async def _run(config: Any, as_json: bool) -> None:
@@ -250,7 +165,7 @@ async def _run(config: Any, as_json: bool) -> None:
     try:
         with stop_on_signals() as stop:
             progress = asyncio.create_task(_progress(running, stop)) if sys.stderr.isatty() else None
-            _emit(
+            emit(
                 as_json,
                 {
                     "ok": True,
@@ -267,7 +182,7 @@ async def _run(config: Any, as_json: bool) -> None:
             progress.cancel()
             await asyncio.gather(progress, return_exceptions=True)
         await running.stop()
-    _emit(
+    emit(
         as_json,
         {"ok": True, "stopped": True, "cursor": running.engine.cursor},
         f"atrepo sync stopped at cursor {running.engine.cursor}",

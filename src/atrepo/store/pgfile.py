@@ -39,17 +39,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from atrepo.core.errors import StoreInUse, StoreUnavailable, WriteAborted
 
 from .dbfile import DatabaseFile
 
-__all__ = ["PgConnection", "PostgresFile", "redact_url"]
+__all__ = ["PgConnection", "PgListener", "PostgresFile", "redact_url"]
 
 
 def redact_url(url: str) -> str:
@@ -344,6 +345,24 @@ class PostgresFile(DatabaseFile[PgConnection]):
         if db.usable and db.in_transaction:
             db.execute("ROLLBACK")
 
+    def listener(self, channel: str) -> PgListener:
+        """A new connection ``LISTEN``\\ ing on ``channel`` (a plain identifier); close it when done.
+
+        How another process hears of this store's commits without polling: a
+        writer that runs ``SELECT pg_notify(channel, payload)`` inside its
+        transaction is heard exactly when the transaction commits, and never
+        for one rolled back.
+        """
+        if not _IDENTIFIER.fullmatch(channel):
+            raise ValueError(f"not a channel name: {channel!r}")
+        raw = self._connect_raw(read_only=True)
+        try:
+            raw.execute(f"LISTEN {channel}")
+        except BaseException:
+            raw.close()
+            raise
+        return PgListener(raw, channel)
+
     def close(self) -> None:
         """Close every connection (the writer's advisory lock goes with it); a second call does nothing."""
         with self._write_lock:
@@ -358,3 +377,30 @@ class PostgresFile(DatabaseFile[PgConnection]):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+#: What ``LISTEN`` takes unquoted: a channel name made of these only.
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PgListener:
+    """One connection listening on one channel (:meth:`PostgresFile.listener`).
+
+    :meth:`wait` blocks, so call it from a thread. A lost connection raises
+    the driver's ``OperationalError``: open a new listener and read the state
+    once, since what was announced meanwhile is not replayed.
+    """
+
+    def __init__(self, raw: Any, channel: str) -> None:
+        self._raw = raw
+        self.channel = channel
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """The payloads of the notifications that arrived within ``timeout_s`` (at least one, or none)."""
+        payloads = [note.payload for note in self._raw.notifies(timeout=timeout_s, stop_after=1)]
+        # What else is already here comes without another wait.
+        payloads += [note.payload for note in self._raw.notifies(timeout=0)]
+        return payloads
+
+    def close(self) -> None:
+        self._raw.close()
