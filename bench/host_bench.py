@@ -1,7 +1,10 @@
 """Host benchmark: ``atrepo serve`` measured over HTTP from separate client processes.
 
 ``python -m bench.host_bench [--quick] [--json] [--reps N] [--seconds S] [--repo-records N]
-[--clients 1,16] [--create-only]``
+[--clients 1,16] [--create-only] [--database postgresql://...]``
+
+``--database`` runs the server on the PostgreSQL store (an empty database; SQLite in the data directory
+otherwise): run once without it and once with it to compare the two stores on the same client.
 
 The orchestrator (this process) starts ``atrepo serve`` on free loopback ports with its data in a temporary
 directory, then runs every client as a separate process (``python -m bench.host_bench --worker SPEC``,
@@ -324,8 +327,10 @@ def _head_seq(url: str) -> int:
 class Server:
     """``atrepo serve`` in its own process group, stopped with SIGTERM."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, database: str | None = None) -> None:
         self.data, self.log = data, log
+        #: ``postgresql://...`` for the PostgreSQL store (``--database``); None: SQLite in ``data``.
+        self.database = database
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -336,6 +341,8 @@ class Server:
         # Limits off: the build phase writes far more than the reference's 5000 write points an hour
         # from one account, and the reference PDS we compare with runs with PDS_RATE_LIMITS_ENABLED=false.
         cmd.append("--no-rate-limits")
+        if self.database:
+            cmd += ["--database", self.database]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -401,7 +408,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     loads: list[float] = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="atrepo-hostbench-") as tmp:
-        server = Server(Path(tmp) / "data", Path(tmp) / "serve.log")
+        server = Server(Path(tmp) / "data", Path(tmp) / "serve.log", args.database)
         try:
             server.start()
             url = server.url
@@ -598,9 +605,19 @@ def _payload(args: argparse.Namespace, results: dict[str, Any], loads: list[floa
             "repo_records": args.repo_records,
             "subscribers": args.subscribers,
             "commits": args.commits,
+            "database": _redacted(args.database),
         },
         "results": results,
     }
+
+
+def _redacted(database: str | None) -> str:
+    """The store the server ran on, for the report (a URL without its password)."""
+    if not database:
+        return "sqlite"
+    from atrepo.store.pgfile import redact_url
+
+    return redact_url(database)
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -609,7 +626,7 @@ def render(payload: dict[str, Any]) -> str:
     la = ", ".join(f"{x:.2f}" for x in m["loadavg_start_end"])
     lines = [
         f"atrepo serve, client in separate processes (aiohttp); {m['cpu_count']} CPUs, load avg (1 min) "
-        f"start/end {la}; medians of {payload['config']['reps']} runs",
+        f"start/end {la}; medians of {payload['config']['reps']} runs; store {payload['config']['database']}",
         f"{'phase':44} {'figure':>16} {'p50 ms':>8} {'p99 ms':>8} {'server CPU%':>12}",
     ]
     for n in payload["config"]["clients"]:
@@ -670,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
         "--create-only", action="store_true", help="only the createRecord phases (for before/after checks)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--database",
+        help="postgresql://... : the server keeps its store there (an empty database; default SQLite)",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args.worker)

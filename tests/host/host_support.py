@@ -83,3 +83,25 @@ def basic_auth(password: str, user: str = "admin") -> dict[str, str]:
 def admin_headers(host: HostClient) -> dict[str, str]:
     """The admin credentials of the host under test (its generated or configured password)."""
     return basic_auth(host.running.context.secrets.admin_password)
+
+
+async def firehose_seqs(
+    http: aiohttp.ClientSession, url: str, cursor: int, head: int, timeout: float
+) -> list[int]:
+    """The seqs ``subscribeRepos?cursor=`` replays up to ``head`` (``#info`` skipped; error frames fail).
+
+    ``timeout`` bounds each wait for a frame, so a broken host fails instead of hanging.
+    """
+    from atrepo.core.events import ErrorFrame, InfoEvent, UnknownFrame, decode_frame
+
+    seqs: list[int] = []
+    endpoint = f"{url}/xrpc/com.atproto.sync.subscribeRepos"
+    async with http.ws_connect(endpoint, params={"cursor": str(cursor)}, max_msg_size=0) as ws:
+        while not seqs or seqs[-1] < head:
+            message = await ws.receive(timeout=timeout)
+            assert message.type == aiohttp.WSMsgType.BINARY, message
+            frame = decode_frame(message.data)
+            assert not isinstance(frame, ErrorFrame | UnknownFrame), frame
+            if not isinstance(frame, InfoEvent):
+                seqs.append(frame.seq)
+    return seqs

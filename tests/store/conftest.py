@@ -9,16 +9,20 @@ import pytest
 from store_support import FakeClock
 
 from atrepo.store.base import Store
+from atrepo.store.postgres import PostgresStore
 from atrepo.store.sqlite import SQLiteStore
 
 #: Every store test gives up after this long instead of hanging the suite.
 TEST_TIMEOUT_S = 60
 
 
-#: name -> factory(directory for the store's files, clock) of a fresh, empty store.
-BACKENDS: dict[str, Callable[[Path, FakeClock], Store]] = {
-    "sqlite": lambda path, clock: SQLiteStore(path, clock=clock),
+#: name -> factory(directory for the store's files, clock, database URL or None) of a fresh, empty store.
+BACKENDS: dict[str, Callable[[Path, FakeClock, str | None], Store]] = {
+    "sqlite": lambda path, clock, _url: SQLiteStore(path, clock=clock),
+    "postgresql": lambda path, clock, url: PostgresStore(str(url), path, clock=clock),
 }
+#: Backends that need a database server: their tests get a fresh database (the ``pg_url`` fixture).
+SERVER_BACKENDS = frozenset({"postgresql"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,9 +44,10 @@ def make_store(
     """Opens the backend's store in this test's directory (again: same data); closes all at the end."""
     opened: list[Store] = []
     factory = BACKENDS[request.param]
+    url = str(request.getfixturevalue("pg_url")) if request.param in SERVER_BACKENDS else None
 
     def make() -> Store:
-        store = factory(tmp_path / "data", clock)
+        store = factory(tmp_path / "data", clock, url)
         opened.append(store)
         return store
 

@@ -25,6 +25,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on [127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on [2583]")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="data directory [./data]")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="postgresql://... to keep the store there [SQLite in --data]"),
+    ] = None,
     public_url: Annotated[
         str | None, typer.Option(help="URL clients and DID documents use [http://HOST:PORT]")
     ] = None,
@@ -70,6 +74,7 @@ def serve(
         "host": host,
         "port": port,
         "data_dir": data,
+        "database": database,
         "public_url": public_url,
         "plc_url": plc,
         "plc_port": plc_port,

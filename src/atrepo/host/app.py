@@ -40,6 +40,7 @@ from atrepo.identity.plc.server import create_app as create_plc_app
 from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.store.base import EventRow
+from atrepo.store.postgres import open_host_store
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from atrepo.xrpc.ratelimit import HttpRateLimits
@@ -510,7 +511,7 @@ async def start_host(
         sock = bind_listener(config.host, config.port)
         port = sock.getsockname()[1]
         public_url = config.resolved_public_url(port)
-        store = SQLiteStore(config.data_dir, synchronous="FULL")
+        store = open_host_store(config.data_dir, config.database)
         worker = StoreWorker(store)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OUTBOUND_TIMEOUT_S))
         registry = builtin_registry()
@@ -621,3 +622,10 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Neither format prints the caller's file and line, the thread or the process: a
+    # server logs a line per request, so skip collecting them (the knobs the logging
+    # module documents under "Optimization"; finding the caller walks the stack).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 from atrepo.core.errors import InputFileError
 from atrepo.core.keys import PrivateKey
 from atrepo.core.syntax import is_valid_did
+from atrepo.store.dbfile import is_database_url
+from atrepo.store.pgfile import redact_url
 from atrepo.xrpc.ratelimit import RateRules, parse_limits
 
 __all__ = [
@@ -72,6 +74,9 @@ class HostConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     data_dir: Path = Path("data")
+    #: The store's database: None for SQLite in ``data_dir``, or ``postgresql://...`` for PostgreSQL
+    #: (blobs, the JWT secret and keys stay in ``data_dir`` either way). Printed without its password.
+    database: str | None = field(default=None, repr=False)
     #: ``http://HOST:PORT`` when unset (resolved once the port is bound, so port 0 works).
     public_url: str | None = None
     #: Handle suffixes accounts may be created under (each starts with ``.``).
@@ -115,6 +120,8 @@ class HostConfig:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"public URL must be http(s)://host[:port]: {self.public_url!r}")
+        if self.database is not None and not is_database_url(self.database):
+            raise ValueError(f"database must be a postgresql:// URL, not {redact_url(self.database)!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, not {self.log_format!r}")
         if self.event_retention_hours <= 0:
@@ -177,6 +184,7 @@ class HostConfig:
                 out[f.name] = list(value)
             else:
                 out[f.name] = value
+        out["database"] = redact_url(self.database) if self.database else f"(SQLite in {self.data_dir})"
         out["public_url"] = self.resolved_public_url(bound_port)
         if self.plc_url is None:
             out["plc_url"] = plc_url or f"(embedded directory on port {self.plc_port})"

@@ -36,6 +36,7 @@ from .mirror import (
     ReplaceResult,
     open_mirror,
 )
+from .postgres import PostgresStore, open_host_store
 from .relay import (
     HOST_STATUSES,
     LOCAL_STATUSES,
@@ -67,6 +68,7 @@ __all__ = [
     "MirrorStore",
     "PendingEvent",
     "PostgresRelayStore",
+    "PostgresStore",
     "Preference",
     "RecordOp",
     "RecordRow",
@@ -82,6 +84,7 @@ __all__ = [
     "SequencedEvent",
     "Store",
     "StoreWorker",
+    "open_host_store",
     "open_mirror",
     "open_relay_store",
 ]

@@ -814,18 +814,22 @@ def _check_encoding(expected: str, content_type: str | None) -> str:
     return mime
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket, bound now (IPv6 when ``host`` has a colon).
 
     Servers bind before they build anything, so that with port 0 (tests) the
     real port, and so their public URL, is known when routes are declared.
+    ``reuse_port``: several worker processes bind the same port and the
+    kernel spreads new connections over them (``SO_REUSEPORT``; Linux, BSD).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(1024 if reuse_port else 128)
         sock.setblocking(False)
     except BaseException:
         sock.close()
