@@ -14,6 +14,7 @@ from ..core.errors import AtrepoError
 def emit_json(obj: Any) -> None:
     """One JSON object per line on stdout."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+    sys.stdout.flush()  # a supervisor or a script may be waiting for this line on a pipe
 
 
 def error_obj(exc: BaseException | None) -> dict[str, str] | None:

@@ -60,6 +60,14 @@ def serve(
         bool | None,
         typer.Option("--trust-proxy", help="key rate limits by X-Forwarded-For (behind a reverse proxy)"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(help="N host processes sharing the port and a PostgreSQL --database (docs/scaling.md)"),
+    ] = 1,
+    worker: Annotated[
+        str | None, typer.Option(hidden=True, help="I/N: run as worker I of --workers N")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line on stdout when listening")] = False,
 ) -> None:
     """Run the repository host until SIGTERM or SIGINT.
 
@@ -87,13 +95,64 @@ def serve(
         "proxy_allow_private": proxy_allow_private,
         "rate_limits": rate_limits,
         "trust_proxy": trust_proxy,
+        "worker": worker,
     }
+    if workers < 1:
+        raise typer.BadParameter("1 or more", param_hint="--workers")
     cfg = load_config(flags, config_file=config)
     configure_logging(cfg.log_format)
-    asyncio.run(_serve(cfg))
+    if workers > 1:
+        if worker is not None:
+            raise typer.BadParameter("--worker is set by --workers, not with it", param_hint="--worker")
+        if cfg.database is None:
+            raise typer.BadParameter(
+                "several host processes share one store only on PostgreSQL: give --database postgresql://...",
+                param_hint="--workers",
+            )
+        asyncio.run(_supervise(cfg, workers, as_json))
+        return
+    asyncio.run(_serve(cfg, as_json))
 
 
-async def _serve(cfg: Any) -> None:
+async def _supervise(cfg: Any, count: int, as_json: bool) -> None:
+    """``--workers N``: N host processes on one port and one database, supervised from here.
+
+    The secrets are made here, once, before any worker starts (N workers
+    generating a JWT secret at once would each keep a different one); the
+    embedded PLC directory, when no --plc is given, runs in this process, so
+    that it is one directory for all workers.
+    """
+    import socket
+
+    from ..host.app import start_plc
+    from ..host.config import load_secrets
+    from .supervise import child_args, supervise
+
+    load_secrets(cfg)
+    port = cfg.port
+    if port == 0:  # every worker must bind the same port: choose it here
+        with socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET) as probe:
+            probe.bind((cfg.host, 0))
+            port = probe.getsockname()[1]
+    plc_runner = None
+    plc_url = cfg.plc_url
+    if not plc_url:
+        plc_runner, plc_url = await start_plc(cfg)
+    try:
+        args = child_args(
+            sys.argv[1:], drop=("--workers", "--port", "--plc", "--plc-port"), flags=("--json",)
+        )
+
+        def command(index: int) -> list[str]:
+            return [*args, "--worker", f"{index}/{count}", "--port", str(port), "--plc", plc_url, "--json"]
+
+        await supervise(command, count, label="atrepo serve", name=lambda i: f"{i}/{count}", as_json=as_json)
+    finally:
+        if plc_runner is not None:
+            await plc_runner.cleanup()
+
+
+async def _serve(cfg: Any, as_json: bool = False) -> None:
     from ..host import start_host
 
     try:
@@ -107,7 +166,12 @@ async def _serve(cfg: Any) -> None:
             print("atrepo host configuration:", file=sys.stderr)
             for name, value in effective.items():
                 print(f"  {name} = {json.dumps(value)}", file=sys.stderr)
-            print(f"atrepo host listening on {running.url}", flush=True)
+            if as_json:
+                emit_json(
+                    {"ok": True, "listening": running.url, "plc": running.plc_url, "worker": cfg.worker}
+                )
+            else:
+                print(f"atrepo host listening on {running.url}", flush=True)
             await stop.wait()
     finally:
         await running.stop()

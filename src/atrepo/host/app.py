@@ -35,12 +35,13 @@ from aiohttp import web
 from atrepo.core.keys import PrivateKey
 from atrepo.core.lexicon import Registry
 from atrepo.firehose import Fanout, mount_subscribe_repos
+from atrepo.firehose.follow import LogFollower
 from atrepo.identity.handle import HandleResolver
 from atrepo.identity.plc.server import create_app as create_plc_app
 from atrepo.lexicons import builtin_registry
 from atrepo.store import Account, SQLiteStore, StoreWorker
 from atrepo.store.base import EventRow
-from atrepo.store.postgres import open_host_store
+from atrepo.store.postgres import PostgresStore, open_host_store
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from atrepo.xrpc.ratelimit import HttpRateLimits
@@ -391,6 +392,8 @@ class RunningHost:
     _runner: web.AppRunner
     _plc_runner: web.AppRunner | None
     _maintenance: asyncio.Task[None] | None = None
+    #: Follows the events other processes commit (a PostgreSQL store), None otherwise.
+    _follower: LogFollower | None = None
     _stopped: bool = False
 
     async def stop(self) -> None:
@@ -404,6 +407,8 @@ class RunningHost:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        if self._follower is not None:
+            await self._follower.stop()
         try:
             # subscribers first (close 1012, "service restart"): open WebSockets would
             # otherwise hold the runner's cleanup until its timeout
@@ -468,7 +473,8 @@ def _metrics_handler(host: HostContext, metrics: Metrics) -> Callable[[web.Reque
     return handle
 
 
-async def _start_plc(config: HostConfig) -> tuple[web.AppRunner, str]:
+async def start_plc(config: HostConfig) -> tuple[web.AppRunner, str]:
+    """The embedded PLC directory on ``plc_port``, data in ``plc_dir``: its runner and URL."""
     sock = bind_listener(config.host, config.plc_port)
     port = sock.getsockname()[1]
     runner = web.AppRunner(create_plc_app(config.plc_dir), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -501,14 +507,15 @@ async def start_host(
     plc_runner: web.AppRunner | None = None
     plc_url = config.plc_url.rstrip("/") if config.plc_url else ""
     if not plc_url:
-        plc_runner, plc_url = await _start_plc(config)
+        plc_runner, plc_url = await start_plc(config)
         log.info("embedded PLC directory at %s (data in %s)", plc_url, config.plc_dir)
     sock: socket.socket | None = None
     store: SQLiteStore | None = None
     worker: StoreWorker[SQLiteStore] | None = None
     http: aiohttp.ClientSession | None = None
+    follower: LogFollower | None = None
     try:
-        sock = bind_listener(config.host, config.port)
+        sock = bind_listener(config.host, config.port, reuse_port=config.worker is not None)
         port = sock.getsockname()[1]
         public_url = config.resolved_public_url(port)
         store = open_host_store(config.data_dir, config.database)
@@ -553,8 +560,20 @@ async def start_host(
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         await host.fanout.start()
+        if isinstance(store, PostgresStore):
+            # Other processes may write to this database too (host workers): their events reach
+            # this process's subscribers through the notifications each commit sends.
+            follower = LogFollower(
+                store.listener,
+                functools.partial(worker.read, SQLiteStore.head_seq),
+                host.fanout.notify,
+                name="host event log",
+            )
+            follower.start()
         await web.SockSite(runner, sock).start()
     except BaseException:
+        if follower is not None:
+            await follower.stop()
         if sock is not None:
             sock.close()
         if worker is not None:
@@ -566,8 +585,10 @@ async def start_host(
         if plc_runner is not None:
             await plc_runner.cleanup()
         raise
-    host.crawlers.poke()
-    maintenance = asyncio.create_task(_maintain(host), name="atrepo-host-maintenance")
+    maintenance: asyncio.Task[None] | None = None
+    if config.runs_maintenance:
+        host.crawlers.poke()
+        maintenance = asyncio.create_task(_maintain(host), name="atrepo-host-maintenance")
     host_part = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host_part}:{port}"
     log.info("host listening on %s (public URL %s, service DID %s)", url, public_url, host.service_did)
@@ -578,6 +599,7 @@ async def start_host(
         _runner=runner,
         _plc_runner=plc_runner,
         _maintenance=maintenance,
+        _follower=follower,
     )
 
 

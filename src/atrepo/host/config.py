@@ -109,10 +109,19 @@ class HostConfig:
     #: Let ``atproto-proxy`` reach services over plain http or on loopback/private addresses
     #: (development; the reference's ``PDS_DISABLE_SSRF_PROTECTION``).
     proxy_allow_private: bool = False
+    #: ``I/N`` in worker process I of ``atrepo serve --workers N`` (the supervisor sets it): the port
+    #: is shared with the other workers (``SO_REUSEPORT``) and only worker 0 runs the maintenance.
+    worker: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.plc_port <= 65535:
             raise ValueError("ports must be between 0 and 65535")
+        if self.worker is not None:
+            slot = parse_worker(self.worker)
+            if self.database is None:
+                raise ValueError(
+                    f"worker {slot[0]}/{slot[1]}: several host processes need a postgresql:// database"
+                )
         for domain in self.user_domains:
             if not domain.startswith(".") or len(domain) < 2:
                 raise ValueError(f"a user domain starts with '.', like '.test': {domain!r}")
@@ -171,6 +180,17 @@ class HostConfig:
     def plc_dir(self) -> Path:
         return self.data_dir / PLC_DIRNAME
 
+    @property
+    def worker_slot(self) -> tuple[int, int] | None:
+        """(I, N) in worker process I of N, None in a host that runs alone."""
+        return parse_worker(self.worker) if self.worker is not None else None
+
+    @property
+    def runs_maintenance(self) -> bool:
+        """Whether this process prunes old events, tokens and blobs (one process of several does)."""
+        slot = self.worker_slot
+        return slot is None or slot[0] == 0
+
     def describe(self, *, bound_port: int | None = None, plc_url: str | None = None) -> dict[str, Any]:
         """The effective configuration for the start-up log: secrets say only whether they are set."""
         out: dict[str, Any] = {}
@@ -221,6 +241,14 @@ def _convert(name: str, value: Any, source: str) -> Any:
         return value
     except (TypeError, ValueError) as exc:
         raise InputFileError(f"{source}: bad value for {name}: {value!r} ({exc})") from None
+
+
+def parse_worker(text: str) -> tuple[int, int]:
+    """``I/N`` (0 <= I < N) as a pair; ValueError otherwise."""
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise ValueError(f"worker must be I/N with 0 <= I < N, not {text!r}")
+    return int(index), int(count)
 
 
 def load_config(

@@ -83,13 +83,15 @@ from atrepo.core.cid import CID
 from atrepo.core.errors import WriteAborted
 
 from .base import BlobFiles, BlobRow
-from .pgfile import PgConnection, PostgresFile, _lock_key, _psycopg, redact_url
+from .pgfile import PgConnection, PgListener, PostgresFile, _lock_key, _psycopg, redact_url
 from .sqlite import BLOBS_DIRNAME, SQLiteStore, SQLiteTransaction, _wall_clock_ms
 
-__all__ = ["HOST_SCHEMA", "PostgresStore", "open_host_store"]
+__all__ = ["HOST_EVENTS_CHANNEL", "HOST_SCHEMA", "PostgresStore", "open_host_store"]
 
 #: The PostgreSQL schema holding the host's tables.
 HOST_SCHEMA: Final = "atrepo_host"
+#: Where each committed event's seq is announced (host worker processes follow it).
+HOST_EVENTS_CHANNEL: Final = "atrepo_host_events"
 #: Idle writer connections a process keeps for the next transaction.
 DEFAULT_POOL_SIZE: Final = 4
 
@@ -557,6 +559,10 @@ class PostgresStore(SQLiteStore):
             db.execute("SAVEPOINT job")
         db.execute("SELECT pg_advisory_xact_lock(?)", key).fetchall()
 
+    def listener(self, channel: str = HOST_EVENTS_CHANNEL) -> PgListener:
+        """A connection listening for the seqs other processes commit (a firehose ``LogFollower``)."""
+        return self._schema.listener(channel)
+
     def close(self) -> None:
         self._pool.close()
         self._schema.close()
@@ -633,6 +639,13 @@ class PostgresStore(SQLiteStore):
 
 class PostgresTransaction(SQLiteTransaction):
     """``RepoTransaction`` on a pooled connection, the repository's advisory lock held."""
+
+    # The row and, in the same round trip, the seq announced on HOST_EVENTS_CHANNEL: heard by other
+    # processes' followers when this transaction commits, never if it rolls back.
+    _insert_event = (
+        "WITH e AS (INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?) "
+        f"RETURNING seq) SELECT pg_notify('{HOST_EVENTS_CHANNEL}', seq::text) FROM e"
+    )
 
     def add_blob(self, cid: CID, mime: str, size: int) -> BlobRow:
         # Under the blob's lock, so that no other process unlinks the file before this row commits.

@@ -1213,6 +1213,9 @@ def raise_seq_floor(data_dir: str | Path, next_seq: int) -> SeqFloor:
 class SQLiteTransaction:
     """``RepoTransaction`` on the writer connection, inside ``BEGIN IMMEDIATE``."""
 
+    #: How an event row is stored (PostgreSQL's also announces its seq to other processes).
+    _insert_event: str = "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)"
+
     def __init__(self, store: SQLiteStore, db: sqlite3.Connection, did: str) -> None:
         self._store = store
         self._db = db
@@ -1486,10 +1489,7 @@ class SQLiteTransaction:
             raise LimitExceeded(
                 "MAX_FRAME_BYTES", len(frame), limits.MAX_FRAME_BYTES, f"{event.type_name} frame"
             )
-        db.execute(
-            "INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?)",
-            (seq, did, event.type_name, time_ms, frame),
-        )
+        db.execute(self._insert_event, (seq, did, event.type_name, time_ms, frame))
         row = EventRow(seq, did, event.type_name, time_ms, frame)
         self._events.append(row)
         return row
