@@ -58,3 +58,9 @@ bench-sync: $(BENCH_STAMP)
 .PHONY: bench-sync-scale
 bench-sync-scale: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.sync_scale $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-host-scale`: createRecord/s of atrepo serve on SQLite and on PostgreSQL with
+# --workers 1, 2 and 4 (a throwaway cluster; bench/host_scale.py; about 4 minutes; BENCH_ARGS="--quick").
+.PHONY: bench-host-scale
+bench-host-scale: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.host_scale $(BENCH_ARGS)

@@ -406,6 +406,39 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and every process below it (a supervisor and its workers), from /proc.
+
+    Includes the children that already exited and were reaped (their time is in the parent's
+    ``cutime``/``cstime``), so a worker killed and restarted mid-run still counts.
+    """
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", encoding="ascii") as fh:
+                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in family and pid not in family:
+                family.add(pid)
+                grew = True
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in family:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile: its time is in its parent's cutime once reaped
+        total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+    return total
+
+
 def proc_status_kib(pid: int, key: str) -> int:
     """A ``/proc/PID/status`` field in KiB (``VmHWM``, ``VmRSS``); 0 when absent."""
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:

@@ -327,10 +327,12 @@ def _head_seq(url: str) -> int:
 class Server:
     """``atrepo serve`` in its own process group, stopped with SIGTERM."""
 
-    def __init__(self, data: Path, log: Path, database: str | None = None) -> None:
+    def __init__(self, data: Path, log: Path, database: str | None = None, workers: int = 1) -> None:
         self.data, self.log = data, log
         #: ``postgresql://...`` for the PostgreSQL store (``--database``); None: SQLite in ``data``.
         self.database = database
+        #: ``atrepo serve --workers N`` (N > 1 needs ``database``): ``pid`` is then the supervisor's.
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -343,6 +345,8 @@ class Server:
         cmd.append("--no-rate-limits")
         if self.database:
             cmd += ["--database", self.database]
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"

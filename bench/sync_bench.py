@@ -261,7 +261,8 @@ class Postgres:
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             if name.startswith("postgres"):
                 fields = stat[stat.rindex(")") + 2 :].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
+                # with cutime/cstime: the postmaster's include the backends that exited and were reaped
+                total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
         return total
 
     def stop(self) -> None:
