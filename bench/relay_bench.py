@@ -1,7 +1,7 @@
 """Relay benchmark: ``atrepo relay`` verifying three hosts' whole event logs, then fanning out to 100.
 
 ``python -m bench.relay_bench [--quick] [--json] [--reps N] [--events N] [--workers 0,1,2] [--profile OUT]
-[--database postgresql://...]``
+[--database postgresql://...] [--split 1,2] [--sequencer N]``
 
 Why: the relay's cost is verification (every ``#commit``'s CAR slice, signature, forward check and
 inversion to ``prevData``) plus one durable batch per few hundred events; this measures that whole path on
@@ -44,6 +44,25 @@ server's own CPU is not in the relay's (it is another process tree). The fan-out
 from the relay, and from an ``atrepo relay --role fanout`` process following the same store (its CPU is
 that process's).
 
+Split roles (``--sequencer N --database postgresql://...``, nothing else runs): the queue between
+``--role ingest`` and ``--role sequencer`` alone, on the store's own code. ``N`` ``#sync`` events of about
+2 KB (random CAR bytes) are queued by a partition-0 ingest store in batches of 500 with a host cursor
+(``queue_batch``: each frame encoded once with the placeholder seq, binary ``COPY`` into ``pending``),
+then a sequencer store moves them into the log 1,000 per transaction (``sequence_pending``: seqs written
+into the frames in place). Reported: events/s of each side and events per client CPU-second (the
+server's CPU not counted). Median of ``--reps``.
+
+Split processes (``--split 1,2 --database postgresql://...``): instead of ``--workers``, each sample runs
+``atrepo relay --role sequencer`` and K ``atrepo relay --role ingest --partition i/K --replay`` processes
+(``--workers 0`` each) on a fresh schema, every ingest process given every upstream. The hosts' ports are
+chosen so that their names spread evenly over the largest K's partitions (``--hosts`` a multiple of it).
+The clock starts when every process answers and stops when the sequencer's head seq reaches the hosts'
+event count (or its head and queue stopped moving for 5 s: the last change is then the end);
+**events/s** is the hosts' events over that time, **events/CPU-s** divides by the CPU of every ingest
+process and the sequencer (the server's not counted). Checked: no fault in any ingest process, nothing
+left queued (the head is reported beside the hosts' count: as with ``--workers``, a few events of account
+creation are not relayed). Medians over reps, K interleaved.
+
 Peer: the reference relay is Go (indigo) and is not installable here, so there is no peer row. With
 ``--refpds DIR`` the reference ``@atproto/pds`` (an installed refpds copy, using host 1's PLC directory)
 is a fourth upstream, filled with ``--ref-commits`` createRecord calls, and every figure covers its
@@ -68,6 +87,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -376,8 +396,13 @@ def setup_hosts(args: argparse.Namespace, tmp: Path, log: Any) -> dict[str, Any]
 def _fill_hosts(
     args: argparse.Namespace, tmp: Path, log: Any, plc: str, plc_port: int, hosts: list[Proc]
 ) -> dict[str, Any]:
+    from atrepo.relay.config import host_partition
+
+    spread = max(getattr(args, "split", None) or [1])
     for h in range(args.hosts):
         port = _free_port()
+        while host_partition(f"127.0.0.1:{port}", spread) != h % spread:  # --split: hosts spread evenly
+            port = _free_port()
         cmd = ["serve", "--data", str(tmp / f"host{h}"), "--port", str(port), "--no-rate-limits"]
         cmd += ["--plc-port", str(plc_port)] if h == 0 else ["--plc", plc]
         proc = Proc(cmd, tmp / f"host{h}.log", f"http://127.0.0.1:{port}", "/xrpc/_health")
@@ -904,6 +929,192 @@ def render(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _split_sample(
+    args: argparse.Namespace, env: dict[str, Any], tmp: Path, name: str, count: int
+) -> dict[str, Any]:
+    """One ``--split`` sample: a sequencer and ``count`` ingest processes replaying every host."""
+    import psycopg
+
+    info, database = env["info"], args.database
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS atrepo_relay CASCADE")
+    common = ["--database", database, "--plc", info["plc"]]
+    port = _free_port()
+    sequencer = Proc(
+        ["relay", "--role", "sequencer", *common, "--port", str(port), "--data", str(tmp / f"{name}-seq")],
+        tmp / f"{name}-seq.log",
+        f"http://127.0.0.1:{port}",
+        "/metrics",
+    )
+    ingests: list[Proc] = []
+    try:
+        sequencer.start()
+        ups = [arg for url in info["hosts"] for arg in ("--upstream", url)]
+        for index in range(count):
+            port = _free_port()
+            cmd = ["relay", "--role", "ingest", "--partition", f"{index}/{count}", "--replay", *common, *ups]
+            cmd += ["--port", str(port), "--data", str(tmp / f"{name}-ingest{index}")]
+            proc = Proc(cmd, tmp / f"{name}-ingest{index}.log", f"http://127.0.0.1:{port}", "/metrics")
+            ingests.append(proc)
+        for proc in ingests:  # spawned together, then timed once every one answers
+            proc.start()
+        total = env["total"]
+        procs = [sequencer, *ingests]
+        cpu0 = sum(tree_cpu(p.pid)[1] for p in procs)
+        t0 = time.monotonic()
+        state, last_change, t_done = (-1, -1), t0, 0.0
+        while time.monotonic() - t0 < args.timeout:
+            text = _get(sequencer.url + "/metrics").decode()
+            now = time.monotonic()
+            seen = (
+                int(_metric(text, "atrepo_relay_head_seq", -1)),
+                int(_metric(text, "atrepo_relay_pending_events", 0)),
+            )
+            if seen != state:
+                state, last_change = seen, now
+            if state[0] >= total or (state[1] == 0 and now - last_change > 5.0):
+                t_done = now if state[0] >= total else last_change
+                break
+            time.sleep(0.1)
+        cpu1 = sum(tree_cpu(p.pid)[1] for p in procs)
+        elapsed = (t_done or time.monotonic()) - t0
+        faults: dict[str, float] = {}
+        for proc in ingests:
+            for kind, value in _metrics_by_label(
+                _get(proc.url + "/metrics").decode(), "atrepo_relay_faults_total"
+            ).items():
+                faults[kind] = faults.get(kind, 0.0) + value
+        text = _get(sequencer.url + "/metrics").decode()
+        head = int(_metric(text, "atrepo_relay_head_seq", -1))
+        pending = int(_metric(text, "atrepo_relay_pending_events", 0))
+        return {
+            "ingest_processes": count,
+            "done": bool(t_done),
+            "seconds": elapsed,
+            "head": head,
+            "pending": pending,
+            "events_per_s": total / elapsed if t_done else 0.0,
+            "cpu_s": cpu1 - cpu0,
+            "events_per_cpu_s": total / (cpu1 - cpu0) if t_done and cpu1 > cpu0 else 0.0,
+            "cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+            "faults": faults,
+            "ok": bool(t_done) and not faults and pending == 0,
+            "load": os.getloadavg()[0],
+        }
+    finally:
+        for proc in reversed([sequencer, *ingests]):
+            proc.stop()
+
+
+def run_split(args: argparse.Namespace) -> dict[str, Any]:
+    """``--split``: the hosts once, then every K of ``args.split`` per rep (module docstring)."""
+
+    def log(text: str) -> None:
+        if not args.quiet:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="atrepo-relaybench-split-"))
+    payload: dict[str, Any] = {"config": vars(args), "load_start": os.getloadavg(), "cpus": os.cpu_count()}
+    env: dict[str, Any] = {}
+    try:
+        env = setup_hosts(args, tmp, log)
+        env["total"] = env["info"]["events"]
+        runs = []
+        for rep in range(args.reps):
+            order = args.split[rep % len(args.split) :] + args.split[: rep % len(args.split)]
+            for count in order:
+                run = _split_sample(args, env, tmp, f"r{rep}k{count}", count)
+                run["rep"] = rep
+                runs.append(run)
+                log(
+                    f"rep {rep} ingest processes={count}: {run['events_per_s']:,.0f} events/s, "
+                    f"{run['events_per_cpu_s']:,.0f} events/CPU-s, CPU {run['cpu_pct']:.0f}%, head "
+                    f"{run['head']}/{env['total']}, pending {run['pending']}, faults {run['faults']}, "
+                    f"load {run['load']:.1f}"
+                )
+        payload["split"] = runs
+        payload["summary"] = [
+            {
+                "ingest_processes": count,
+                "events_per_s": _med([r["events_per_s"] for r in runs if r["ingest_processes"] == count]),
+                "events_per_cpu_s": _med(
+                    [r["events_per_cpu_s"] for r in runs if r["ingest_processes"] == count]
+                ),
+                "ok": all(r["ok"] for r in runs if r["ingest_processes"] == count),
+            }
+            for count in args.split
+        ]
+    finally:
+        for proc in env.get("procs", []):
+            proc.stop()
+        payload["load_end"] = os.getloadavg()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return payload
+
+
+def sequencer_bench(database: str, events: int, reps: int) -> dict[str, Any]:
+    """The split roles' queue (module docstring, "Split roles"): queue then sequence ``events``, ``reps``
+    times on a fresh schema; medians."""
+    import psycopg
+
+    from atrepo.core.events import SyncEvent, encode_frame_with_seq
+    from atrepo.store.relay import PendingEvent, PostgresRelayStore
+
+    samples: list[dict[str, float]] = []
+    for _rep in range(reps):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS atrepo_relay CASCADE")
+        ingest = PostgresRelayStore(database, partition=(0, 1))
+        sequencer = PostgresRelayStore(database, sequencer=True)
+        try:
+            host = ingest.add_host(
+                "pds.example",
+                "https://pds.example",
+                configured=True,
+                trusted=True,
+                account_limit=10**9,
+                now_ms=1,
+            )
+            batches = []
+            for start in range(0, events, 500):
+                batch = []
+                for i in range(start, min(events, start + 500)):
+                    did = f"did:plc:{i % 5000:024d}"
+                    event = SyncEvent(0, did, os.urandom(1900), "3jzfcijpj2z2a", "2026-12-02T00:00:00.000Z")
+                    batch.append(
+                        PendingEvent(
+                            did, "#sync", 1_800_000_000_000 + i, partial(encode_frame_with_seq, event)
+                        )
+                    )
+                batches.append(batch)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for n, batch in enumerate(batches):
+                ingest.queue_batch([], batch, cursors={host.id: (n, None)})
+            queue_s, queue_cpu = time.perf_counter() - t0, time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time()
+            moved = 0
+            while rows := sequencer.sequence_pending(1000):
+                moved += len(rows)
+            seq_s, seq_cpu = time.perf_counter() - t0, time.process_time() - c0
+            if moved != events or sequencer.head_seq() != events:
+                raise RuntimeError(f"sequenced {moved} of {events} events")
+            samples.append(
+                {
+                    "queue_events_per_s": events / queue_s,
+                    "queue_events_per_cpu_s": events / queue_cpu,
+                    "sequence_events_per_s": events / seq_s,
+                    "sequence_events_per_cpu_s": events / seq_cpu,
+                }
+            )
+        finally:
+            ingest.close()
+            sequencer.close()
+    return {key: _med([s[key] for s in samples]) for key in samples[0]} | {"events": events, "reps": reps}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.relay_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -931,6 +1142,18 @@ def main(argv: list[str] | None = None) -> int:
         help="keep each relay's store in this PostgreSQL database (its atrepo_relay schema is dropped "
         "before every sample) instead of SQLite",
     )
+    parser.add_argument(
+        "--sequencer",
+        type=int,
+        metavar="N",
+        help="only measure the split roles' queue (ingest queue_batch, sequencer sequence_pending) with N "
+        "events; needs --database",
+    )
+    parser.add_argument(
+        "--split",
+        help="measure ingest/sequencer processes instead: these ingest process counts (e.g. 1,2); "
+        "needs --database",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -938,8 +1161,33 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.worker)
         print(json.dumps(asyncio.run(WORKERS[spec["kind"]](spec))), flush=True)
         return 0
+    if args.sequencer:
+        if not args.database:
+            parser.error("--sequencer needs --database postgresql://...")
+        result = sequencer_bench(args.database, args.sequencer, args.reps)
+        print(
+            json.dumps(result, indent=1)
+            if args.json
+            else "\n".join(f"{k}: {v:,.0f}" for k, v in result.items())
+        )
+        return 0
     if args.quick:
         args.reps, args.events, args.fanout_reps, args.accounts = 1, 3000, 1, 10
+    if args.split:
+        if not args.database:
+            parser.error("--split needs --database postgresql://...")
+        args.split = [int(k) for k in args.split.split(",") if k]
+        if args.hosts % max(args.split):
+            parser.error("--hosts must be a multiple of the largest --split count")
+        result = run_split(args)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=1, default=str))
+        for row in result["summary"]:
+            print(
+                f"ingest processes {row['ingest_processes']}: {row['events_per_s']:,.0f} events/s, "
+                f"{row['events_per_cpu_s']:,.0f} events/CPU-s, ok={row['ok']}"
+            )
+        return 0 if all(row["ok"] for row in result["summary"]) else 1
         args.ref_commits = min(args.ref_commits, 300)
     args.workers = [int(w) for w in args.workers.split(",") if w]
     if 0 not in args.workers:

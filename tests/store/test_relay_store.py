@@ -15,8 +15,9 @@ import dataclasses
 import itertools
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +39,13 @@ from atrepo.store import (
     StoreWorker,
     open_relay_store,
 )
-from atrepo.store.relay import RELAY_DB_FILENAME, SCHEMA_VERSION
+from atrepo.store.relay import (
+    RELAY_DB_FILENAME,
+    RELAY_PENDING_CHANNEL,
+    SCHEMA_VERSION,
+    SEQ_PLACEHOLDER,
+    placeholder_slot,
+)
 
 NOW = 1_700_000_000_000
 
@@ -710,3 +717,122 @@ def test_postgres_unreachable_and_password_hidden() -> None:
     with pytest.raises(StoreUnavailable) as info:
         open_relay_store(url)
     assert "secret" not in str(info.value) and "u:***@" in str(info.value)
+
+
+# --- the split roles' queue: ingest processes queue, the sequencer sequences -----------------
+
+
+def test_queued_events_take_their_seqs_in_queue_order(store: RelayStore) -> None:
+    """``queue_batch`` writes accounts and cursors but allocates no seq; ``sequence_pending`` then
+    gives the queued frames consecutive seqs, byte for byte what ``apply_batch`` would have stored."""
+    host = add_host(store)
+    events = [event(f"did:plc:{i}", NOW + i) for i in range(40)]  # past the COPY threshold
+    queued = store.queue_batch([account("did:plc:0", host.id)], events[:30], cursors={host.id: (7, NOW)})
+    assert queued == 30 and store.pending_count() == 30 and store.head_seq() == 0
+    assert store.read_events(0, 100) == []
+    host_row = store.get_host(host.id)
+    assert host_row is not None and host_row.last_seq == 7 and store.get_account("did:plc:0") is not None
+    first = store.sequence_pending(limit=4)
+    assert [r.seq for r in first] == [1, 2, 3, 4] and store.pending_count() == 26
+    assert store.queue_batch([], events[30:]) == 10
+    rest = store.sequence_pending(limit=1000)
+    rows = first + rest
+    assert [r.seq for r in rows] == list(range(1, 41)) and store.pending_count() == 0
+    for row, original in zip(rows, events, strict=True):
+        assert row.frame == original.encode(row.seq) and row.did == original.did
+        assert decode_frame(row.frame).seq == row.seq  # type: ignore[attr-defined]
+    assert store.read_events(0, 100) == rows and store.head_seq() == 40
+    assert store.sequence_pending() == [] and store.queue_batch([], []) == 0
+
+
+def test_a_frame_without_the_placeholder_queues_nothing(store: RelayStore) -> None:
+    host = add_host(store)
+
+    def fixed(seq: int) -> bytes:  # ignores the seq it is given
+        return identity_frame("did:plc:a", NOW)(5)
+
+    with pytest.raises(ValueError, match="placeholder"):
+        store.queue_batch(
+            [account("did:plc:a", host.id)],
+            [PendingEvent("did:plc:a", "#identity", NOW, fixed)],
+            cursors={host.id: (3, None)},
+        )
+    assert store.pending_count() == 0 and store.get_account("did:plc:a") is None
+    row = store.get_host(host.id)
+    assert row is not None and row.last_seq == -1
+
+
+def test_postgres_role_locks(pg_url: str) -> None:
+    """Ingest partitions run side by side with one sequencer; a second of either, or a whole relay
+    beside them, is refused; a follower is never refused."""
+    zero = PostgresRelayStore(pg_url, partition=(0, 2))
+    one = PostgresRelayStore(pg_url, partition=(1, 2))
+    sequencer = PostgresRelayStore(pg_url, sequencer=True)
+    try:
+        assert "partition 0/2" in zero.location and "sequencer" in sequencer.location
+        with pytest.raises(StoreInUse):
+            PostgresRelayStore(pg_url, partition=(0, 2))
+        with pytest.raises(StoreInUse, match="another relay sequencer"):
+            PostgresRelayStore(pg_url, sequencer=True)
+        with pytest.raises(StoreInUse):
+            PostgresRelayStore(pg_url)
+        PostgresRelayStore(pg_url, follower=True).close()
+        with pytest.raises(ValueError, match="one of"):
+            PostgresRelayStore(pg_url, sequencer=True, partition=(0, 2))
+    finally:
+        for store in (zero, one, sequencer):
+            store.close()
+    with PostgresRelayStore(pg_url):  # all gone: the whole relay may run
+        with pytest.raises(StoreInUse):
+            PostgresRelayStore(pg_url, sequencer=True)
+        with pytest.raises(StoreInUse):
+            PostgresRelayStore(pg_url, partition=(1, 2))
+
+
+def test_postgres_a_row_committed_late_is_sequenced_later_without_a_gap(pg_url: str) -> None:
+    """Ingest transactions commit in any order: a queued row whose id is below rows already
+    sequenced (its transaction committed after theirs) is neither lost nor deleted unseen, and
+    takes the next seq; the sequencer's commits notify the fan-out, the ingests' the sequencer."""
+    import psycopg
+
+    class Racing(PostgresRelayStore):
+        """Runs ``between`` once, after the sequencer's SELECT of the queue and before its DELETE."""
+
+        between: Callable[[], None] | None = None
+
+        def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+            if self.between is not None:
+                self.between()
+                self.between = None
+            return super().in_list(column, values)
+
+    ingest = PostgresRelayStore(pg_url, partition=(0, 1))
+    sequencer = Racing(pg_url, sequencer=True)
+    follower = PostgresRelayStore(pg_url, follower=True)
+    queue = follower.listen(RELAY_PENDING_CHANNEL)
+    log = follower.listen()
+    late_frame = identity_frame("did:plc:late", NOW)(SEQ_PLACEHOLDER)
+    try:
+        with psycopg.connect(pg_url) as slow:  # a transaction of another ingest process, still open
+            slow.execute(
+                "INSERT INTO atrepo_relay.pending (did, type, time_ms, frame, seq_at)"
+                " VALUES ('did:plc:late', '#identity', %s, %s, %s)",
+                (NOW, late_frame, placeholder_slot(late_frame)[0]),
+            )
+            assert ingest.queue_batch([], [event("did:plc:a"), event("did:plc:b")]) == 2
+            assert queue.wait(5) == 0
+            sequencer.between = slow.commit  # the late row commits while the sequencer works
+            rows = sequencer.sequence_pending()
+            assert [(r.seq, r.did) for r in rows] == [(1, "did:plc:a"), (2, "did:plc:b")]
+            assert log.wait(5) == 2 and sequencer.between is None
+        (late,) = sequencer.sequence_pending()
+        assert (late.seq, late.did) == (3, "did:plc:late")
+        assert late.frame == identity_frame("did:plc:late", NOW)(3)
+        assert sequencer.pending_count() == 0 and follower.head_seq() == 3
+    finally:
+        queue.close()
+        log.close()
+        for store in (ingest, sequencer, follower):
+            store.close()
+    with pytest.raises(ValueError, match="only on PostgreSQL"):
+        open_relay_store("relay.sqlite", sequencer=True)  # refused before any file is opened

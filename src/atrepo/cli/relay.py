@@ -1,4 +1,4 @@
-"""``atrepo relay``: run a relay (or one of its fan-out processes) until SIGTERM or SIGINT.
+"""``atrepo relay``: run a relay (or one of its role processes) until SIGTERM or SIGINT.
 
 The relay package is imported inside the command, so other commands never
 pay for it at start-up.
@@ -34,10 +34,18 @@ def relay(
         str,
         typer.Option(
             "--role",
-            help="all: ingest and serve (one process); fanout: serve subscribeRepos from the --database "
-            "relay's event log, ingesting nothing",
+            help="all: ingest and serve (one process); with a PostgreSQL --database, separate processes: "
+            "ingest (the upstream hosts of one --partition), sequencer (seqs for what the ingest "
+            "processes queued; serves subscribeRepos), fanout (serves subscribeRepos only)",
         ),
     ] = "all",
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            "--partition",
+            help="I/N: with --role ingest, take the upstream hosts whose name hashes to I of N",
+        ),
+    ] = None,
     plc: Annotated[str, typer.Option("--plc", help="PLC directory URL")] = "https://plc.directory",
     upstream: Annotated[
         list[str] | None,
@@ -66,7 +74,7 @@ def relay(
     """Run a relay: subscribe to hosts, verify every event, serve one merged firehose (docs/relay.md)."""
     from ..host import configure_logging
     from ..relay import RelayConfig
-    from ..relay.config import ROLES
+    from ..relay.config import ROLES, SHARED_ROLES
     from ..store.dbfile import is_database_url
 
     if log_format not in ("text", "json"):
@@ -77,11 +85,24 @@ def relay(
         raise typer.BadParameter("a postgresql:// URL", param_hint="--database")
     if role not in ROLES:
         raise typer.BadParameter(" or ".join(ROLES), param_hint="--role")
-    if role == "fanout" and database is None:
+    if role in SHARED_ROLES and database is None:
         raise typer.BadParameter(
-            "a fan-out process follows a relay's PostgreSQL store: give --database postgresql://...",
+            f"a relay's {role} process shares its PostgreSQL store with the others: "
+            "give --database postgresql://...",
             param_hint="--role",
         )
+    if upstream and role in ("sequencer", "fanout"):
+        raise typer.BadParameter(
+            f"a {role} process subscribes to no host: give --upstream to the ingest processes",
+            param_hint="--upstream",
+        )
+    parts: tuple[int, int] | None = None
+    if partition is not None:
+        if role != "ingest":
+            raise typer.BadParameter("only with --role ingest", param_hint="--partition")
+        parts = _partition(partition)
+    elif role == "ingest":
+        raise typer.BadParameter("an ingest process needs its --partition I/N", param_hint="--partition")
     configure_logging(log_format)  # type: ignore[arg-type]
     config = RelayConfig(
         host=host,
@@ -100,8 +121,21 @@ def relay(
         log_format=log_format,
         database=database,
         role=role,
+        partition=parts,
     )
     asyncio.run(_run(config))
+
+
+def _partition(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), with 0 <= I < N; else a usage error."""
+    index, slash, count = text.partition("/")
+    try:
+        parts = (int(index), int(count))
+    except ValueError:
+        parts = (-1, 0)
+    if not slash or not 0 <= parts[0] < parts[1]:
+        raise typer.BadParameter(f"I/N with 0 <= I < N, not {text!r}", param_hint="--partition")
+    return parts
 
 
 async def _run(config: object) -> None:
@@ -111,7 +145,8 @@ async def _run(config: object) -> None:
     assert isinstance(config, RelayConfig)
     running: Any
     try:
-        running = await (start_fanout(config) if config.role == "fanout" else start_relay(config))
+        shared = config.role in ("fanout", "sequencer")
+        running = await (start_fanout(config) if shared else start_relay(config))
     except OSError as exc:
         print(f"error: cannot start the relay on {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
@@ -123,12 +158,14 @@ async def _run(config: object) -> None:
     tune_collector_for_server()
     try:
         with stop_on_signals() as stop:
-            if config.role == "fanout":
-                line = (
-                    f"atrepo relay (fan-out) listening on {running.url}, following {running.store.location}"
-                )
+            if config.role in ("fanout", "sequencer"):
+                what = "fan-out" if config.role == "fanout" else "sequencer"
+                line = f"atrepo relay ({what}) listening on {running.url}, following {running.store.location}"
             else:
-                line = f"atrepo relay listening on {running.url}, store {running.context.store.location}"
+                what = " (ingest)" if config.role == "ingest" else ""
+                line = (
+                    f"atrepo relay{what} listening on {running.url}, store {running.context.store.location}"
+                )
             print(line, flush=True)
             await stop.wait()
     finally:

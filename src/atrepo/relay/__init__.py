@@ -2,7 +2,9 @@
 
 See :mod:`atrepo.relay.app` for the process, :mod:`.ingest` for the per-event
 policy, :mod:`.hosts` for upstream hosts and :mod:`.resync` for accounts that
-fell out of step, :mod:`.follower` for fan-out processes (``--role fanout``);
+fell out of step, :mod:`.follower` for fan-out processes and the sequencer
+(``--role fanout|sequencer``; ingest processes, ``--role ingest``, are
+:func:`start_relay` with a partition);
 ``docs/relay.md`` for operating it.
 """
 

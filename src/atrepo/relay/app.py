@@ -328,22 +328,50 @@ def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
     return app
 
 
+def build_ingest_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
+    """An ingest process's application: ``/xrpc/_health``, ``/metrics`` and the status page.
+
+    It serves no firehose (its events reach subscribers through the
+    sequencer) and no admin API or ``requestCrawl`` (the sequencer takes
+    crawl requests for every partition; see :mod:`atrepo.relay.follower`).
+    """
+    app = web.Application()
+    router.setup(app)
+
+    async def metrics(request: web.Request) -> web.Response:
+        await ctx.sample_metrics()
+        return web.Response(
+            body=ctx.metrics.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
+
+    app.router.add_get("/metrics", metrics, allow_head=True)
+    status_page.add_routes(app, ctx)
+    return app
+
+
 async def start_relay(config: RelayConfig) -> RunningRelay:
     """Open the store, start the ingest, bind, serve, then connect to the upstream hosts.
 
-    The store is ``config.database`` (PostgreSQL) when given, else
+    ``config.role`` is ``all`` (the whole relay) or ``ingest`` (an ingest
+    process: the hosts of ``config.partition`` only, its batches queued for
+    the sequencer; needs PostgreSQL). The store is ``config.database``
+    (PostgreSQL) when given, else
     ``relay.sqlite`` in the data directory; an unreachable server raises
     :class:`~atrepo.core.errors.StoreUnavailable`, a store another relay
     writes :class:`~atrepo.core.errors.StoreInUse`.
     """
-    if config.role != "all":
-        raise ValueError(f"start_relay runs the whole relay (role 'all'), not {config.role!r}")
+    if config.role not in ("all", "ingest"):
+        raise ValueError(f"start_relay runs the whole relay or an ingest process, not {config.role!r}")
+    ingest_only = config.role == "ingest"
+    if ingest_only and (config.database is None or config.partition is None):
+        raise ValueError("an ingest process needs a PostgreSQL database and its partition")
     config.data_dir.mkdir(parents=True, exist_ok=True)
     sock = bind_listener(config.host, config.port)
     try:
         store = open_relay_store(
             config.database or config.data_dir / "relay.sqlite",
             synchronous=config.synchronous,  # type: ignore[arg-type]
+            partition=config.partition if ingest_only else None,
         )
     except BaseException:
         sock.close()
@@ -357,21 +385,28 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     metrics = Metrics()
     fanout: Fanout[RelayStore] = Fanout(worker)
     verifier = Verifier(config.workers)
-    ingest = Ingest(store, worker, fanout, resolver, metrics, verifier=verifier, lenient=config.lenient)
+    ingest = Ingest(
+        store, worker, fanout, resolver, metrics, verifier=verifier, lenient=config.lenient, queue=ingest_only
+    )
     ctx = RelayContext(config, store, worker, http, resolver, metrics, fanout, ingest, verifier)
 
     async def health() -> None:  # /xrpc/_health: 503 once the store stops answering (a database gone)
         await worker.read(RelayStore.head_seq)
 
     router = XrpcRouter(metrics=metrics, health_check=health)
-    app = build_app(ctx, router)
+    app = build_ingest_app(ctx, router) if ingest_only else build_app(ctx, router)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
     port = sock.getsockname()[1]
     url = f"http://{config.host}:{port}" if ":" not in config.host else f"http://[{config.host}]:{port}"
-    await fanout.start()
+    if not ingest_only:
+        await fanout.start()
+        # events an ingest process queued and no sequencer moved (the roles were given up for one
+        # whole relay): they take their seqs before anything new
+        while await worker.run(RelayStore.sequence_pending, 1000):
+            pass
     ingest.start()
     ctx.resyncer.start()
     running = RunningRelay(ctx, url, runner)
@@ -380,6 +415,16 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     except BaseException:
         await running.stop()
         raise
-    running._maintenance = asyncio.get_running_loop().create_task(_maintenance(ctx))
-    log.info("relay listening on %s (store %s, %d upstream hosts)", url, store.location, len(ctx.hosts.links))
+    loop = asyncio.get_running_loop()
+    if ingest_only:  # the sequencer prunes the log; an ingest process picks up hosts added elsewhere
+        running._maintenance = loop.create_task(ctx.hosts.follow_hosts(config.hosts_refresh_s))
+    else:
+        running._maintenance = loop.create_task(_maintenance(ctx))
+    log.info(
+        "relay %slistening on %s (store %s, %d upstream hosts)",
+        "ingest process " if ingest_only else "",
+        url,
+        store.location,
+        len(ctx.hosts.links),
+    )
     return running

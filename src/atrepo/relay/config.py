@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["DEFAULT_PORT", "ROLES", "RelayConfig"]
+__all__ = ["DEFAULT_PORT", "ROLES", "SHARED_ROLES", "RelayConfig", "host_partition"]
 
 DEFAULT_PORT: Final = 2470
 #: What ``atrepo relay --role`` may run.
-ROLES: Final = ("all", "fanout")
+ROLES: Final = ("all", "ingest", "sequencer", "fanout")
+#: Roles that share a PostgreSQL store with other processes (refused without ``--database``).
+SHARED_ROLES: Final = ("ingest", "sequencer", "fanout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +36,18 @@ class RelayConfig:
       loopback addresses (development only).
     * ``database``: a ``postgresql://`` URL to keep the store in (schema
       ``atrepo_relay``) instead of SQLite in ``data_dir`` (``--database``).
-    * ``role``: ``all`` (ingest, sequence and serve: one relay process) or
+    * ``role``: ``all`` (ingest, sequence and serve: one relay process),
+      ``ingest`` (subscribe to and verify the upstream hosts of one
+      ``partition``, queueing their events for the sequencer), ``sequencer``
+      (give queued events their seqs, serve ``subscribeRepos``) or
       ``fanout`` (serve ``subscribeRepos`` from a PostgreSQL relay's shared
-      event log, ingesting nothing; see :mod:`atrepo.relay.follower`).
+      event log, ingesting nothing); see :mod:`atrepo.relay.follower`. Every
+      role but ``all`` needs a PostgreSQL ``database``.
+    * ``partition``: ``(i, n)`` for ``--role ingest``: this process takes
+      the hosts whose name hashes to ``i`` of ``n`` (:func:`host_partition`).
+    * ``hosts_refresh_s``: how often an ingest process reads the hosts table
+      again for hosts of its partition added elsewhere (``requestCrawl`` on
+      the sequencer).
     * ``replay_upstreams``: a configured upstream seen for the first time is
       read from the start of its retained window (cursor 0) instead of being
       seeded from ``listRepos`` and followed from its live head: its history
@@ -64,3 +76,10 @@ class RelayConfig:
     log_format: str = "text"
     database: str | None = None
     role: str = "all"
+    partition: tuple[int, int] | None = None
+    hosts_refresh_s: float = 5.0
+
+
+def host_partition(hostname: str, count: int) -> int:
+    """The ingest partition of an upstream host (stable across runs and machines: crc32, not ``hash``)."""
+    return zlib.crc32(hostname.lower().encode()) % count

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections import deque
@@ -45,7 +46,9 @@ from atrepo.core.commit import decode_commit
 from atrepo.core.errors import AtrepoError, HostBanned, HostNotFound, InvalidRequest, RateLimitExceeded
 from atrepo.firehose.subscriber import CursorAction, Received, Subscriber, SubscriberHooks
 from atrepo.store.relay import HostRow, RelayAccount, RelayStore
+from atrepo.store.worker import StoreWorker
 
+from .config import RelayConfig, host_partition
 from .hostnames import HostName, check_public_address, hostname_of_endpoint, parse_host
 from .limits import Budget, EventRateLimiter, budget_for
 
@@ -69,6 +72,64 @@ SEED_CONCURRENCY: Final = 8
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def probe_host(http: aiohttp.ClientSession, name: HostName) -> None:
+    """``requestCrawl``'s check that ``name`` is a host: its ``describeServer`` answers with a DID."""
+    url = f"{name.url}/xrpc/com.atproto.server.describeServer"
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        async with http.get(url, timeout=timeout, allow_redirects=False) as resp:
+            body = await resp.content.read(65536)
+            if resp.status != 200:
+                raise HostNotFound(f"{name.key} answered describeServer with HTTP {resp.status}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise HostNotFound(f"{name.key} did not answer describeServer: {exc}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("did"), str):
+        raise HostNotFound(f"{name.key}: describeServer did not answer as a host (no did)")
+
+
+async def register_crawl(
+    worker: StoreWorker[RelayStore], http: aiohttp.ClientSession, config: RelayConfig, hostname: str
+) -> HostRow:
+    """``requestCrawl`` on the sequencer (``--role sequencer``): the whole relay's checks, then store.
+
+    The host is only stored: the ingest process of its partition takes it
+    when it next reads the hosts table (:meth:`HostManager.adopt_new_hosts`),
+    seeds it and subscribes. A host already known answers at once (a banned
+    one with ``HostBanned``).
+    """
+    name = parse_host(hostname, configured=config.crawl_allow_private)
+    if await worker.read(RelayStore.is_banned, name.host):
+        raise HostBanned(f"host {name.key} is banned here")
+    known = await worker.read(RelayStore.get_host_by_name, name.key)
+    if known is not None:
+        if known.status == "banned":
+            raise HostBanned(f"host {name.key} is banned here")
+        return known
+    since = _now_ms() - 24 * 3600 * 1000
+    if await worker.read(RelayStore.count_hosts_created_since, since) >= config.new_hosts_per_day:
+        raise RateLimitExceeded(
+            f"this relay adds at most {config.new_hosts_per_day} new hosts a day; try again later"
+        )
+    if not config.crawl_allow_private:
+        await check_public_address(name.host, name.port)
+    await probe_host(http, name)
+    row = await worker.run(
+        RelayStore.add_host,
+        name.key,
+        name.url,
+        configured=False,
+        trusted=False,
+        account_limit=config.default_account_limit,
+        now_ms=_now_ms(),
+    )
+    log.info("requestCrawl: stored %s for its ingest partition", row.hostname)
+    return row
 
 
 class HostLink:
@@ -236,6 +297,9 @@ class HostManager:
 
     async def start(self) -> None:
         """Connect to every stored host that is not banned; add the configured ones."""
+        if self.partitioned:
+            await self._start_partition()
+            return
         rows: list[HostRow] = []
         after = 0
         while True:
@@ -252,6 +316,82 @@ class HostManager:
             if link.status != "banned" and link.task is None:
                 self._connect(link)
         await self._restart_resyncs()
+
+    @property
+    def partitioned(self) -> bool:
+        """This is an ingest process (``--role ingest --partition I/N``): some hosts are another's."""
+        return self.ctx.config.role == "ingest" and self.ctx.config.partition is not None
+
+    def mine(self, hostname: str) -> bool:
+        """Whether this process ingests ``hostname``: always, but in an ingest process only the hosts
+        whose name hashes to its partition ``I`` (:func:`~atrepo.relay.config.host_partition`)."""
+        partition = self.ctx.config.partition
+        if partition is None or not self.partitioned:
+            return True
+        index, count = partition
+        return host_partition(hostname, count) == index
+
+    async def _start_partition(self) -> None:
+        """An ingest process's start: store every ``--upstream`` (the others' too, so that a host given
+        to the wrong process still reaches its own), then take the partition's hosts.
+
+        Which host is seeded is decided from its row, not from who stored it: a host that never had a
+        cursor nor an account (:meth:`adopt_new_hosts`). With ``--replay`` a host stored here starts at
+        cursor 0 instead.
+        """
+        config = self.ctx.config
+        for url in config.upstreams:
+            name = parse_host(url, configured=True)
+            if await self.ctx.worker.read(RelayStore.get_host_by_name, name.key) is not None:
+                continue
+            row = await self.ctx.worker.run(
+                RelayStore.add_host,
+                name.key,
+                name.url,
+                configured=True,
+                trusted=True,
+                account_limit=config.trusted_account_limit,
+                now_ms=_now_ms(),
+            )
+            if config.replay_upstreams:
+                await self.ctx.worker.run(RelayStore.set_host_cursor, row.id, 0)
+        await self.adopt_new_hosts()
+        await self._restart_resyncs()
+
+    async def follow_hosts(self, every_s: float) -> None:
+        """An ingest process: every ``every_s``, take the hosts of its partition added by another
+        process (``requestCrawl`` on the sequencer, another ingest process's ``--upstream``)."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.adopt_new_hosts()
+            except Exception as exc:
+                log.warning("reading the hosts table again failed: %s", exc)
+
+    async def adopt_new_hosts(self) -> list[HostLink]:
+        """Link, seed (a host that never had a cursor nor an account) and connect the partition's hosts
+        not yet here."""
+        adopted: list[HostLink] = []
+        after = 0  # all of it: a row whose id was allocated before another's may commit after it
+        while True:
+            page = await self.ctx.worker.read(RelayStore.list_hosts, after_id=after, limit=500)
+            for row in page:
+                if row.id in self.links or not self.mine(row.hostname):
+                    continue
+                async with self._lock:
+                    if row.id in self.links:
+                        continue
+                    link = self._link(row)
+                adopted.append(link)
+                log.info("taking host %s (added by another process)", link.key)
+                if link.status == "banned":
+                    continue
+                if row.last_seq < 0 and row.account_count == 0:
+                    await self.seed(link)
+                self._connect(link)
+            if len(page) < 500:
+                return adopted
+            after = page[-1].id
 
     async def _restart_resyncs(self) -> None:
         """Accounts left desynchronized (a resync cut short by a restart) are fetched again."""
@@ -402,23 +542,7 @@ class HostManager:
         return link
 
     async def _probe(self, name: HostName) -> None:
-        url = f"{name.url}/xrpc/com.atproto.server.describeServer"
-        try:
-            timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-            async with self.ctx.http.get(url, timeout=timeout, allow_redirects=False) as resp:
-                body = await resp.content.read(65536)
-                if resp.status != 200:
-                    raise HostNotFound(f"{name.key} answered describeServer with HTTP {resp.status}")
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise HostNotFound(f"{name.key} did not answer describeServer: {exc}") from None
-        import json
-
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict) or not isinstance(doc.get("did"), str):
-            raise HostNotFound(f"{name.key}: describeServer did not answer as a host (no did)")
+        await probe_host(self.ctx.http, name)
 
     # --- seeding -------------------------------------------------------------------------
 

@@ -32,7 +32,9 @@ issue's stricter rules):
    combined view is relayed (active only if the relay's own status allows
    it and the upstream says active).
 
-**Batches.** An accepted event's account row, its re-encoded frame and its
+**Batches** (in an ingest process, ``--role ingest``, the same batches go
+to the sequencer's queue instead: ``RelayStore.queue_batch``, no seq
+allocated here). An accepted event's account row, its re-encoded frame and its
 collections are *staged*; one writer job at a time commits everything staged
 in one transaction (``RelayStore.apply_batch``) together with each host's
 cursor, then hands the new rows to the fan-out. While one batch commits the
@@ -45,7 +47,12 @@ after what it made durable. Staging is bounded: handlers wait while
 stops the subscriber reading, which pushes back on the upstream.
 
 Account rows are cached here (the ingest is their only writer, so the cache
-is the truth; misses read the store).
+is the truth; misses read the store). With ingest processes per partition
+an account that migrates to a host of another partition is written by that
+partition's process from then on; this process's copy is then stale, which
+matters only if the account's events come from its old host again: they are
+checked against the stale row, a mismatch desynchronizes the account and
+its repo is fetched again (the safe side).
 """
 
 from __future__ import annotations
@@ -190,6 +197,17 @@ def _write_batch(
     return store.apply_batch(accounts, events, collections, cursors, replace_collections=replace)
 
 
+def _queue_batch(
+    store: RelayStore,
+    accounts: list[RelayAccount],
+    events: list[PendingEvent],
+    collections: list[tuple[str, str]],
+    replace: dict[str, list[str]],
+    cursors: dict[int, tuple[int, int | None]],
+) -> int:
+    return store.queue_batch(accounts, events, collections, cursors, replace_collections=replace)
+
+
 def _encoder(frame: Frame) -> Callable[[int], bytes]:
     """``encode(seq)``: the frame re-encoded with the relay's seq (``encode_frame_with_seq``)."""
     return partial(encode_frame_with_seq, frame)  # type: ignore[arg-type]
@@ -208,8 +226,12 @@ class Ingest:
         *,
         verifier: Verifier | None = None,
         lenient: bool = False,
+        queue: bool = False,
     ) -> None:
         self.store = store
+        #: An ingest process (``--role ingest``): batches go to the sequencer's queue
+        #: (``RelayStore.queue_batch``), not to the log, and nothing is offered to ``fanout``.
+        self.queue = queue
         self.worker = worker
         self.fanout = fanout
         self.resolver = resolver
@@ -797,18 +819,22 @@ class Ingest:
             if cursor is not None:
                 cursors[host_id] = (cursor, host.last_event_ms)
         self._m_staged.set(len(self._batch.events))
-        rows = await self.worker.run(
-            _write_batch,
+        args = (
             list(batch.accounts.values()),
             batch.events,
             sorted(batch.collections),
             batch.replace_collections,
             cursors,
         )
+        if self.queue:
+            count = await self.worker.run(_queue_batch, *args)
+        else:
+            rows = await self.worker.run(_write_batch, *args)
+            count = len(rows)
+            if rows:
+                self.fanout.offer(rows)
         self.batches += 1
-        self.flushed_events += len(rows)
-        self._m_batch.observe(len(rows))
-        if rows:
-            self.fanout.offer(rows)
+        self.flushed_events += count
+        self._m_batch.observe(count)
         if len(self._batch.events) < MAX_STAGED:
             self._room_event.set()

@@ -42,6 +42,17 @@ seq N+1 before N: no gap is ever visible to a subscriber, without the
 writers would need. (A relay's write load is one batch every few hundred
 events; its scaling work is verification, which happens before the batch.)
 
+**Split roles** (PostgreSQL only). Ingest processes (``--role ingest``,
+``PostgresRelayStore(url, partition=(i, n))``) commit batches with
+:meth:`RelayStore.queue_batch`: accounts, collections and cursors as
+above, the events' frames into the ``pending`` queue *without* seqs (each
+encoded once with :data:`SEQ_PLACEHOLDER`). The one sequencer
+(``sequencer=True``) moves queued rows into the log in queue order with
+:meth:`RelayStore.sequence_pending`, writing each seq into its frame in
+place. Seqs are still allocated by one process, in the transaction that
+stores the events, so the no-gap argument above holds unchanged; the ingest
+transactions, which allocate nothing, commit side by side.
+
 **Fan-out processes** (PostgreSQL only). Each committed batch that appended
 events sends ``NOTIFY atrepo_relay_events`` with the new head seq as payload,
 inside the batch's transaction, so it is delivered exactly when the events
@@ -73,10 +84,11 @@ from typing import Any, Final, Literal
 
 from atrepo.core import limits
 from atrepo.core.cid import CID
+from atrepo.core.events import reseq_frame
 
 from .base import EventRow
 from .dbfile import Conn, DatabaseFile, is_database_url
-from .pgfile import PgConnection, PostgresFile
+from .pgfile import PgConnection, PostgresFile, _lock_key
 from .sqlitefile import SQLiteFile
 
 __all__ = [
@@ -85,6 +97,8 @@ __all__ = [
     "PG_SCHEMA",
     "RELAY_DB_FILENAME",
     "RELAY_EVENTS_CHANNEL",
+    "RELAY_PENDING_CHANNEL",
+    "SEQ_PLACEHOLDER",
     "UNCHANGED",
     "EventListener",
     "HostRow",
@@ -95,6 +109,7 @@ __all__ = [
     "SQLiteRelayStore",
     "Unchanged",
     "open_relay_store",
+    "placeholder_slot",
 ]
 
 #: The database's name when ``RelayStore`` is given a directory.
@@ -259,8 +274,22 @@ CREATE TABLE event_seq (
 INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
 """
 
+# The queue of the split roles (``--role ingest``/``sequencer``, PostgreSQL): events committed by an
+# ingest process, not yet sequenced. ``frame`` holds the seq placeholder at byte ``seq_at``; ``id``
+# is the queue order. Created on SQLite too, so both backends keep the same schema versions.
+_V2 = """
+CREATE TABLE pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    did TEXT NOT NULL,
+    type TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    seq_at INTEGER NOT NULL
+);
+"""
+
 #: ``_MIGRATIONS[n]`` upgrades a file at ``user_version`` n to n + 1. Append, never edit.
-_MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+_MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 # The same tables on PostgreSQL. Text keys compare as bytes (COLLATE "C"), as SQLite's do (listing by
@@ -326,12 +355,31 @@ CREATE TABLE event_seq (
 INSERT INTO event_seq (id, seq, time_ms) VALUES (1, 0, 0);
 """
 
+_PG_V2 = """
+CREATE TABLE pending (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    did TEXT COLLATE "C" NOT NULL,
+    type TEXT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    frame BYTEA NOT NULL,
+    seq_at INTEGER NOT NULL
+);
+"""
+
 #: The PostgreSQL schema's migrations, numbered as ``_MIGRATIONS`` (the same versions, the same tables).
-_PG_MIGRATIONS: Final[tuple[str, ...]] = (_PG_V1,)
+_PG_MIGRATIONS: Final[tuple[str, ...]] = (_PG_V1, _PG_V2)
 #: The PostgreSQL schema the relay's tables live in (another store may share the database).
 PG_SCHEMA: Final = "atrepo_relay"
 #: The channel a committed batch notifies, with the new head seq as payload (fan-out processes listen).
 RELAY_EVENTS_CHANNEL: Final = "atrepo_relay_events"
+#: The channel an ingest process's batch notifies when it queued events (the sequencer listens).
+RELAY_PENDING_CHANNEL: Final = "atrepo_relay_pending"
+#: The seq a queued frame is encoded with: the widest a seq may be (a CBOR head of 9 bytes), so the
+#: sequencer writes the real one in its place (:func:`atrepo.core.events.reseq_frame`), never encoding.
+SEQ_PLACEHOLDER: Final = limits.MAX_SAFE_INT
+_PLACEHOLDER_BYTES: Final = b"\x63seq\x1b" + SEQ_PLACEHOLDER.to_bytes(8, "big")
+_PENDING_COLUMNS: Final = "did, type, time_ms, frame, seq_at"
+_PENDING_TYPES: Final = ("text", "text", "int8", "bytea", "int4")
 
 # PostgreSQL, rows in bulk: COPY (into a per-connection temporary table, then one statement, where rows
 # update or may already exist). The mirror's threshold: below it, statements cost less than a COPY.
@@ -406,6 +454,30 @@ def _account_params(account: RelayAccount) -> tuple[Any, ...]:
         account.created_ms,
         account.updated_ms,
     )
+
+
+def placeholder_slot(frame: bytes) -> tuple[int, int]:
+    """Where the seq sits in a frame encoded with :data:`SEQ_PLACEHOLDER` (start, length: always 9).
+
+    The first ``"seq": 2^53-1`` in the frame is the body's own: a frame's
+    body is canonical DAG-CBOR, whose map keys sort by length first, so the
+    three-letter ``seq`` comes before every field a sender chooses freely
+    (``blocks``, ``time``, ``handle``...); only ``did``, ``rev`` and a
+    ``#commit``'s ``ops`` precede it, and those are checked syntax without
+    control bytes, or CIDs, whose digests no sender can grind into these 13
+    bytes. Raises ``ValueError`` when the frame has no placeholder.
+    """
+    at = frame.find(_PLACEHOLDER_BYTES)
+    if at < 0:
+        raise ValueError("the frame does not carry the seq placeholder")
+    return at + 4, 9
+
+
+def _reseq(frame: bytes, seq_at: int) -> Callable[[int], bytes]:
+    def encode(seq: int) -> bytes:
+        return reseq_frame(frame, (seq_at, 9), seq)
+
+    return encode
 
 
 def _chunks(values: Sequence[str], size: int = _IN_BATCH) -> Iterator[Sequence[str]]:
@@ -533,35 +605,124 @@ class RelayStore(DatabaseFile[Any]):
         stored events, in order, for the fan-out.
         """
         with self._write() as db:
-            if accounts:
-                self._upsert_accounts(db, accounts)
-            for did, names in (replace_collections or {}).items():
-                self._replace_collections(db, did, names)
-            if collections:
-                self._add_collections(db, [(collection, did) for did, collection in collections])
-            rows: list[EventRow] = []
-            if events:
-                seq, last_ms = db.execute("SELECT seq, time_ms FROM event_seq WHERE id = 1").fetchone()
-                for event in events:
-                    seq += 1
-                    if seq > limits.MAX_SAFE_INT:
-                        raise RuntimeError("the relay's event seq would pass 2^53 - 1")
-                    last_ms = max(last_ms, event.time_ms)
-                    rows.append(EventRow(seq, event.did, event.type, last_ms, event.encode(seq)))
-                self._insert_events(db, [(r.seq, r.did, r.type, r.time_ms, r.frame) for r in rows])
-                db.execute("UPDATE event_seq SET seq = ?, time_ms = ? WHERE id = 1", (seq, last_ms))
-            if cursors:
-                for host_id, (last_seq, last_event_ms) in cursors.items():
-                    changed = db.execute(
-                        "UPDATE hosts SET last_seq = ?, last_event_ms = COALESCE(?, last_event_ms)"
-                        " WHERE id = ?",
-                        (last_seq, last_event_ms, host_id),
-                    ).rowcount
-                    if not changed:
-                        raise KeyError(f"no host with id {host_id}")
+            self._apply_state(db, accounts, collections, cursors, replace_collections)
+            rows = self._sequence(db, [(e.did, e.type, e.time_ms, e.encode) for e in events])
             if rows:
                 self._announce(db, rows[-1].seq)
             return rows
+
+    def queue_batch(
+        self,
+        accounts: Sequence[RelayAccount],
+        events: Sequence[PendingEvent],
+        collections: Sequence[tuple[str, str]] = (),
+        cursors: Mapping[int, tuple[int, int | None]] | None = None,
+        *,
+        replace_collections: Mapping[str, Iterable[str]] | None = None,
+    ) -> int:
+        """*Writer.* :meth:`apply_batch` for an ingest process (``--role ingest``): everything but seqs.
+
+        Accounts, collections and cursors are written as there; the events
+        go to the ``pending`` queue instead of the log, each frame encoded
+        once with :data:`SEQ_PLACEHOLDER` (the sequencer writes the real
+        seq in its place), all in one transaction: a crash keeps the queued
+        events and the cursor that covers them together, or neither. Touches
+        neither the seq counter nor the log, so ingest processes of different
+        partitions commit side by side. Notifies the sequencer
+        (:data:`RELAY_PENDING_CHANNEL`) when it queued anything. Returns how
+        many events it queued.
+        """
+        with self._write() as db:
+            self._apply_state(db, accounts, collections, cursors, replace_collections)
+            rows: list[tuple[Any, ...]] = []
+            for event in events:
+                frame = event.encode(SEQ_PLACEHOLDER)
+                start, _length = placeholder_slot(frame)
+                rows.append((event.did, event.type, event.time_ms, frame, start))
+            if rows:
+                self._insert_pending(db, rows)
+                self._announce_pending(db)
+            return len(rows)
+
+    def sequence_pending(self, limit: int = 1000) -> list[EventRow]:
+        """*Writer* (the sequencer). Move up to ``limit`` queued events into the log, in queue order.
+
+        One transaction: seqs from the counter row, each frame's placeholder
+        replaced by its seq (the frame is not encoded again), the events
+        stored, the queued rows deleted (by id: a row of a lower id that an
+        ingest process commits meanwhile stays for the next call), the
+        fan-out notified. Returns the stored events, in seq order.
+        """
+        with self._write() as db:
+            query = f"SELECT id, {_PENDING_COLUMNS} FROM pending ORDER BY id LIMIT ?"
+            queued = db.execute(query, (limit,)).fetchall()
+            if not queued:
+                return []
+            rows = self._sequence(
+                db,
+                [
+                    (did, kind, time_ms, _reseq(bytes(frame), seq_at))
+                    for _id, did, kind, time_ms, frame, seq_at in queued
+                ],
+            )
+            test, params = self.in_list("id", [row[0] for row in queued])
+            db.execute(f"DELETE FROM pending WHERE {test}", params)
+            self._announce(db, rows[-1].seq)
+            return rows
+
+    def pending_count(self) -> int:
+        """Events queued by ingest processes and not yet sequenced."""
+        (count,) = self._read().execute("SELECT COUNT(*) FROM pending").fetchone()
+        return int(count)
+
+    def _apply_state(
+        self,
+        db: Conn,
+        accounts: Sequence[RelayAccount],
+        collections: Sequence[tuple[str, str]],
+        cursors: Mapping[int, tuple[int, int | None]] | None,
+        replace_collections: Mapping[str, Iterable[str]] | None,
+    ) -> None:
+        """A batch's accounts, collections and host cursors (inside its transaction)."""
+        if accounts:
+            self._upsert_accounts(db, accounts)
+        for did, names in (replace_collections or {}).items():
+            self._replace_collections(db, did, names)
+        if collections:
+            self._add_collections(db, [(collection, did) for did, collection in collections])
+        if cursors:
+            for host_id, (last_seq, last_event_ms) in cursors.items():
+                changed = db.execute(
+                    "UPDATE hosts SET last_seq = ?, last_event_ms = COALESCE(?, last_event_ms) WHERE id = ?",
+                    (last_seq, last_event_ms, host_id),
+                ).rowcount
+                if not changed:
+                    raise KeyError(f"no host with id {host_id}")
+
+    def _sequence(
+        self, db: Conn, events: Sequence[tuple[str, str, int, Callable[[int], bytes]]]
+    ) -> list[EventRow]:
+        """Allocate seqs to (did, type, time_ms, encode) events and store them (inside a transaction)."""
+        rows: list[EventRow] = []
+        if not events:
+            return rows
+        seq, last_ms = db.execute("SELECT seq, time_ms FROM event_seq WHERE id = 1").fetchone()
+        for did, kind, time_ms, encode in events:
+            seq += 1
+            if seq > limits.MAX_SAFE_INT - 1:  # MAX_SAFE_INT is the queue's placeholder
+                raise RuntimeError("the relay's event seq would pass 2^53 - 2")
+            last_ms = max(last_ms, time_ms)
+            rows.append(EventRow(seq, did, kind, last_ms, encode(seq)))
+        self._insert_events(db, [(r.seq, r.did, r.type, r.time_ms, r.frame) for r in rows])
+        db.execute("UPDATE event_seq SET seq = ?, time_ms = ? WHERE id = 1", (seq, last_ms))
+        return rows
+
+    def _insert_pending(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        """(did, type, time_ms, frame, seq_at) rows into the queue, in order."""
+        db.executemany(f"INSERT INTO pending ({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _announce_pending(self, db: Conn) -> None:
+        """Inside a queueing transaction: wake the sequencer (PostgreSQL)."""
 
     def _upsert_accounts(self, db: Conn, accounts: Sequence[RelayAccount]) -> None:
         """Upsert rows and fold new accounts and moves into per-host ``account_count`` deltas.
@@ -601,7 +762,8 @@ class RelayStore(DatabaseFile[Any]):
         self._store_accounts(db, inserts, moves, stays)
         db.executemany(
             "UPDATE hosts SET account_count = account_count + ? WHERE id = ?",
-            [(delta, host_id) for host_id, delta in deltas.items() if delta],
+            # in host order: two ingest processes moving accounts between their hosts never deadlock
+            [(delta, host_id) for host_id, delta in sorted(deltas.items()) if delta],
         )
 
     # --- event log (atrepo.store.base.EventLog) --------------------------------------------
@@ -989,11 +1151,20 @@ class PostgresRelayStore(RelayStore, PostgresFile):
     """The relay's tables in a PostgreSQL schema (``atrepo_relay`` unless ``schema`` names another).
 
     The tables are those of the SQLite file, so the queries of
-    :class:`RelayStore` run on both. The ingesting relay's writer holds the
-    schema's advisory lock: it is the one sequencer. ``follower=True`` opens
-    the store for a fan-out process instead: it takes no lock (any number of
-    followers run beside the writer), reads and :meth:`listen`\\ s, and
-    refuses every write.
+    :class:`RelayStore` run on both. Who opens it decides its locks:
+
+    - the whole relay (``--role all``, the default here): the schema's
+      exclusive advisory lock; it is the one sequencer;
+    - ``follower=True``, a fan-out process: no lock (any number of followers
+      run beside the writer), reads and :meth:`listen`\\ s, refuses writes;
+    - ``partition=(i, n)``, an ingest process (``--role ingest``): the
+      schema's lock *shared* plus partition ``i``'s exclusive, so the
+      partitions' processes run side by side, one per partition, and none
+      beside a whole relay; it writes with :meth:`RelayStore.queue_batch`;
+    - ``sequencer=True`` (``--role sequencer``): the schema's lock shared
+      plus the sequencer's exclusive: one sequencer beside the ingest
+      processes, none beside a whole relay; it writes with
+      :meth:`RelayStore.sequence_pending`.
     """
 
     def __init__(
@@ -1002,27 +1173,48 @@ class PostgresRelayStore(RelayStore, PostgresFile):
         *,
         schema: str = PG_SCHEMA,
         follower: bool = False,
+        partition: tuple[int, int] | None = None,
+        sequencer: bool = False,
         connect_timeout_s: int = 10,
     ) -> None:
+        if sum((follower, partition is not None, sequencer)) > 1:
+            raise ValueError("a relay store opens as one of: follower, partition, sequencer")
         self.follower = follower
+        self.sequencer = sequencer
         PostgresFile.__init__(
             self,
             url,
             schema=schema,
             migrations=_PG_MIGRATIONS,
             name="relay store",
-            lock_holder="relay",
+            lock_holder="relay sequencer" if sequencer else "relay",
             connect_timeout_s=connect_timeout_s,
+            partition=partition,
         )
         if follower:
             self.location += " (fan-out, read-only)"
+        elif sequencer:
+            self.location += " (sequencer)"
 
     def __enter__(self) -> PostgresRelayStore:
         return self
 
     def _take_locks(self, conn: PgConnection) -> bool:
-        """The writer's lock; a follower takes none (it never writes, and must not keep the writer out)."""
-        return True if self.follower else super()._take_locks(conn)
+        """The writer's locks (see the class); a follower takes none (it never writes, and must not
+        keep the writer out)."""
+        if self.follower:
+            return True
+        if not self.sequencer:
+            return super()._take_locks(conn)
+        schema_key = _lock_key(self.schema)
+        if not conn.execute("SELECT pg_try_advisory_lock_shared(?)", (schema_key,)).fetchone()[0]:
+            return False
+        if conn.execute(
+            "SELECT pg_try_advisory_lock(?)", (_lock_key(self.schema + "#sequencer"),)
+        ).fetchone()[0]:
+            return True
+        conn.execute("SELECT pg_advisory_unlock_shared(?)", (schema_key,))
+        return False
 
     def _writer_ready(self, conn: PgConnection) -> None:
         if not self.follower:
@@ -1033,11 +1225,18 @@ class PostgresRelayStore(RelayStore, PostgresFile):
             raise RuntimeError(f"{self.location}: a fan-out process's relay store is read-only")
         return super()._begin()
 
-    def listen(self) -> EventListener:
-        """A new connection listening for committed batches (close it when done)."""
+    def listen(self, channel: str = RELAY_EVENTS_CHANNEL) -> EventListener:
+        """A new connection listening for committed batches (close it when done).
+
+        ``channel``: :data:`RELAY_EVENTS_CHANNEL` (events in the log, payload
+        the head seq) or :data:`RELAY_PENDING_CHANNEL` (events queued by an
+        ingest process, no payload: :meth:`EventListener.wait` then returns 0).
+        """
+        if channel not in (RELAY_EVENTS_CHANNEL, RELAY_PENDING_CHANNEL):
+            raise ValueError(f"not a relay channel: {channel!r}")
         raw = self._connect_raw(read_only=True)
         try:
-            raw.execute(f"LISTEN {RELAY_EVENTS_CHANNEL}")
+            raw.execute(f"LISTEN {channel}")
         except BaseException:
             raw.close()
             raise
@@ -1047,6 +1246,20 @@ class PostgresRelayStore(RelayStore, PostgresFile):
         # Transactional: delivered at COMMIT, when the batch's events are visible, and never for a
         # batch rolled back.
         db.execute("SELECT pg_notify(?, ?)", (RELAY_EVENTS_CHANNEL, str(head_seq)))
+
+    def _announce_pending(self, db: Conn) -> None:
+        # Delivered at COMMIT, when the queued rows are visible to the sequencer.
+        db.execute("SELECT pg_notify(?, '0')", (RELAY_PENDING_CHANNEL,))
+
+    def _insert_pending(self, db: Conn, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < _PG_BULK_MIN:
+            return super()._insert_pending(db, rows)
+        pg: Any = db  # binary COPY, as the events' (see _insert_events)
+        with pg.raw.cursor().copy(f"COPY pending ({_PENDING_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_PENDING_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        return None
 
     def _store_accounts(
         self,
@@ -1101,16 +1314,27 @@ def open_relay_store(
     synchronous: Synchronous = "FULL",
     schema: str = PG_SCHEMA,
     follower: bool = False,
+    partition: tuple[int, int] | None = None,
+    sequencer: bool = False,
 ) -> RelayStore:
     """The relay's store at ``target``: a ``postgresql://`` URL, else a SQLite file or directory.
 
     ``synchronous`` applies to SQLite (PostgreSQL's durability is the
     server's ``synchronous_commit``); ``schema`` to PostgreSQL; ``follower``
-    opens a PostgreSQL store read-only for a fan-out process, which only
-    PostgreSQL allows (a SQLite file has one process).
+    opens a PostgreSQL store read-only for a fan-out process, ``partition``
+    for an ingest process, ``sequencer`` for the sequencer
+    (:class:`PostgresRelayStore`), which only PostgreSQL allows (a SQLite
+    file has one process).
     """
     if is_database_url(target):
-        return PostgresRelayStore(str(target), schema=schema, follower=follower)
+        return PostgresRelayStore(
+            str(target), schema=schema, follower=follower, partition=partition, sequencer=sequencer
+        )
+    if partition is not None or sequencer:
+        raise ValueError(
+            "ingest and sequencer processes share a relay's store only on PostgreSQL"
+            " (--database postgresql://...)"
+        )
     if follower:
         raise ValueError(
             "fan-out processes share a relay's store only on PostgreSQL (--database postgresql://...)"
