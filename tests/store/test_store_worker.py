@@ -307,3 +307,30 @@ async def test_pruning_blobs_inside_a_group_deletes_their_files_after_the_commit
         assert _rkeys(await worker.read(check_repo, did, key)) == {"beside"}
     finally:
         await worker.close()
+
+
+async def test_several_writer_threads_run_jobs_side_by_side(store: Store) -> None:
+    """``writers=N`` (a host on PostgreSQL): N jobs run at once, each repository's writes stay whole."""
+    if type(store) is SQLiteStore:
+        pytest.skip("one SQLite file has one writer connection: several writer threads are for PostgreSQL")
+    worker = StoreWorker(store, writers=3, group_max=1, max_pending=64)
+    try:
+        barrier = threading.Barrier(3, timeout=20)
+        names = await asyncio.gather(
+            *(worker.run(lambda _s: (barrier.wait(), threading.current_thread().name)[1]) for _ in range(3))
+        )
+        assert len(set(names)) == 3  # three jobs were running at the same moment, on three threads
+        accounts = [await worker.run(new_account) for _ in range(3)]
+
+        async def writer(did: str, key: PrivateKey) -> None:
+            for i in range(8):
+                await worker.run(commit, did, key, [create(f"r{i:02d}")])
+
+        await asyncio.gather(*(writer(did, key) for did, key in accounts))
+        rows = await worker.read(lambda s: s.read_events(0, 1000))
+        assert [r.seq for r in rows] == list(range(1, 12 + 24 + 1))  # one gapless log
+        for did, key in accounts:
+            assert len(await worker.read(check_repo, did, key)) == 8
+    finally:
+        await worker.close()
+    assert worker.closed

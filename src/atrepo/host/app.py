@@ -76,6 +76,10 @@ OUTBOUND_TIMEOUT_S: Final = 10.0
 
 #: How often expired refresh tokens, events past the retention window and stale uploads are pruned.
 MAINTENANCE_INTERVAL_S: Final = 600.0
+#: Store writer threads of a host on PostgreSQL. Each write there is a dozen round trips to the server,
+#: so one thread spends most of its time waiting; several overlap the waits (writes of different
+#: repositories commit side by side; the event counter row orders their commits). SQLite has one.
+PG_WRITERS: Final = 4
 
 #: How long an uploaded blob may stay unreferenced before it is deleted. A client uploads first
 #: and creates the record that names the blob afterwards (an image post is two calls), so an
@@ -519,7 +523,13 @@ async def start_host(
         port = sock.getsockname()[1]
         public_url = config.resolved_public_url(port)
         store = open_host_store(config.data_dir, config.database)
-        worker = StoreWorker(store)
+        worker = (
+            # PostgreSQL serializes each repository's writes itself (an advisory lock per DID), so
+            # several writer threads commit side by side; see PG_WRITERS.
+            StoreWorker(store, writers=PG_WRITERS, group_max=1)
+            if isinstance(store, PostgresStore)
+            else StoreWorker(store)
+        )
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OUTBOUND_TIMEOUT_S))
         registry = builtin_registry()
         tokens = (

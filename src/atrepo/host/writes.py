@@ -32,6 +32,7 @@ error a request with several problems gets:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -330,13 +331,15 @@ class RepoWriter:
     Stateless otherwise: one writer serves every account, from any thread.
     """
 
-    __slots__ = ("_clock", "_trees", "registry")
+    __slots__ = ("_clock", "_trees", "_trees_lock", "registry")
 
     def __init__(self, registry: Registry, *, clock: TIDClock = DEFAULT_CLOCK) -> None:
         self.registry = registry
         self._clock = clock
-        # did -> the tree its last commit here produced (see _open)
+        # did -> the tree its last commit here produced (see _open); the lock for stores
+        # with several writer threads (PostgreSQL), whose commits of different repos interleave
         self._trees: OrderedDict[str, _OpenTree] = OrderedDict()
+        self._trees_lock = threading.Lock()
 
     def _open(self, tx: RepoTransaction, did: str, head: CID) -> tuple[Repo, bool]:
         """The repository at ``head`` and whether it reuses the tree this writer's last commit built.
@@ -351,20 +354,23 @@ class RepoWriter:
         store after ``TREE_REUSES`` commits, and at most ``TREES_KEPT``
         repositories are kept.
         """
-        kept = self._trees.get(did)
+        with self._trees_lock:
+            kept = self._trees.get(did)
+            if kept is not None:
+                self._trees.move_to_end(did)
         if kept is None or kept.commit.cid != head or kept.uses >= TREE_REUSES:
             return Repo.open(tx.blocks, head), False
-        self._trees.move_to_end(did)
         tree = MST(NodeLoader(tx.blocks), kept.tree.root, kept.tree.layer)
         return Repo(tx.blocks, kept.commit, tree), True
 
     def _keep(self, did: str, result: CommitResult, reused: bool) -> None:
-        kept = self._trees.get(did)
-        uses = kept.uses + 1 if reused and kept is not None else 0
-        self._trees[did] = _OpenTree(result.commit, result.repo.tree, uses)
-        self._trees.move_to_end(did)
-        while len(self._trees) > TREES_KEPT:
-            self._trees.popitem(last=False)
+        with self._trees_lock:
+            kept = self._trees.get(did)
+            uses = kept.uses + 1 if reused and kept is not None else 0
+            self._trees[did] = _OpenTree(result.commit, result.repo.tree, uses)
+            self._trees.move_to_end(did)
+            while len(self._trees) > TREES_KEPT:
+                self._trees.popitem(last=False)
 
     # --- the endpoints -------------------------------------------------------------------
 

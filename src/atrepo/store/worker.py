@@ -11,6 +11,14 @@ own write lock. The PLC directory does the same with a one-thread executor
 that a burst of writes fails fast with a clear error instead of queueing
 without limit, and a ``close`` that finishes what was queued.
 
+**Several writer threads** (``writers=N``) are for a store that serializes
+each repository's writes itself: the PostgreSQL store takes an advisory lock
+per DID in every transaction and orders commits by its event counter, and
+each of its writes waits on a dozen round trips to the server, so N threads
+overlap those waits. Writes to one repository then queue in the database,
+not here; the host runs them without group commit (``group_max=1``), since a
+group would hold the event counter for all of its jobs.
+
 ``await worker.read(fn, *args)`` runs ``fn(store, *args)`` on a small pool of
 reader threads (each with its own connection in the SQLite store), for reads
 that should not wait behind writes nor block the event loop.
@@ -146,9 +154,12 @@ class StoreWorker(Generic[S]):
         readers: int = DEFAULT_READERS,
         group_max: int = DEFAULT_GROUP_MAX,
         name: str = "atrepo-store",
+        writers: int = 1,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        if writers < 1:
+            raise ValueError("writers must be at least 1")
         self.store = store
         self.max_pending = max_pending
         self.group_max = group_max
@@ -160,8 +171,14 @@ class StoreWorker(Generic[S]):
         self._lock = threading.Lock()
         self._pending = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"{name}-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._loop, name=f"{name}-writer" + (f"-{i}" if writers > 1 else ""), daemon=True
+            )
+            for i in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._readers = concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
 
     @property
@@ -310,11 +327,13 @@ class StoreWorker(Generic[S]):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._queue.put_nowait(None)  # after every job already queued
+                for _ in self._threads:  # after every job already queued: one stop per writer
+                    self._queue.put_nowait(None)
 
     def _join(self) -> None:
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        for thread in self._threads:
+            if threading.current_thread() is not thread:
+                thread.join()
         self._readers.shutdown(wait=True)
 
     def shutdown(self) -> None:
