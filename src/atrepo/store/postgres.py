@@ -74,13 +74,14 @@ import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, cast
 
 from atrepo.core.cid import CID
 from atrepo.core.errors import WriteAborted
+from atrepo.core.repo import CommitResult
 
 from .base import BlobFiles, BlobRow
 from .pgfile import PgConnection, PgListener, PostgresFile, _lock_key, _psycopg, redact_url
@@ -646,6 +647,16 @@ class PostgresTransaction(SQLiteTransaction):
         "WITH e AS (INSERT INTO events (seq, did, type, time_ms, frame) VALUES (?, ?, ?, ?, ?) "
         f"RETURNING seq) SELECT pg_notify('{HOST_EVENTS_CHANNEL}', seq::text) FROM e"
     )
+
+    def apply_commit(
+        self, result: CommitResult, *, blob_refs: Mapping[str, Iterable[CID]] | None = None
+    ) -> None:
+        # Its statements (blocks in, the index, blocks out, the head) need no answer before the next, so
+        # they go in one pipeline: one round trip to the server instead of one each. A statement whose
+        # rows are read (the blob references of a replaced record) makes psycopg sync there; an error
+        # is raised when the pipeline syncs, which fails the write as the statement itself would.
+        with cast(PgConnection, self._db).raw.pipeline():
+            super().apply_commit(result, blob_refs=blob_refs)
 
     def add_blob(self, cid: CID, mime: str, size: int) -> BlobRow:
         # Under the blob's lock, so that no other process unlinks the file before this row commits.
