@@ -25,9 +25,25 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     pg_cluster.drop_database(url)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): the test is about SQLite itself (its file, a PRAGMA); "
+        "its PostgreSQL run of the `backend` fixture is skipped, naming the reason",
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """A store backend: a test (or fixture) that asks for this runs once on each."""
+    """A store backend: a test (or fixture) that asks for this runs once on each.
+
+    A test marked ``sqlite_only("why")`` keeps its SQLite run and skips the
+    PostgreSQL one with that reason, so the exclusion shows in the report.
+    """
+    only = request.node.get_closest_marker("sqlite_only")
+    if only is not None and request.param != "sqlite":
+        reason = only.args[0] if only.args else only.kwargs.get("reason", "about SQLite itself")
+        pytest.skip(f"SQLite only: {reason}")
     return str(request.param)
 
 
@@ -35,3 +51,15 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database(backend: str, request: pytest.FixtureRequest) -> str | None:
     """None on SQLite (the store lives in the test's directory), a fresh database's URL on PostgreSQL."""
     return str(request.getfixturevalue("pg_url")) if backend == "postgresql" else None
+
+
+@pytest.fixture
+def other_database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A second, separate store of the same backend (a second host's; None on SQLite), dropped afterwards."""
+    if backend != "postgresql":
+        yield None
+        return
+    server: Cluster = request.getfixturevalue("pg_cluster")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)

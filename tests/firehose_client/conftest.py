@@ -35,10 +35,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-async def host(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[HostClient]:
-    """A real atrepo host with its embedded PLC directory, on free ports of 127.0.0.1."""
+async def host(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> AsyncIterator[HostClient]:
+    """A real atrepo host with its embedded PLC directory, on free ports of 127.0.0.1, on each backend."""
     clock = TokenClock()
-    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data")
+    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database)
     running = await start_host(config, clock_ms=clock, validate_output=True)
     try:
         yield HostClient(running, http, clock)

@@ -1,4 +1,4 @@
-"""A real firehose for the tests: SQLite store, worker, fan-out, XRPC router on 127.0.0.1, producers."""
+"""A real firehose for the tests: a SQLite or PostgreSQL store, worker, fan-out, XRPC router, producers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from atrepo.core.keys import PrivateKey
 from atrepo.core.repo import Repo, Write
 from atrepo.firehose import Fanout, FirehoseMetrics, mount_subscribe_repos
 from atrepo.store.base import EventRow
+from atrepo.store.postgres import PostgresStore
 from atrepo.store.sqlite import SQLiteStore
 from atrepo.store.worker import StoreWorker
 from atrepo.xrpc.server import XrpcRouter
@@ -166,12 +167,16 @@ async def start_firehose(
     max_queue: int = 500,
     close_timeout: float = 10.0,
     clock: Callable[[], int] | None = None,
+    database: str | None = None,
 ) -> Firehose:
-    store = (
-        SQLiteStore(tmp, synchronous="NORMAL")
-        if clock is None
-        else SQLiteStore(tmp, synchronous="NORMAL", clock=clock)
-    )
+    """The firehose over a SQLite store in ``tmp`` or, given ``database``, a PostgreSQL one."""
+    store: SQLiteStore
+    if database is not None:
+        store = PostgresStore(database, tmp) if clock is None else PostgresStore(database, tmp, clock=clock)
+    elif clock is None:
+        store = SQLiteStore(tmp, synchronous="NORMAL")
+    else:
+        store = SQLiteStore(tmp, synchronous="NORMAL", clock=clock)
     worker = StoreWorker(store)
     fanout = Fanout(worker, window=window, page=page)
     router = XrpcRouter()

@@ -34,8 +34,11 @@ def clock() -> TokenClock:
 
 
 @pytest.fixture
-async def host(tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock) -> AsyncIterator[HostClient]:
-    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data")
+async def host(
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
+) -> AsyncIterator[HostClient]:
+    """The host under test, once on each backend (``database``: None is SQLite in ``data``)."""
+    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database)
     running = await start_host(config, clock_ms=clock, validate_output=True)
     try:
         yield HostClient(running, http, clock)

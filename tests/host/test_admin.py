@@ -73,10 +73,15 @@ async def test_generated_password_file_and_every_wrong_credential_is_401(
 
 
 async def test_a_configured_password_is_used_and_no_file_is_written(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
 ) -> None:
     config = HostConfig(
-        host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", admin_password="s3cret-admin"
+        host="127.0.0.1",
+        port=0,
+        plc_port=0,
+        data_dir=tmp_path / "data",
+        admin_password="s3cret-admin",
+        database=database,
     )
     running = await start_host(config, validate_output=True)
     try:

@@ -76,7 +76,9 @@ async def test_orphan_did_is_tombstoned_when_the_handle_was_taken_meanwhile(
         assert resp.status == 404
 
 
-async def test_relays_are_asked_to_crawl(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def test_relays_are_asked_to_crawl(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> None:
     received: list[Any] = []
     arrived = asyncio.Event()
 
@@ -93,7 +95,9 @@ async def test_relays_are_asked_to_crawl(tmp_path: Path, http: aiohttp.ClientSes
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         relay_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        config = HostConfig(port=0, plc_port=0, data_dir=tmp_path / "data", relays=(relay_url,))
+        config = HostConfig(
+            port=0, plc_port=0, data_dir=tmp_path / "data", relays=(relay_url,), database=database
+        )
         running = await start_host(config)
         try:
             await asyncio.wait_for(arrived.wait(), 10)
@@ -110,16 +114,23 @@ async def test_relays_are_asked_to_crawl(tmp_path: Path, http: aiohttp.ClientSes
         await runner.cleanup()
 
 
-async def test_relay_down_does_not_break_the_host(tmp_path: Path) -> None:
-    config = HostConfig(port=0, plc_port=0, data_dir=tmp_path / "data", relays=("http://127.0.0.1:9",))
+async def test_relay_down_does_not_break_the_host(tmp_path: Path, database: str | None) -> None:
+    config = HostConfig(
+        port=0, plc_port=0, data_dir=tmp_path / "data", relays=("http://127.0.0.1:9",), database=database
+    )
     running = await start_host(config)
     await running.stop()
     await running.stop()  # idempotent
 
 
 async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClient) -> None:
-    """Writes queued behind a busy writer share one transaction; each gets its own reply and record."""
+    """Writes queued behind a busy writer share one transaction; each gets its own reply and record.
+
+    On PostgreSQL the host's writer threads commit side by side instead of grouping (``PG_WRITERS``,
+    ``group_max=1``): the same writes must all land, those of one repository serialized by its lock.
+    """
     ctx = host.running.context
+    grouping = ctx.worker.group_max > 1
     accounts = []
     for name in ("gc-a", "gc-b", "gc-c"):
         body = (await host.create_account(f"{name}.test")).body
@@ -139,16 +150,18 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
     # a write that fails inside the group (its swap names no commit of the repo), alone
     bogus = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
     writes.append(asyncio.ensure_future(post(*accounts[0], "never", swapCommit=bogus)))
-    for _ in range(1500):  # until every request is queued behind the blocker (15 s at most, under load)
+    # until every request is queued behind the blocker (15 s at most, under load); several
+    # writer threads (no grouping) take them instead of queueing them
+    for _ in range(1500 if grouping else 0):
         if ctx.worker.pending >= len(writes) + 1:
             break
         await asyncio.sleep(0.01)
-    assert ctx.worker.pending >= 2, "no writes queued behind the blocker"
+    assert ctx.worker.pending >= 2 or not grouping, "no writes queued behind the blocker"
     groups_before = ctx.worker.groups
     release.set()
     await asyncio.wrap_future(blocker)
     replies = await asyncio.gather(*writes)
-    assert ctx.worker.groups > groups_before
+    assert ctx.worker.groups > groups_before or not grouping
     assert sorted(r.status for r in replies) == [200] * 15 + [400]
     assert replies[-1].error == "InvalidSwap"
     for did, _token in accounts:
@@ -161,7 +174,7 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
     grouped = [
         line for line in text.splitlines() if line.startswith("atrepo_host_store_grouped_writes_total ")
     ]
-    assert grouped and float(grouped[0].split()[1]) >= 2
+    assert grouped and float(grouped[0].split()[1]) >= (2 if grouping else 0)
 
 
 async def _metric(host: HostClient, name: str) -> float:

@@ -38,8 +38,8 @@ def post(text: str) -> dict[str, Any]:
 class Host:
     """A host that a test can stop and start again on the same data directory."""
 
-    def __init__(self, data: Path, http: aiohttp.ClientSession) -> None:
-        self.config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=data)
+    def __init__(self, data: Path, http: aiohttp.ClientSession, database: str | None = None) -> None:
+        self.config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=data, database=database)
         self.http = http
         self.running: RunningHost | None = None
 
@@ -58,8 +58,10 @@ class Host:
 
 
 @pytest.fixture
-async def restartable(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Host]:
-    host = Host(tmp_path / "data", http)
+async def restartable(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> AsyncIterator[Host]:
+    host = Host(tmp_path / "data", http, database)
     try:
         yield host
     finally:
@@ -179,9 +181,11 @@ async def test_reconnect_after_restart_gets_exactly_the_missed_events_and_shutdo
     last = checker.last_seq
     assert last == 7
 
-    # shutdown: the subscriber is told "service restart", not a normal close
+    # shutdown: the subscriber is told "service restart", not a normal close (read while the host
+    # stops, as a live client does: the host waits for the reply to its close frame)
+    closing = asyncio.ensure_future(asyncio.wait_for(ws.receive(), RECEIVE_S))
     await restartable.stop()
-    msg = await asyncio.wait_for(ws.receive(), RECEIVE_S)
+    msg = await closing
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
     await ws.close()
 
@@ -207,8 +211,9 @@ async def test_reconnect_after_restart_gets_exactly_the_missed_events_and_shutdo
         (frame,) = await frames(ws, 1)
         assert frame.seq == seq == checker.last_seq + 1
         checker.check(frame)
+        closing = asyncio.ensure_future(asyncio.wait_for(ws.receive(), RECEIVE_S))
         await restartable.stop()
-        msg = await asyncio.wait_for(ws.receive(), RECEIVE_S)
+        msg = await closing
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
     finally:
         await ws.close()

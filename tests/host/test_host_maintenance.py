@@ -88,8 +88,9 @@ async def test_metrics_count_commits_events_and_queue_depth(host: HostClient) ->
     assert samples["atrepo_host_commits_total"] == 2  # genesis, then the record
     assert samples["atrepo_host_events_total"] == 5  # #identity #account #commit #sync, then #commit
     assert samples["atrepo_host_event_head_seq"] == 5
-    # queue depth: hold the writer thread on one job while another waits behind it
-    # (once the held job runs, the writer has finished the books of every job before it)
+    # queue depth: hold the writer thread on one job while another waits behind it (or, with
+    # several writer threads as on PostgreSQL, beside it: it waits for the same gate); once the
+    # held job runs, the writer has finished the books of every job before it
     started, gate = threading.Event(), threading.Event()
 
     def hold(_store: object) -> None:
@@ -97,7 +98,7 @@ async def test_metrics_count_commits_events_and_queue_depth(host: HostClient) ->
         gate.wait(20)
 
     held = host.running.context.worker.submit(hold)
-    queued = host.running.context.worker.submit(lambda _store: None)
+    queued = host.running.context.worker.submit(lambda _store: gate.wait(20))
     try:
         assert await asyncio.to_thread(started.wait, 20)
         samples = await metrics_of(host.http, host.url)
@@ -118,9 +119,9 @@ async def test_metrics_count_commits_events_and_queue_depth(host: HostClient) ->
 
 
 async def test_event_counter_starts_from_the_head_after_a_restart(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
 ) -> None:
-    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data")
+    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database)
     running = await start_host(config)
     try:
         async with http.post(

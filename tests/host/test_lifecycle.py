@@ -478,6 +478,7 @@ async def test_owner_and_admin_still_read_an_inactive_repo(host: HostClient) -> 
     assert roots == [account.head]
 
 
+@pytest.mark.sqlite_only("builds a SQLite file of the schema before the lifecycle migration by hand")
 def test_an_older_store_gains_the_lifecycle_columns(tmp_path: Path) -> None:
     """A file from before the lifecycle migration keeps its inactive accounts inactive, reversibly."""
     import sqlite3

@@ -64,15 +64,32 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Pair]:
+async def pair(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None, other_database: str | None
+) -> AsyncIterator[Pair]:
+    """Two hosts sharing the first one's PLC directory, each with its own store on the backend under test."""
     first = await start_host(
-        HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "a", rate_limits=False),
+        HostConfig(
+            host="127.0.0.1",
+            port=0,
+            plc_port=0,
+            data_dir=tmp_path / "a",
+            rate_limits=False,
+            database=database,
+        ),
         validate_output=True,
     )
     try:
         plc_url = first.context.plc_url
         second = await start_host(
-            HostConfig(host="127.0.0.1", port=0, plc_url=plc_url, data_dir=tmp_path / "b", rate_limits=False),
+            HostConfig(
+                host="127.0.0.1",
+                port=0,
+                plc_url=plc_url,
+                data_dir=tmp_path / "b",
+                rate_limits=False,
+                database=other_database,
+            ),
             validate_output=True,
         )
         try:

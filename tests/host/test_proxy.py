@@ -213,6 +213,7 @@ async def start(
     appview: bool = True,
     dead: bool = False,
     allow_private: bool = True,
+    database: str | None = None,
 ) -> AsyncIterator[Setup]:
     """A host (with or without an AppView), the fake AppView and a second service named by DID."""
     runners: list[web.AppRunner] = []
@@ -230,7 +231,12 @@ async def start(
             url = f"http://127.0.0.1:{free_port()}" if dead else fake_appview.url
             settings |= {"appview_url": url, "appview_did": APPVIEW_DID}
         config = HostConfig(
-            host="127.0.0.1", port=0, plc_port=plc_port, data_dir=tmp_path / "data", **settings
+            host="127.0.0.1",
+            port=0,
+            plc_port=plc_port,
+            data_dir=tmp_path / "data",
+            database=database,
+            **settings,
         )
         running = await start_host(config, clock_ms=clock, validate_output=True)
         assert running.plc_url == plc_url
@@ -244,15 +250,20 @@ async def start(
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock) -> AsyncIterator[Setup]:
-    async for s in start(tmp_path, http, clock):
+async def setup(
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
+) -> AsyncIterator[Setup]:
+    """The usual setup, on each backend."""
+    async for s in start(tmp_path, http, clock, database=database):
         yield s
 
 
 @pytest.fixture
-async def bare(tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock) -> AsyncIterator[Setup]:
-    """No AppView configured."""
-    async for s in start(tmp_path, http, clock, appview=False):
+async def bare(
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
+) -> AsyncIterator[Setup]:
+    """No AppView configured (on each backend)."""
+    async for s in start(tmp_path, http, clock, appview=False, database=database):
         yield s
 
 

@@ -54,9 +54,11 @@ def atrepo(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def served(tmp_path: Path, database: str | None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``atrepo serve`` on each backend (``--database`` on PostgreSQL)."""
     port, plc_port = free_port(), free_port()
     env = {**os.environ, "ATREPO_LOG_FORMAT": "json"}
+    backend = [] if database is None else ["--database", database]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -69,6 +71,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
             str(plc_port),
             "--data",
             str(tmp_path / "data"),
+            *backend,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

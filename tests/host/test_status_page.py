@@ -151,13 +151,16 @@ async def test_security_headers_on_page_json_and_assets(host: HostClient) -> Non
 
 
 @pytest.fixture
-async def hostile_host(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[HostClient]:
+async def hostile_host(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> AsyncIterator[HostClient]:
     """A host whose configured relays carry markup and credentials, and whose secrets are known."""
     config = HostConfig(
         host="127.0.0.1",
         port=0,
         plc_port=0,
         data_dir=tmp_path / "data",
+        database=database,
         # port 9 (discard): nothing listens, so the start-up requestCrawl fails at once
         relays=(f"http://127.0.0.1:9/{HOSTILE}", "http://operator:relay-password@127.0.0.1:9/"),
         admin_password="admin-password-not-shown",

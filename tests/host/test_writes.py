@@ -1,4 +1,4 @@
-"""The host's record write path over a real SQLite store: every op, swaps, limits, validation, blobs.
+"""The host's record write path on each store backend: every op, swaps, limits, validation, blobs.
 
 Each test ends, where it wrote, by reading the store back every way a client
 or a relay can: the exported repository verifies and equals the record index,
@@ -51,6 +51,7 @@ from atrepo.host.writes import (
 )
 from atrepo.lexicons import builtin_registry
 from atrepo.store.base import AccountStatus, Store
+from atrepo.store.postgres import open_host_store
 from atrepo.store.sqlite import SQLiteStore
 
 POST = "app.bsky.feed.post"
@@ -202,8 +203,9 @@ def check_all(account: Account) -> dict[str, CID]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = SQLiteStore(tmp_path / "data")
+def store(tmp_path: Path, database: str | None) -> Iterator[Store]:
+    """The host's store on each backend, as ``atrepo serve`` opens it."""
+    opened = open_host_store(tmp_path / "data", database)
     yield opened
     opened.close()
 
@@ -771,7 +773,8 @@ def test_errors_change_nothing_anywhere(store: Store, writer: RepoWriter, alice:
     class Boom(Exception):
         pass
 
-    real = SQLiteStore.transaction
+    engine = type(store)  # PostgresStore has its own transaction (it takes the repository's lock)
+    real = engine.transaction
 
     def failing(self: SQLiteStore, did: str) -> Any:
         manager = real(self, did)
@@ -798,7 +801,7 @@ def test_errors_change_nothing_anywhere(store: Store, writer: RepoWriter, alice:
         CreateOp(POST, k("c"), post("c")),
     ]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SQLiteStore, "transaction", failing)
+        patch.setattr(engine, "transaction", failing)
         with pytest.raises(Boom):
             writer.apply(store, alice.did, alice.key, ops)
     assert (state(store, alice.did), state(store, bob.did), store.get_blob(alice.did, cid)) == before

@@ -1,6 +1,7 @@
 """Random batches through the write path always leave a store whose index is its tree, and that verifies.
 
-Each example drives one account of a fresh SQLite store through batches of
+Each example drives one new account of a store (a fresh SQLite file; on
+PostgreSQL the test's database, shared by the examples) through batches of
 creates, puts, strict updates, deletes (of present and missing records) and
 whole-collection wipes, re-creating deleted keys and repeating values (so that
 paths share record blocks), against a plain dict as the model. After every
@@ -20,7 +21,7 @@ from test_writes import REGISTRY, check_all, k, new_account, post, records
 from atrepo.core.cid import CID
 from atrepo.core.repo import Repo
 from atrepo.host.writes import CreateOp, DeleteOp, RepoWriter, UpdateOp, WriteOp
-from atrepo.store.sqlite import SQLiteStore
+from atrepo.store.postgres import open_host_store
 
 POST = "app.bsky.feed.post"
 NOTE = "com.example.note"  # unknown to the registry: any record key, status "unknown"
@@ -75,12 +76,19 @@ def _interpret(
     return ops, paths
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_batches)
-def test_random_batches_keep_index_tree_and_events_consistent(batches: list[list[Any]]) -> None:
+# ``database`` is function-scoped but safe to share: every example writes only its own new account
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(batches=_batches)
+def test_random_batches_keep_index_tree_and_events_consistent(
+    database: str | None, batches: list[list[Any]]
+) -> None:
     writer = RepoWriter(REGISTRY)
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(tmp)
+        store = open_host_store(tmp, database)
         try:
             account = new_account(store)
             did, key = account.did, account.key

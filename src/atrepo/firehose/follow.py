@@ -24,8 +24,9 @@ __all__ = ["Listener", "LogFollower"]
 
 log = logging.getLogger("atrepo.firehose.follow")
 
-#: How long one wait for a notification blocks its thread: also how quickly a stop is noticed.
-WAIT_S: Final = 0.5
+#: How long one wait for a notification blocks its thread: also how long a stop can take (short:
+#: every host process on PostgreSQL stops one, and an idle wake-up costs next to nothing).
+WAIT_S: Final = 0.1
 #: Pause before a new listening connection after one failed.
 RETRY_S: Final = 1.0
 #: The safety-net read of the head, in seconds (notifications do the real work).
