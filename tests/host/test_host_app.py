@@ -135,8 +135,16 @@ async def test_concurrent_writes_are_group_committed_and_all_land(host: HostClie
     for name in ("gc-a", "gc-b", "gc-c"):
         body = (await host.create_account(f"{name}.test")).body
         accounts.append((body["did"], body["accessJwt"]))
-    release = threading.Event()
-    blocker = ctx.worker.submit(lambda _store: release.wait(30))
+    release, running = threading.Event(), threading.Event()
+
+    def block(_store: object) -> bool:
+        running.set()
+        return release.wait(30)
+
+    blocker = ctx.worker.submit(block)
+    # Running before the writes are sent: had the writer thread woken late (a loaded machine), it would
+    # have taken the blocker together with writes already queued, in one group counted before release.
+    assert await asyncio.to_thread(running.wait, 30)
 
     async def post(did: str, token: str, text: str, **extra: Any) -> Any:
         record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T00:00:00Z"}

@@ -189,9 +189,16 @@ def _rkeys(records: dict[str, object]) -> set[str]:
 
 async def _queued_behind_a_blocker(worker: StoreWorker[Store], jobs: list) -> list:  # type: ignore[type-arg]
     """Hold the writer with one job, queue ``jobs`` behind it, release: they run as one group."""
-    release = threading.Event()
-    blocker = asyncio.ensure_future(worker.run(lambda _s: release.wait(10)))
-    await asyncio.sleep(0.02)
+    release, running = threading.Event(), threading.Event()
+
+    def block(_store: object) -> bool:
+        running.set()
+        return release.wait(10)
+
+    blocker = asyncio.ensure_future(worker.run(block))
+    # Running before the jobs are queued: a writer thread that woke late would otherwise take the
+    # blocker and the jobs in one group, counted before ``groups`` is read below.
+    assert await asyncio.to_thread(running.wait, 10)
     futures = [asyncio.ensure_future(worker.run(fn, *args)) for fn, *args in jobs]
     await asyncio.sleep(0.02)
     groups = worker.groups
