@@ -188,7 +188,14 @@ async def test_a_fanout_process_listens_again_after_losing_its_connections(
 
         async def follows() -> bool:  # each later batch is heard (after the listener is back)
             await asyncio.to_thread(writer.apply_batch, [], [_identity("did:plc:b")])
-            return running.notifications > heard and running.fanout.tail == writer.head_seq()
+            head = writer.head_seq()
+            # This batch's notification and read take a moment (longer on a loaded machine): checking
+            # at once, before writing the next batch, would chase a head that moves on every check.
+            for _ in range(40):
+                if running.notifications > heard and running.fanout.tail == head:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
 
         await until(follows, "the fan-out following again", 15)
         async with http.get(f"{running.url}/xrpc/_health") as resp:
