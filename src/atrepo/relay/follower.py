@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -72,7 +73,14 @@ import aiohttp
 from aiohttp import web
 
 from atrepo.firehose import Fanout, mount_subscribe_repos
-from atrepo.store.relay import RELAY_PENDING_CHANNEL, PostgresRelayStore, RelayStore, open_relay_store
+from atrepo.firehose.follow import LogFollower
+from atrepo.store.relay import (
+    RELAY_EVENTS_CHANNEL,
+    RELAY_PENDING_CHANNEL,
+    PostgresRelayStore,
+    RelayStore,
+    open_relay_store,
+)
 from atrepo.store.worker import StoreWorker
 from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -123,14 +131,25 @@ class RunningFanout:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
-    #: Notifications received (each may announce several batches).
-    notifications: int = 0
-    #: A listening connection is open (False while it is being re-opened).
-    listening: bool = False
+    #: The fan-out process's follower of the log (None in the sequencer, which sequences instead).
+    _follower: LogFollower | None = None
+    #: The sequencer's own counts of the same (see the properties below).
+    _queue_notifications: int = 0
+    _queue_listening: bool = False
     started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     #: The sequencer: events it moved from the queue into the log, in how many transactions.
     sequenced: int = 0
     sequence_batches: int = 0
+
+    @property
+    def notifications(self) -> int:
+        """Notifications received (each may announce several batches)."""
+        return self._follower.notifications if self._follower is not None else self._queue_notifications
+
+    @property
+    def listening(self) -> bool:
+        """A listening connection is open (False while it is being re-opened)."""
+        return self._follower.listening if self._follower is not None else self._queue_listening
 
     @property
     def sequencer(self) -> bool:
@@ -144,6 +163,8 @@ class RunningFanout:
         self._stopped = True
         self._stopping.set()
         try:
+            if self._follower is not None:
+                await self._follower.stop()
             # The listener's thread notices within _WAIT_S; the poll sleeps, so it is cancelled.
             for task in self._tasks:
                 if task.get_name() in ("atrepo-relay-fanout-poll", "atrepo-relay-maintenance"):
@@ -160,31 +181,6 @@ class RunningFanout:
                     await self.http.close()
         log.info("relay %s stopped", "sequencer" if self.sequencer else "fan-out")
 
-    async def _listen(self) -> None:
-        """Follow the notifications of committed batches until stopped, re-listening after a failure."""
-        while not self._stopping.is_set():
-            try:
-                listener = await asyncio.to_thread(self.store.listen)
-            except Exception as exc:
-                log.warning("relay fan-out: cannot listen for new events (%s); retrying", exc)
-                await self._pause(_RETRY_S)
-                continue
-            try:
-                # What was committed before LISTEN took effect was not announced to us: read the head.
-                self.fanout.notify(await self.worker.read(_head_seq))
-                self.listening = True
-                while not self._stopping.is_set():
-                    seq = await asyncio.to_thread(listener.wait, _WAIT_S)
-                    if seq is not None:
-                        self.notifications += 1
-                        self.fanout.notify(seq)
-            except Exception as exc:
-                log.warning("relay fan-out: listening connection lost (%s); reconnecting", exc)
-            finally:
-                self.listening = False
-                listener.close()
-            await self._pause(_RETRY_S)  # only after a failure: a stop returns at once
-
     async def _sequence(self) -> None:
         """The sequencer: drain the queue on each notification and every ``SEQUENCE_POLL_S``."""
         while not self._stopping.is_set():
@@ -195,7 +191,7 @@ class RunningFanout:
                 await self._pause(_RETRY_S)
                 continue
             try:
-                self.listening = True
+                self._queue_listening = True
                 polled = 0.0  # drain at once: rows queued before LISTEN took effect were not announced
                 while not self._stopping.is_set():
                     now = time.monotonic()
@@ -203,12 +199,12 @@ class RunningFanout:
                         polled = now
                         await self._drain()
                     if await asyncio.to_thread(listener.wait, _WAIT_S) is not None:
-                        self.notifications += 1
+                        self._queue_notifications += 1
                         await self._drain()
             except Exception as exc:
                 log.warning("relay sequencer: %s; listening again", exc)
             finally:
-                self.listening = False
+                self._queue_listening = False
                 listener.close()
             await self._pause(_RETRY_S)
 
@@ -339,10 +335,19 @@ async def start_fanout(config: RelayConfig) -> RunningFanout:
         running._tasks = [
             loop.create_task(running._sequence(), name="atrepo-relay-sequencer"),
             loop.create_task(running._maintain(), name="atrepo-relay-maintenance"),
+            loop.create_task(running._poll(), name="atrepo-relay-fanout-poll"),
         ]
-    else:
-        running._tasks = [loop.create_task(running._listen(), name="atrepo-relay-fanout-listen")]
-    running._tasks.append(loop.create_task(running._poll(), name="atrepo-relay-fanout-poll"))
+    else:  # committed batches announce their head; the follower's poll is the safety net
+        running._follower = LogFollower(
+            functools.partial(store.listener, RELAY_EVENTS_CHANNEL),
+            functools.partial(worker.read, _head_seq),
+            fanout.notify,
+            name="relay fan-out",
+            poll_s=POLL_S,
+            wait_s=_WAIT_S,
+            retry_s=_RETRY_S,
+        )
+        running._follower.start()
     log.info(
         "relay %s listening on %s (following %s from seq %d)",
         "sequencer" if sequencer else "fan-out",

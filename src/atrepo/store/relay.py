@@ -88,7 +88,7 @@ from atrepo.core.events import reseq_frame
 
 from .base import EventRow
 from .dbfile import Conn, DatabaseFile, is_database_url
-from .pgfile import PgConnection, PostgresFile, _lock_key
+from .pgfile import PgConnection, PgListener, PostgresFile, _lock_key
 from .sqlitefile import SQLiteFile
 
 __all__ = [
@@ -1127,24 +1127,26 @@ class EventListener:
     :meth:`wait` blocks (call it from a thread) and returns the highest head
     seq announced, or None when nothing came in time. A lost connection
     raises the driver's ``OperationalError``: open a new listener, then read
-    the head once, since what was announced meanwhile is not replayed.
+    the head once, since what was announced meanwhile is not replayed. The
+    connection is a :class:`~atrepo.store.pgfile.PgListener`; this reads its
+    payloads as seqs.
     """
 
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
+    def __init__(self, listener: PgListener) -> None:
+        self._listener = listener
 
     def wait(self, timeout_s: float) -> int | None:
         best: int | None = None
-        for note in self._raw.notifies(timeout=timeout_s, stop_after=1):
+        for payload in self._listener.wait(timeout_s):
             try:
-                seq = int(note.payload)
+                seq = int(payload)
             except ValueError:
                 continue
             best = seq if best is None else max(best, seq)
         return best
 
     def close(self) -> None:
-        self._raw.close()
+        self._listener.close()
 
 
 class PostgresRelayStore(RelayStore, PostgresFile):
@@ -1234,13 +1236,7 @@ class PostgresRelayStore(RelayStore, PostgresFile):
         """
         if channel not in (RELAY_EVENTS_CHANNEL, RELAY_PENDING_CHANNEL):
             raise ValueError(f"not a relay channel: {channel!r}")
-        raw = self._connect_raw(read_only=True)
-        try:
-            raw.execute(f"LISTEN {channel}")
-        except BaseException:
-            raw.close()
-            raise
-        return EventListener(raw)
+        return EventListener(self.listener(channel))
 
     def _announce(self, db: Conn, head_seq: int) -> None:
         # Transactional: delivered at COMMIT, when the batch's events are visible, and never for a
