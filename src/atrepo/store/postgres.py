@@ -574,17 +574,10 @@ class PostgresStore(SQLiteStore):
 
     # --- transactions and snapshots ---------------------------------------------------
 
-    @contextmanager
-    def transaction(self, did: str) -> Iterator[SQLiteTransaction]:
-        with self._write() as db:
-            self._lock_repo(db, did)
-            tx = PostgresTransaction(self, db, did)
-            try:
-                yield tx
-            finally:
-                tx._live = False
-        if tx._orphan_candidates:
-            self._delete_orphan_files(tx._orphan_candidates)
+    def _open_transaction(self, db: sqlite3.Connection, did: str) -> SQLiteTransaction:
+        # SQLiteStore.transaction's: the same block, with the repository's lock taken first
+        self._lock_repo(db, did)
+        return PostgresTransaction(self, db, did)
 
     def _delete_orphan_files(self, cids: Iterable[str]) -> None:
         """Delete the files of blobs no row names any more, each under its blob's lock (see add_blob).

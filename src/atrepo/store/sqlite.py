@@ -625,7 +625,7 @@ class SQLiteStore:
     @contextmanager
     def transaction(self, did: str) -> Iterator[SQLiteTransaction]:
         with self._write() as db:
-            tx = SQLiteTransaction(self, db, did)
+            tx = self._open_transaction(db, did)
             try:
                 yield tx
             finally:
@@ -633,6 +633,11 @@ class SQLiteStore:
         # committed: files of blobs that no account holds any more can go (in a group, once it commits)
         if tx._orphan_candidates:
             self._delete_orphan_files(tx._orphan_candidates)
+
+    def _open_transaction(self, db: sqlite3.Connection, did: str) -> SQLiteTransaction:
+        """The repository transaction on ``db``; the single writer already serializes each repository
+        (the PostgreSQL store takes the repository's lock here instead)."""
+        return SQLiteTransaction(self, db, did)
 
     def _delete_orphan_files(self, cids: Iterable[str]) -> None:
         """Delete the files of blobs no row names any more, once the deleting write is durable.
