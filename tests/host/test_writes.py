@@ -773,7 +773,7 @@ def test_errors_change_nothing_anywhere(store: Store, writer: RepoWriter, alice:
     class Boom(Exception):
         pass
 
-    engine = type(store)  # PostgresStore has its own transaction (it takes the repository's lock)
+    engine = type(store)  # the store's own class: a patch there leaves SQLiteStore's alone on PostgreSQL
     real = engine.transaction
 
     def failing(self: SQLiteStore, did: str) -> Any:
