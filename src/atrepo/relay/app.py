@@ -295,26 +295,24 @@ class RunningRelay:
         log.info("relay stopped")
 
 
-async def _maintenance(ctx: RelayContext) -> None:
+async def prune_forever(worker: StoreWorker[RelayStore], retention_hours: float) -> None:
+    """Prune events past the retention window now and every ``MAINTENANCE_INTERVAL_S``, until cancelled.
+
+    Run by the process that writes the log: the whole relay, or the sequencer of the split roles.
+    """
     while True:
         try:
-            cutoff = time.time_ns() // 1_000_000 - int(ctx.config.retention_hours * 3600 * 1000)
-            pruned = await ctx.worker.run(RelayStore.prune_events, cutoff)
+            cutoff = time.time_ns() // 1_000_000 - int(retention_hours * 3600 * 1000)
+            pruned = await worker.run(RelayStore.prune_events, cutoff)
             if pruned:
-                log.info(
-                    "pruned %d events past the %g h retention window", pruned, ctx.config.retention_hours
-                )
+                log.info("pruned %d events past the %g h retention window", pruned, retention_hours)
         except Exception:
             log.exception("relay maintenance failed")
         await asyncio.sleep(MAINTENANCE_INTERVAL_S)
 
 
-def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
-    """The aiohttp application: XRPC routes, ``/metrics``, the status page and the admin API."""
-    register_sync(router, ctx)
-    mount_subscribe_repos(router, ctx.store, ctx.worker, ctx.fanout)
-    app = web.Application()
-    router.setup(app)
+def _add_metrics_and_status(app: web.Application, ctx: RelayContext) -> None:
+    """``/metrics`` (sampled per scrape) and the status page: every relay process serves both."""
 
     async def metrics(request: web.Request) -> web.Response:
         await ctx.sample_metrics()
@@ -324,6 +322,15 @@ def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
 
     app.router.add_get("/metrics", metrics, allow_head=True)
     status_page.add_routes(app, ctx)
+
+
+def build_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
+    """The aiohttp application: XRPC routes, ``/metrics``, the status page and the admin API."""
+    register_sync(router, ctx)
+    mount_subscribe_repos(router, ctx.store, ctx.worker, ctx.fanout)
+    app = web.Application()
+    router.setup(app)
+    _add_metrics_and_status(app, ctx)
     admin.add_routes(app, ctx)
     return app
 
@@ -337,15 +344,7 @@ def build_ingest_app(ctx: RelayContext, router: XrpcRouter) -> web.Application:
     """
     app = web.Application()
     router.setup(app)
-
-    async def metrics(request: web.Request) -> web.Response:
-        await ctx.sample_metrics()
-        return web.Response(
-            body=ctx.metrics.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE}
-        )
-
-    app.router.add_get("/metrics", metrics, allow_head=True)
-    status_page.add_routes(app, ctx)
+    _add_metrics_and_status(app, ctx)
     return app
 
 
@@ -419,7 +418,7 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     if ingest_only:  # the sequencer prunes the log; an ingest process picks up hosts added elsewhere
         running._maintenance = loop.create_task(ctx.hosts.follow_hosts(config.hosts_refresh_s))
     else:
-        running._maintenance = loop.create_task(_maintenance(ctx))
+        running._maintenance = loop.create_task(prune_forever(ctx.worker, ctx.config.retention_hours))
     log.info(
         "relay %slistening on %s (store %s, %d upstream hosts)",
         "ingest process " if ingest_only else "",

@@ -86,6 +86,7 @@ from atrepo.xrpc import Metrics, XrpcRouter
 from atrepo.xrpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from atrepo.xrpc.server import XrpcContext, bind_listener
 
+from .app import prune_forever
 from .config import RelayConfig
 from .hosts import register_crawl
 
@@ -98,8 +99,6 @@ POLL_S: Final = 5.0
 #: The sequencer: its poll of the queue besides notifications, and the most rows one transaction moves.
 SEQUENCE_POLL_S: Final = 2.0
 SEQUENCE_BATCH: Final = 1000
-#: How often the sequencer prunes events past the retention window.
-MAINTENANCE_INTERVAL_S: Final = 600.0
 #: How long one wait for a notification blocks its thread: also how quickly the listener stops.
 _WAIT_S: Final = 0.5
 #: Pause before opening a new listening connection after one failed.
@@ -219,20 +218,6 @@ class RunningFanout:
             if len(rows) < SEQUENCE_BATCH:
                 return
 
-    async def _maintain(self) -> None:
-        """The sequencer prunes the log (it is the log's one writer)."""
-        while True:
-            try:
-                cutoff = time.time_ns() // 1_000_000 - int(self.config.retention_hours * 3600 * 1000)
-                pruned = await self.worker.run(RelayStore.prune_events, cutoff)
-                if pruned:
-                    log.info(
-                        "pruned %d events past the %g h retention window", pruned, self.config.retention_hours
-                    )
-            except Exception:
-                log.exception("relay maintenance failed")
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
@@ -334,7 +319,7 @@ async def start_fanout(config: RelayConfig) -> RunningFanout:
     if sequencer:  # its own transactions feed its fan-out (offer); the poll is the safety net
         running._tasks = [
             loop.create_task(running._sequence(), name="atrepo-relay-sequencer"),
-            loop.create_task(running._maintain(), name="atrepo-relay-maintenance"),
+            loop.create_task(prune_forever(worker, config.retention_hours), name="atrepo-relay-maintenance"),
             loop.create_task(running._poll(), name="atrepo-relay-fanout-poll"),
         ]
     else:  # committed batches announce their head; the follower's poll is the safety net
