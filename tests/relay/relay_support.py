@@ -19,11 +19,13 @@ assertion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,3 +344,18 @@ async def spawn_relay(args: list[str], log_path: Path) -> asyncio.subprocess.Pro
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     assert b"listening on" in line, (line, log_path.read_text()[-2000:])
     return proc
+
+
+async def stop_all(watchers: Iterable[Watcher], procs: Iterable[asyncio.subprocess.Process]) -> None:
+    """A test's cleanup: every watcher stopped, then every relay process (SIGTERM, SIGKILL after 15 s)."""
+    for watcher in watchers:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

@@ -42,7 +42,6 @@ Both run twice: with the relay's store on SQLite and on PostgreSQL
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -51,7 +50,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from relay_support import Account, Net, Watcher, free_port, metric, spawn_relay, until
+from relay_support import Account, Net, Watcher, free_port, metric, spawn_relay, stop_all, until
 from upstream_proxy import UpstreamProxy, bind_local
 
 from atrepo.cli.migrate import MigrationOptions, QuietReporter, migrate
@@ -476,15 +475,5 @@ async def test_relay_killed_and_restarted(
         assert missing == [], missing[:5]
         print("kill -9: emitted before", len(emitted), "total", len(second.events), "resumed at", resumed)
     finally:
-        for watcher in watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await stop_all(watchers, procs)
         await net.close()

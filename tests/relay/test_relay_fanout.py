@@ -13,7 +13,6 @@ fan-out process whose connections the server dropped listens again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from relay_support import Net, Watcher, free_port, metric, spawn_relay, until
+from relay_support import Net, Watcher, free_port, metric, spawn_relay, stop_all, until
 from typer.testing import CliRunner
 
 from atrepo.cli.app import build_app
@@ -116,17 +115,7 @@ async def test_a_fanout_process_serves_the_same_firehose_and_survives_kill_9(
         assert metric(text, "atrepo_relay_head_seq") == relay.context.fanout.tail
         assert metric(text, "atrepo_relay_subscribers") == 1
     finally:
-        for watcher in watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await stop_all(watchers, procs)
         if relay is not None:
             await relay.stop()
         await net.close()

@@ -17,7 +17,6 @@ of the new host's partition, and the command refuses what it cannot run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -28,7 +27,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
-from relay_support import Net, Node, Watcher, free_port, metric, spawn_relay, until
+from relay_support import Net, Node, Watcher, free_port, metric, spawn_relay, stop_all, until
 from typer.testing import CliRunner
 from upstream_proxy import UpstreamProxy, bind_local
 
@@ -182,17 +181,7 @@ async def test_ingest_partitions_and_a_sequencer_relay_every_event_once_through_
         async with http.get(f"{seq_url}/xrpc/_health") as resp:
             assert resp.status == 200, await resp.text()
     finally:
-        for watcher in watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        for proc in procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await stop_all(watchers, procs.values())
         await net.close()
 
 
