@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import cycle, islice, repeat
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 OURS = "atrepo"
 
@@ -406,37 +406,48 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time of ``root`` and every process below it (a supervisor and its workers), from /proc.
+class ProcRow(NamedTuple):
+    """One process as /proc/PID/stat has it: its command name, parent, and CPU seconds.
 
-    Includes the children that already exited and were reaped (their time is in the parent's
-    ``cutime``/``cstime``), so a worker killed and restarted mid-run still counts.
+    ``cpu_s`` is user + system time including ``cutime``/``cstime``: the time of
+    children that exited and were reaped, so a worker killed and restarted (or a
+    PostgreSQL backend that ended) still counts, in its parent.
     """
-    parents: dict[int, int] = {}
+
+    name: str
+    ppid: int
+    cpu_s: float
+
+
+def proc_table() -> dict[int, ProcRow]:
+    """Every process on the machine, read once from /proc (one that exits meanwhile is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    rows: dict[int, ProcRow] = {}
     for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", encoding="ascii") as fh:
-                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+        rows[int(name)] = ProcRow(stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[1]), cpu)
+    return rows
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and every process below it (a supervisor and its workers), from /proc."""
+    table = proc_table()
     family, grew = {root}, True
     while grew:
         grew = False
-        for pid, ppid in parents.items():
-            if ppid in family and pid not in family:
+        for pid, row in table.items():
+            if row.ppid in family and pid not in family:
                 family.add(pid)
                 grew = True
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in family:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile: its time is in its parent's cutime once reaped
-        total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
-    return total
+    return sum(table[pid].cpu_s for pid in family if pid in table)
 
 
 def proc_status_kib(pid: int, key: str) -> int:

@@ -60,7 +60,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import proc_cpu_seconds, proc_status_kib
+from bench.harness import proc_cpu_seconds, proc_status_kib, proc_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ATREPO = Path(sys.executable).parent / "atrepo"
@@ -247,23 +247,9 @@ class Postgres:
 
     @staticmethod
     def cpu_seconds() -> float:
-        """utime+stime of every ``postgres`` process on the machine (the bench's cluster when ``auto``)."""
-        total = 0.0
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            if name.startswith("postgres"):
-                fields = stat[stat.rindex(")") + 2 :].split()
-                # with cutime/cstime: the postmaster's include the backends that exited and were reaped
-                total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
-        return total
+        """CPU of every ``postgres`` process on the machine (the bench's cluster when ``auto``), reaped
+        backends included (in the postmaster's child time)."""
+        return sum(row.cpu_s for row in proc_table().values() if row.name.startswith("postgres"))
 
     def stop(self) -> None:
         if self.dir is not None:
