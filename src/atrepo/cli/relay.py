@@ -128,14 +128,12 @@ def relay(
 
 def _partition(text: str) -> tuple[int, int]:
     """``I/N`` -> (I, N), with 0 <= I < N; else a usage error."""
-    index, slash, count = text.partition("/")
+    from ..core.partition import parse_partition
+
     try:
-        parts = (int(index), int(count))
-    except ValueError:
-        parts = (-1, 0)
-    if not slash or not 0 <= parts[0] < parts[1]:
-        raise typer.BadParameter(f"I/N with 0 <= I < N, not {text!r}", param_hint="--partition")
-    return parts
+        return parse_partition(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--partition") from None
 
 
 async def _run(config: object) -> None:

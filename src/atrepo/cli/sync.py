@@ -140,10 +140,12 @@ def sync(
 
 
 def _parse_partition(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise typer.BadParameter("I/N with 0 <= I < N, e.g. 0/4", param_hint="--partition")
-    return int(index), int(count)
+    from ..core.partition import parse_partition
+
+    try:
+        return parse_partition(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc}, e.g. 0/4", param_hint="--partition") from None
 
 
 async def _run(config: Any, as_json: bool) -> None:

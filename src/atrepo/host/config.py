@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from atrepo.core.errors import InputFileError
 from atrepo.core.keys import PrivateKey
+from atrepo.core.partition import parse_partition
 from atrepo.core.syntax import is_valid_did
 from atrepo.store.dbfile import is_database_url
 from atrepo.store.pgfile import redact_url
@@ -117,7 +118,10 @@ class HostConfig:
         if not 0 <= self.port <= 65535 or not 0 <= self.plc_port <= 65535:
             raise ValueError("ports must be between 0 and 65535")
         if self.worker is not None:
-            slot = parse_worker(self.worker)
+            try:
+                slot = parse_partition(self.worker)
+            except ValueError as exc:
+                raise ValueError(f"worker: {exc}") from None
             if self.database is None:
                 raise ValueError(
                     f"worker {slot[0]}/{slot[1]}: several host processes need a postgresql:// database"
@@ -183,7 +187,7 @@ class HostConfig:
     @property
     def worker_slot(self) -> tuple[int, int] | None:
         """(I, N) in worker process I of N, None in a host that runs alone."""
-        return parse_worker(self.worker) if self.worker is not None else None
+        return parse_partition(self.worker) if self.worker is not None else None
 
     @property
     def runs_maintenance(self) -> bool:
@@ -241,14 +245,6 @@ def _convert(name: str, value: Any, source: str) -> Any:
         return value
     except (TypeError, ValueError) as exc:
         raise InputFileError(f"{source}: bad value for {name}: {value!r} ({exc})") from None
-
-
-def parse_worker(text: str) -> tuple[int, int]:
-    """``I/N`` (0 <= I < N) as a pair; ValueError otherwise."""
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise ValueError(f"worker must be I/N with 0 <= I < N, not {text!r}")
-    return int(index), int(count)
 
 
 def load_config(
