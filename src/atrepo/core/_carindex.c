@@ -35,15 +35,18 @@
  * files (car.parse_raw_sections): it hands out (binary CID, data) pairs for
  * the common sections and every other section back to Python, likewise.
  *
- * SHA-256 uses the x86 SHA extensions when the CPU has them (checked once at
- * import), else a plain FIPS 180-4 implementation; both are tested against
- * hashlib through _digest (a test hook).
+ * SHA-256 (_sha256.h, shared with _mstnode) uses the x86 SHA extensions when
+ * the CPU has them (checked once at import), else a plain FIPS 180-4
+ * implementation; both are tested against hashlib through _digest (a test
+ * hook).
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_sha256.h"
 
 #define ENTRY 36
 #define LENGTH_BITS 22
@@ -53,145 +56,6 @@
 #define ORDINAL_MASK ((((uint32_t)1) << ORDINAL_BITS) - 1)
 /* Most blocks a table holds (MAX_CAR_INDEX_BLOCKS is 8M; car.py takes the pure-Python table above this). */
 #define MAX_ORDINALS ((Py_ssize_t)ORDINAL_MASK - 1)
-
-/* --- SHA-256 ------------------------------------------------------------------------------- */
-
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static const uint32_t H256[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-
-#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void blocks_portable(uint32_t h[8], const unsigned char *p, size_t count) {
-    while (count--) {
-        uint32_t w[64];
-        for (int i = 0; i < 16; i++)
-            w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-                   (uint32_t)p[4 * i + 3];
-        for (int i = 16; i < 64; i++) {
-            uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-        }
-        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-        for (int i = 0; i < 64; i++) {
-            uint32_t t1 = k + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-            uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-            k = g;
-            g = f;
-            f = e;
-            e = d + t1;
-            d = c;
-            c = b;
-            b = a;
-            a = t1 + t2;
-        }
-        h[0] += a;
-        h[1] += b;
-        h[2] += c;
-        h[3] += d;
-        h[4] += e;
-        h[5] += f;
-        h[6] += g;
-        h[7] += k;
-        p += 64;
-    }
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define HAVE_SHANI_PATH 1
-
-/*
- * The same compression on the SHA extensions. The state lives as the (ABEF,
- * CDGH) pairs sha256rnds2 works on; each step of four rounds adds four
- * schedule words to four constants, and words 16..63 come from
- * sha256msg1/msg2 over the previous sixteen.
- */
-__attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t h[8], const unsigned char *p,
-                                                                      size_t count) {
-    const __m128i order = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1); /* C D A B */
-    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* E F G H */
-    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                         /* A B E F */
-    s1 = _mm_blend_epi16(s1, t, 0xF0);                                              /* C D G H */
-    while (count--) {
-        __m128i save0 = s0, save1 = s1, w[4];
-        for (int i = 0; i < 4; i++)
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), order);
-        for (int r = 0; r < 16; r++) {
-            if (r >= 4) {
-                __m128i m = _mm_sha256msg1_epu32(w[r & 3], w[(r + 1) & 3]);
-                m = _mm_add_epi32(m, _mm_alignr_epi8(w[(r + 3) & 3], w[(r + 2) & 3], 4));
-                w[r & 3] = _mm_sha256msg2_epu32(m, w[(r + 3) & 3]);
-            }
-            __m128i msg = _mm_add_epi32(w[r & 3], _mm_loadu_si128((const __m128i *)&K256[4 * r]));
-            s1 = _mm_sha256rnds2_epu32(s1, s0, msg);
-            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(msg, 0x0E));
-        }
-        s0 = _mm_add_epi32(s0, save0);
-        s1 = _mm_add_epi32(s1, save1);
-        p += 64;
-    }
-    t = _mm_shuffle_epi32(s0, 0x1B);  /* F E B A */
-    s1 = _mm_shuffle_epi32(s1, 0xB1); /* D C H G */
-    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, s1, 0xF0)); /* D C B A */
-    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, t, 8));    /* H G F E */
-}
-#endif
-
-static int have_shani = 0;
-
-static void detect_shani(void) {
-#ifdef HAVE_SHANI_PATH
-    __builtin_cpu_init();
-    have_shani = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") &&
-                 __builtin_cpu_supports("ssse3");
-#endif
-}
-
-static void sha_blocks(uint32_t h[8], const unsigned char *p, size_t count) {
-#ifdef HAVE_SHANI_PATH
-    if (have_shani) {
-        blocks_shani(h, p, count);
-        return;
-    }
-#endif
-    blocks_portable(h, p, count);
-}
-
-/* SHA-256 of msg[0:n] into out (32 bytes, big-endian words). */
-static void sha256(const unsigned char *msg, size_t n, unsigned char out[32]) {
-    uint32_t h[8];
-    memcpy(h, H256, sizeof h);
-    size_t full = n / 64;
-    sha_blocks(h, msg, full);
-    unsigned char last[128];
-    size_t rest = n - 64 * full;
-    memcpy(last, msg + 64 * full, rest);
-    last[rest] = 0x80;
-    size_t tail = rest < 56 ? 64 : 128;
-    memset(last + rest + 1, 0, tail - rest - 1);
-    uint64_t bits = (uint64_t)n * 8;
-    for (int i = 0; i < 8; i++) last[tail - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha_blocks(h, last, tail / 64);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)h[i];
-    }
-}
 
 /* --- the table ------------------------------------------------------------------------------ */
 
@@ -442,7 +306,7 @@ static PyObject *table_scan(Table *t, PyObject *args) {
         size_t slot = slot_of(t, cid);
         __builtin_prefetch(&t->slots[slot]); /* a cache miss, taken while the block is hashed */
         unsigned char digest[32];
-        sha256(data, length, digest);
+        sha256_digest(data, length, digest);
         if (memcmp(digest, cid + 4, 32) != 0) {
             missing = -1;
             break;
@@ -715,7 +579,7 @@ static PyObject *raw_sections(PyObject *Py_UNUSED(module), PyObject *args) {
             break;
         }
         unsigned char digest[32];
-        sha256(cid + ENTRY, (size_t)size - ENTRY, digest);
+        sha256_digest(cid + ENTRY, (size_t)size - ENTRY, digest);
         if (memcmp(digest, cid + 4, 32) != 0) {
             missing = -1;
             break;
@@ -750,10 +614,10 @@ static PyObject *digest(PyObject *Py_UNUSED(module), PyObject *args) {
     int portable = 0;
     unsigned char out[32];
     if (!PyArg_ParseTuple(args, "y*|p", &view, &portable)) return NULL;
-    int saved = have_shani;
-    if (portable) have_shani = 0;
-    sha256(view.buf, (size_t)view.len, out);
-    have_shani = saved;
+    int saved = sha256_have_shani;
+    if (portable) sha256_have_shani = 0;
+    sha256_digest(view.buf, (size_t)view.len, out);
+    sha256_have_shani = saved;
     PyBuffer_Release(&view);
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
@@ -769,7 +633,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__carindex(void) {
-    detect_shani();
+    sha256_detect();
     raw_name = PyUnicode_InternFromString("raw");
     if (raw_name == NULL) return NULL;
     if (PyType_Ready(&TableType) < 0) return NULL;
@@ -777,7 +641,7 @@ PyMODINIT_FUNC PyInit__carindex(void) {
     if (module == NULL) return NULL;
     Py_INCREF(&TableType);
     if (PyModule_AddObject(module, "Table", (PyObject *)&TableType) < 0 ||
-        PyModule_AddIntConstant(module, "SHA_EXTENSIONS", have_shani) < 0 ||
+        PyModule_AddIntConstant(module, "SHA_EXTENSIONS", sha256_have_shani) < 0 ||
         PyModule_AddIntConstant(module, "MAX_BLOCKS", (long)MAX_ORDINALS) < 0) {
         Py_DECREF(&TableType);
         Py_DECREF(module);

@@ -43,9 +43,9 @@
  * node), and the caller's pure-Python path then decides.
  *
  * Key layers need SHA-256 of every key. Calling back into hashlib per key
- * would cost more than the rest of the parse, so it is computed here: with
- * the x86 SHA extensions when the CPU has them (checked once at import), else
- * a plain FIPS 180-4 implementation. Both are tested against hashlib
+ * would cost more than the rest of the parse, so it is computed here
+ * (_sha256.h, shared with _carindex): with the x86 SHA extensions when the CPU
+ * has them (checked once at import), else a plain FIPS 180-4 implementation. Both are tested against hashlib
  * (_digest, _key_layers: test hooks only).
  */
 
@@ -53,6 +53,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+
+#include "_sha256.h"
 
 /* The CID class and the offset of its one slot ("raw"), set by setup(). */
 static PyTypeObject *cid_type = NULL;
@@ -99,149 +101,10 @@ static int key_ok(const unsigned char *key, Py_ssize_t n) {
     return 1;
 }
 
-/* --- SHA-256 (FIPS 180-4), for key layers: keys are short, so a plain implementation is enough. */
-
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_block(uint32_t h[8], const unsigned char *block) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++) {
-        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
-               ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
-    }
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = k + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        k = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-    h[5] += f;
-    h[6] += g;
-    h[7] += k;
-}
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define HAVE_SHANI_PATH 1
-
-/*
- * The same compression with the x86 SHA extensions, where the CPU has them
- * (chosen at run time): four rounds per step, message words scheduled with
- * sha256msg1/msg2. State is kept as the (ABEF, CDGH) pairs the instructions use.
- */
-__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_shani(uint32_t h[8],
-                                                                            const unsigned char *data,
-                                                                            Py_ssize_t blocks) {
-    const __m128i mask = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);
-    __m128i state1 = _mm_loadu_si128((const __m128i *)&h[4]);
-    tmp = _mm_shuffle_epi32(tmp, 0xB1);             /* CDAB */
-    state1 = _mm_shuffle_epi32(state1, 0x1B);       /* EFGH */
-    __m128i state0 = _mm_alignr_epi8(tmp, state1, 8); /* ABEF */
-    state1 = _mm_blend_epi16(state1, tmp, 0xF0);    /* CDGH */
-    for (Py_ssize_t b = 0; b < blocks; b++) {
-        const unsigned char *block = data + 64 * b;
-        __m128i abef = state0, cdgh = state1;
-        __m128i w[4];
-        for (int i = 0; i < 16; i++) {
-            __m128i words;
-            if (i < 4) {
-                words = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * i)), mask);
-            } else {
-                /* W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four words at a time */
-                __m128i sum = _mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]);
-                sum = _mm_add_epi32(sum, _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
-                words = _mm_sha256msg2_epu32(sum, w[(i + 3) & 3]);
-            }
-            w[i & 3] = words;
-            __m128i msg = _mm_add_epi32(words, _mm_loadu_si128((const __m128i *)&K256[4 * i]));
-            state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
-            msg = _mm_shuffle_epi32(msg, 0x0E);
-            state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
-        }
-        state0 = _mm_add_epi32(state0, abef);
-        state1 = _mm_add_epi32(state1, cdgh);
-    }
-    tmp = _mm_shuffle_epi32(state0, 0x1B);          /* FEBA */
-    state1 = _mm_shuffle_epi32(state1, 0xB1);       /* DCHG */
-    state0 = _mm_blend_epi16(tmp, state1, 0xF0);    /* DCBA */
-    state1 = _mm_alignr_epi8(state1, tmp, 8);       /* HGFE */
-    _mm_storeu_si128((__m128i *)&h[0], state0);
-    _mm_storeu_si128((__m128i *)&h[4], state1);
-}
-
-static int have_shani = 0;
-
-static void detect_shani(void) {
-    __builtin_cpu_init();
-    have_shani = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") &&
-                 __builtin_cpu_supports("ssse3");
-}
-#else
-static void detect_shani(void) {}
-#endif
-
-/* Compress `blocks` 64-byte blocks into h, with the SHA extensions when there are some. */
-static void sha256_blocks(uint32_t h[8], const unsigned char *data, Py_ssize_t blocks) {
-#ifdef HAVE_SHANI_PATH
-    if (have_shani) {
-        sha256_blocks_shani(h, data, blocks);
-        return;
-    }
-#endif
-    for (Py_ssize_t b = 0; b < blocks; b++) sha256_block(h, data + 64 * b);
-}
-
-/* The digest of msg[0:n] as eight big-endian words. */
-static void sha256(const unsigned char *msg, Py_ssize_t n, uint32_t h[8]) {
-    static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    unsigned char last[128];
-    memcpy(h, H0, sizeof H0);
-    Py_ssize_t full = n & ~(Py_ssize_t)63;
-    sha256_blocks(h, msg, full / 64);
-    Py_ssize_t rest = n - full;
-    memset(last, 0, sizeof last);
-    if (rest) memcpy(last, msg + full, (size_t)rest);
-    last[rest] = 0x80;
-    Py_ssize_t blocks = rest + 9 > 64 ? 2 : 1;
-    uint64_t bits = (uint64_t)n * 8;
-    for (int i = 0; i < 8; i++) last[blocks * 64 - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_blocks(h, last, blocks);
-}
-
 /* A key's layer: leading zero bits of SHA-256(key), counted in pairs (fanout 4). */
 static int key_layer(const unsigned char *key, Py_ssize_t n) {
     uint32_t h[8];
-    sha256(key, n, h);
+    sha256_words(key, (size_t)n, h);
     int zeros = 0;
     for (int i = 0; i < 8; i++) {
         if (h[i] == 0) {
@@ -679,7 +542,7 @@ static int seal_node(cnode *nd) {
     at += put_link(buf + at, nd->left);
     assert((size_t)at <= size);
     uint32_t h[8];
-    sha256(buf, at, h);
+    sha256_words(buf, (size_t)at, h);
     PyMem_Free(buf);
     memcpy(nd->cid, PFX_DAG_CBOR, 4);
     for (int i = 0; i < 8; i++) {
@@ -896,8 +759,8 @@ out:
 
 /* Whether the SHA extensions are in use (the portable code is slower than hashlib on long data). */
 static int fast_sha(void) {
-#ifdef HAVE_SHANI_PATH
-    return have_shani;
+#ifdef SHA256_HAVE_SHANI
+    return sha256_have_shani;
 #else
     return 0;
 #endif
@@ -948,7 +811,7 @@ static PyObject *car_blocks(PyObject *module, PyObject *const *args, Py_ssize_t 
         if (size > max_section || data_at > stop || stop > end) goto reject;
         if (memcmp(d + pos, PFX_DAG_CBOR, 4) != 0 && memcmp(d + pos, PFX_RAW, 4) != 0) goto reject;
         uint32_t h[8];
-        sha256(d + data_at, stop - data_at, h);
+        sha256_words(d + data_at, (size_t)(stop - data_at), h);
         for (int i = 0; i < 8; i++) {
             const unsigned char *want = d + pos + 4 + 4 * i;
             uint32_t word = ((uint32_t)want[0] << 24) | ((uint32_t)want[1] << 16) | ((uint32_t)want[2] << 8) | want[3];
@@ -984,11 +847,11 @@ static PyObject *key_layers(PyObject *module, PyObject *arg) {
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
     Py_ssize_t n = PyBytes_GET_SIZE(arg);
-#ifdef HAVE_SHANI_PATH
-    int saved = have_shani;
-    have_shani = 0;
+#ifdef SHA256_HAVE_SHANI
+    int saved = sha256_have_shani;
+    sha256_have_shani = 0;
     int portable = key_layer(d, n);
-    have_shani = saved;
+    sha256_have_shani = saved;
 #else
     int portable = key_layer(d, n);
 #endif
@@ -1001,15 +864,8 @@ static PyObject *digest(PyObject *module, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "_digest() takes bytes");
         return NULL;
     }
-    uint32_t h[8];
     unsigned char out[32];
-    sha256((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), h);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)h[i];
-    }
+    sha256_digest((const unsigned char *)PyBytes_AS_STRING(arg), (size_t)PyBytes_GET_SIZE(arg), out);
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
 
@@ -1059,7 +915,7 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__mstnode(void) {
     init_key_chars();
-    detect_shani();
+    sha256_detect();
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     /* 1 when SHA-256 runs on the CPU's SHA extensions (car_blocks is then worth calling) */
