@@ -93,6 +93,38 @@ static inline uint32_t tag_of(const unsigned char *cid) {
     return tag & ~ORDINAL_MASK;
 }
 
+/*
+ * The section at buf[pos]: a minimal varint length (at most MAX_VARINT_BYTES), then that many bytes,
+ * all before end. Returns 0 when it is whole (its bytes start at *at and are *size long), -1 when it
+ * cannot be a section (a varint not minimal or overlong, a zero length, one over max_section), or how
+ * many more bytes it needs: 1 while its length itself is cut off. scan() and raw_sections() share it.
+ */
+static inline Py_ssize_t read_section(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end,
+                                      Py_ssize_t max_section, Py_ssize_t *at, uint64_t *size) {
+    Py_ssize_t i = pos;
+    uint64_t n = 0;
+    int shift = 0, done = 0;
+    while (i < end) {
+        unsigned char byte = buf[i++];
+        n |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            done = (byte != 0 || i - pos == 1) ? 1 : -1; /* -1: not minimal */
+            break;
+        }
+        if (i - pos >= MAX_VARINT_BYTES) {
+            done = -1; /* overlong */
+            break;
+        }
+        shift += 7;
+    }
+    if (done == 0) return 1;
+    if (done < 0 || n == 0 || n > (uint64_t)max_section) return -1;
+    if (i + (Py_ssize_t)n > end) return i + (Py_ssize_t)n - end;
+    *at = i;
+    *size = n;
+    return 0;
+}
+
 /* A CID of the form the table holds: version 1, a one-byte codec, sha2-256, 32-byte digest. */
 static inline int table_form(const unsigned char *cid) {
     return cid[0] == 0x01 && cid[1] < 0x80 && cid[2] == 0x12 && cid[3] == 0x20;
@@ -267,35 +299,11 @@ static PyObject *table_scan(Table *t, PyObject *args) {
     if (max_section > (Py_ssize_t)LENGTH_MASK) max_section = (Py_ssize_t)LENGTH_MASK;
     if (keep_budget > (Py_ssize_t)0xFFFFFFFE) keep_budget = (Py_ssize_t)0xFFFFFFFE; /* kept_at is 32 bits */
     while (pos < end) {
-        Py_ssize_t at = pos;
-        uint64_t size = 0;
-        int shift = 0, done = 0;
-        while (at < end) {
-            unsigned char byte = buf[at++];
-            size |= (uint64_t)(byte & 0x7F) << shift;
-            if (byte < 0x80) {
-                done = (byte != 0 || at - pos == 1) ? 1 : -1; /* -1: not minimal */
-                break;
-            }
-            if (at - pos >= MAX_VARINT_BYTES) {
-                done = -1; /* overlong */
-                break;
-            }
-            shift += 7;
-        }
-        if (done == 0) {
-            missing = 1;
-            break;
-        }
-        if (done < 0 || size == 0 || size > (uint64_t)max_section) {
-            missing = -1;
-            break;
-        }
-        Py_ssize_t stop = at + (Py_ssize_t)size;
-        if (stop > end) {
-            missing = stop - end;
-            break;
-        }
+        Py_ssize_t at, stop;
+        uint64_t size;
+        missing = read_section(buf, pos, end, max_section, &at, &size);
+        if (missing != 0) break;
+        stop = at + (Py_ssize_t)size;
         const unsigned char *cid = buf + at;
         if (size < ENTRY || !table_form(cid)) {
             missing = -1;
@@ -543,35 +551,11 @@ static PyObject *raw_sections(PyObject *Py_UNUSED(module), PyObject *args) {
         return NULL;
     }
     while (pos < end) {
-        Py_ssize_t at = pos;
-        uint64_t size = 0;
-        int shift = 0, done = 0;
-        while (at < end) {
-            unsigned char byte = buf[at++];
-            size |= (uint64_t)(byte & 0x7F) << shift;
-            if (byte < 0x80) {
-                done = (byte != 0 || at - pos == 1) ? 1 : -1;
-                break;
-            }
-            if (at - pos >= MAX_VARINT_BYTES) {
-                done = -1;
-                break;
-            }
-            shift += 7;
-        }
-        if (done == 0) {
-            missing = 1;
-            break;
-        }
-        if (done < 0 || size == 0 || size > (uint64_t)max_section) {
-            missing = -1;
-            break;
-        }
-        Py_ssize_t stop = at + (Py_ssize_t)size;
-        if (stop > end) {
-            missing = stop - end;
-            break;
-        }
+        Py_ssize_t at, stop;
+        uint64_t size;
+        missing = read_section(buf, pos, end, max_section, &at, &size);
+        if (missing != 0) break;
+        stop = at + (Py_ssize_t)size;
         const unsigned char *cid = buf + at;
         if (size < ENTRY || cid[0] != 0x01 || (cid[1] != 0x71 && cid[1] != 0x55) || cid[2] != 0x12 ||
             cid[3] != 0x20) {
