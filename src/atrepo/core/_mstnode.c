@@ -349,6 +349,13 @@ static int parse_node(const unsigned char *d, Py_ssize_t end, Py_ssize_t max_key
     return 1;
 }
 
+/* Whether setup() gave the module its CID class; else a RuntimeError is set (callers return NULL). */
+static int set_up(void) {
+    if (cid_type != NULL) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "_mstnode.setup() was not called");
+    return 0;
+}
+
 /* A CID object for 36 bytes, or None for NULL (a new reference). */
 static PyObject *link_object(const unsigned char *raw) {
     return raw == NULL ? Py_NewRef(Py_None) : make_cid(raw);
@@ -359,10 +366,7 @@ static PyObject *parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "parse(data, max_key, max_entries, max_layer)");
         return NULL;
     }
-    if (cid_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_mstnode.setup() was not called");
-        return NULL;
-    }
+    if (!set_up()) return NULL;
     PyObject *data = args[0];
     if (!PyBytes_CheckExact(data)) Py_RETURN_NONE;
     Py_ssize_t max_key = PyLong_AsSsize_t(args[1]);
@@ -587,10 +591,7 @@ static PyObject *invert(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "invert(blocks, root, key, cur, new, max_bytes, max_key, max_entries, max_layer)");
         return NULL;
     }
-    if (cid_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_mstnode.setup() was not called");
-        return NULL;
-    }
+    if (!set_up()) return NULL;
     PyObject *blocks = args[0];
     if (!PyDict_CheckExact(blocks) || !PyBytes_CheckExact(args[2])) Py_RETURN_NONE;
     Py_ssize_t lim[4];
@@ -780,10 +781,7 @@ static PyObject *car_blocks(PyObject *module, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "car_blocks(data, pos, max_section)");
         return NULL;
     }
-    if (cid_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_mstnode.setup() was not called");
-        return NULL;
-    }
+    if (!set_up()) return NULL;
     PyObject *data = args[0];
     if (!PyBytes_CheckExact(data)) Py_RETURN_NONE;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
