@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import pytest
 from atrepo.core.errors import InputFileError, InvalidRequest, StoreInUse
 from atrepo.host import HostConfig, RunningHost, start_host
 from atrepo.store import SQLiteStore
+from atrepo.store.pgfile import redact_url
+from atrepo.store.postgres import PostgresStore, open_host_store
 from atrepo.store.sqlite import raise_seq_floor
 
 ATREPO = str(Path(sys.executable).parent / "atrepo")
@@ -32,8 +35,15 @@ async def run_async(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.get_running_loop().run_in_executor(None, lambda: run(*args))
 
 
-async def start(data: Path) -> RunningHost:
-    return await start_host(HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=data))
+async def start(data: Path, database: str | None = None) -> RunningHost:
+    return await start_host(
+        HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=data, database=database)
+    )
+
+
+def where(data: Path, database: str | None) -> list[str]:
+    """The command's arguments naming the store: the data directory, and the database if any."""
+    return ["--data", str(data), *(["--database", database] if database else [])]
 
 
 async def create_account(running: RunningHost, handle: str) -> None:
@@ -47,30 +57,31 @@ async def create_account(running: RunningHost, handle: str) -> None:
         assert resp.status == 200, await resp.text()
 
 
-def head_seq(data: Path) -> int:
-    store = SQLiteStore(data)
+def head_seq(data: Path, database: str | None = None) -> int:
+    store = open_host_store(data, database)
     try:
         return store.head_seq()
     finally:
         store.close()
 
 
-async def test_raise_restart_and_the_next_event(tmp_path: Path) -> None:
+async def test_raise_restart_and_the_next_event(tmp_path: Path, database: str | None) -> None:
     data = tmp_path / "data"
-    running = await start(data)
+    running = await start(data, database)
     try:
         await create_account(running, "alice.test")  # four events: seqs 1-4
     finally:
         await running.stop()
-    assert head_seq(data) == 4
+    assert head_seq(data, database) == 4
 
-    proc = await run_async("host", "seq-floor", "1000", "--data", str(data))
+    proc = await run_async("host", "seq-floor", "1000", *where(data, database))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"next seq raised from 5 to 1000 ({data})"
-    assert head_seq(data) == 999
+    shown = str(data) if database is None else "schema atrepo_host"
+    assert proc.stdout.startswith("next seq raised from 5 to 1000 (") and shown in proc.stdout
+    assert head_seq(data, database) == 999
 
     # the next event after a restart gets exactly the floor, and the log goes on from there
-    running = await start(data)
+    running = await start(data, database)
     try:
         await create_account(running, "bob.test")
         events = await running.context.worker.read(SQLiteStore.read_events, 4, 100)
@@ -80,28 +91,49 @@ async def test_raise_restart_and_the_next_event(tmp_path: Path) -> None:
     assert all(e.did == events[0].did for e in events)
 
 
-async def test_never_lowers(tmp_path: Path) -> None:
+async def test_never_lowers(tmp_path: Path, database: str | None) -> None:
     data = tmp_path / "data"
-    running = await start(data)
+    running = await start(data, database)
     try:
         await create_account(running, "alice.test")
     finally:
         await running.stop()
-    proc = await run_async("host", "seq-floor", "3", "--data", str(data), "--json")
+    proc = await run_async("host", "seq-floor", "3", *where(data, database), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {
-        "ok": True,
-        "dataDir": str(data),
-        "oldNextSeq": 5,
-        "newNextSeq": 5,
-        "changed": False,
-    }
-    proc = await run_async("host", "seq-floor", "5", "--data", str(data))
+    reply = json.loads(proc.stdout)
+    assert reply.pop("store") == (
+        str(data) if database is None else f"{redact_url(database)} (schema atrepo_host)"
+    )
+    assert reply == {"ok": True, "dataDir": str(data), "oldNextSeq": 5, "newNextSeq": 5, "changed": False}
+    proc = await run_async("host", "seq-floor", "5", *where(data, database))
     assert proc.returncode == 0 and "nothing changed" in proc.stdout
-    assert head_seq(data) == 4
+    assert head_seq(data, database) == 4
     # raising twice: the second, lower floor leaves the first in place
-    assert raise_seq_floor(data, 50).new_next == 50
-    assert raise_seq_floor(data, 20).old_next == 50 and head_seq(data) == 49
+    pg = PostgresStore(database, data) if database else None
+    floor = pg.raise_seq_floor if pg else functools.partial(raise_seq_floor, data)
+    try:
+        assert floor(50).new_next == 50
+        assert floor(20).old_next == 50
+    finally:
+        if pg:
+            pg.close()
+    assert head_seq(data, database) == 49
+
+
+async def test_on_postgresql_a_running_host_takes_the_floor_at_once(tmp_path: Path, pg_url: str) -> None:
+    # every commit takes its seq from the counter row the command locks: no need to stop the host
+    data = tmp_path / "data"
+    running = await start(data, pg_url)
+    try:
+        await create_account(running, "alice.test")
+        proc = await run_async("host", "seq-floor", "500", *where(data, pg_url), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["newNextSeq"] == 500
+        await create_account(running, "bob.test")
+        events = await running.context.worker.read(SQLiteStore.read_events, 0, 100)
+    finally:
+        await running.stop()
+    assert [e.seq for e in events] == [1, 2, 3, 4, 500, 501, 502, 503]
 
 
 async def test_refuses_a_live_host(tmp_path: Path) -> None:

@@ -97,9 +97,9 @@ async def test_a_configured_password_is_used_and_no_file_is_written(
 
 
 async def test_start_up_says_where_the_password_is_but_not_what(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, database: str | None
 ) -> None:
-    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data")
+    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database)
     with caplog.at_level("INFO", logger="atrepo.host"):
         running = await start_host(config)
         await running.stop()

@@ -397,9 +397,9 @@ async def test_methods_never_proxied(setup: Setup) -> None:
 
 @pytest.mark.parametrize("with_appview", [True, False])
 async def test_header_names_another_service(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, with_appview: bool
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, with_appview: bool, database: str | None
 ) -> None:
-    async for s in start(tmp_path, http, clock, appview=with_appview):
+    async for s in start(tmp_path, http, clock, appview=with_appview, database=database):
         did, token = await account(s.host)
         header = {"atproto-proxy": f"{s.other.did}#svc"}
         reply = await s.host.call(
@@ -501,9 +501,10 @@ async def test_ssrf_guard_keeps_did_named_services_public(
     caplog: pytest.LogCaptureFixture,
     endpoint: str | None,
     why: str,
+    database: str | None,
 ) -> None:
     # by default a DID-named service must be https at a public address: these are neither
-    async for s in start(tmp_path, http, clock, allow_private=False):
+    async for s in start(tmp_path, http, clock, allow_private=False, database=database):
         _, token = await account(s.host)
         if endpoint is not None:
             s.other.endpoint = endpoint.format(port=s.other.url.rsplit(":", 1)[1])
@@ -539,8 +540,10 @@ async def test_public_only_resolver_drops_loopback() -> None:
 # --- failures of the service ------------------------------------------------------------------
 
 
-async def test_appview_down_is_502(tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock) -> None:
-    async for s in start(tmp_path, http, clock, dead=True):
+async def test_appview_down_is_502(
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
+) -> None:
+    async for s in start(tmp_path, http, clock, dead=True, database=database):
         _, token = await account(s.host)
         reply = await s.host.call(TIMELINE, token=token)
         assert (reply.status, reply.body) == (

@@ -35,10 +35,12 @@ DESCRIBE = "com.atproto.server.describeServer"
 
 @contextlib.asynccontextmanager
 async def limited_host(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, **settings: Any
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None, **settings: Any
 ) -> AsyncIterator[HostClient]:
     """A host with the given settings (``rate_limit_*`` figures, ``rate_limits``, ``trust_proxy``)."""
-    config = HostConfig(host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", **settings)
+    config = HostConfig(
+        host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database, **settings
+    )
     running = await start_host(config, clock_ms=clock, validate_output=True)
     try:
         yield HostClient(running, http, clock)
@@ -104,9 +106,9 @@ async def test_the_default_host_sends_the_reference_figures(host: HostClient) ->
 
 
 async def test_create_session_is_refused_after_n_attempts_until_the_window_ends(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_create_session="3/5m,10/1d") as host:
+    async with limited_host(tmp_path, http, clock, database, rate_limit_create_session="3/5m,10/1d") as host:
         await new_user(host, "alice.test")
         for left in (2, 1, 0):
             reply = await login(host, "alice.test", "guess")
@@ -124,9 +126,9 @@ async def test_create_session_is_refused_after_n_attempts_until_the_window_ends(
 
 
 async def test_write_points_are_charged_per_account_and_refused_before_commit(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_repo_writes="30/1h,100/1d") as host:
+    async with limited_host(tmp_path, http, clock, database, rate_limit_repo_writes="30/1h,100/1d") as host:
         alice, alice_token = await new_user(host, "alice.test")
         bob, bob_token = await new_user(host, "bob.test")
         store = host.running.context.store
@@ -181,9 +183,9 @@ async def test_write_points_are_charged_per_account_and_refused_before_commit(
 
 
 async def test_apply_writes_over_the_remaining_points_is_refused_whole(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_repo_writes="10/1h") as host:
+    async with limited_host(tmp_path, http, clock, database, rate_limit_repo_writes="10/1h") as host:
         alice, token = await new_user(host, "alice.test")
         store = host.running.context.store
         for i in range(3):  # 9 points
@@ -205,9 +207,9 @@ async def test_apply_writes_over_the_remaining_points_is_refused_whole(
 
 
 async def test_global_limit_per_client_address(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_global="4/1m") as host:
+    async with limited_host(tmp_path, http, clock, database, rate_limit_global="4/1m") as host:
         for left in range(3, -1, -1):
             reply = await host.call(DESCRIBE)
             assert reply.status == 200 and reply.headers["RateLimit-Remaining"] == str(left)
@@ -227,9 +229,11 @@ async def test_global_limit_per_client_address(
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_global="2/1m", trust_proxy=True) as host:
+    async with limited_host(
+        tmp_path, http, clock, database, rate_limit_global="2/1m", trust_proxy=True
+    ) as host:
         one = {"X-Forwarded-For": "6.6.6.6, 198.51.100.1"}  # the client wrote 6.6.6.6; the proxy the rest
         for _ in range(2):
             assert (await host.call(DESCRIBE, headers=one)).status == 200
@@ -240,9 +244,9 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
 
 
 async def test_create_account_per_address(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
-    async with limited_host(tmp_path, http, clock, rate_limit_create_account="2/5m") as host:
+    async with limited_host(tmp_path, http, clock, database, rate_limit_create_account="2/5m") as host:
         assert (await host.create_account("alice.test")).status == 200
         bad = await host.create_account("x.test")  # refused for its handle, still an attempt
         assert bad.error == "InvalidHandle" and bad.headers["RateLimit-Remaining"] == "0"
@@ -252,10 +256,10 @@ async def test_create_account_per_address(
 
 
 async def test_the_switch_turns_every_limit_off(
-    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock
+    tmp_path: Path, http: aiohttp.ClientSession, clock: TokenClock, database: str | None
 ) -> None:
     settings = {"rate_limits": False, "rate_limit_global": "1/1m", "rate_limit_create_session": "1/5m"}
-    async with limited_host(tmp_path, http, clock, **settings) as host:
+    async with limited_host(tmp_path, http, clock, database, **settings) as host:
         for _ in range(3):
             reply = await host.call(DESCRIBE)
             assert reply.status == 200 and "RateLimit-Limit" not in reply.headers

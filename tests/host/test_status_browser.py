@@ -38,13 +38,16 @@ def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-async def page_host(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[HostClient]:
+async def page_host(
+    tmp_path: Path, http: aiohttp.ClientSession, database: str | None
+) -> AsyncIterator[HostClient]:
     """A host with one configured relay whose URL carries markup (nothing listens on port 9)."""
     config = HostConfig(
         host="127.0.0.1",
         port=0,
         plc_port=0,
         data_dir=tmp_path / "data",
+        database=database,
         relays=(f"http://127.0.0.1:9/{HOSTILE}",),
     )
     running = await start_host(config, validate_output=True)

@@ -228,6 +228,11 @@ async def test_request_crawl_on_the_sequencer_reaches_the_ingest_of_its_partitio
                     assert resp.status == 200, (path, await resp.text())
             async with http.get(f"{ingest.url}/xrpc/com.atproto.sync.subscribeRepos") as resp:
                 assert resp.status == 501  # no firehose: its events come out of the sequencer
+            async with http.get(f"{ingest.url}/status.json") as resp:
+                events = (await resp.json())["events"]
+            # the shared log's head (the sequencer's), not the fan-out this process does not run
+            assert events["headSeq"] == sequencer.fanout.tail >= 3
+            assert events["queuedForSequencer"] == 0
         finally:
             await ingest.stop()
             await sequencer.stop()

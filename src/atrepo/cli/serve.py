@@ -67,6 +67,12 @@ def serve(
     worker: Annotated[
         str | None, typer.Option(hidden=True, help="I/N: run as worker I of --workers N")
     ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="host (everything), or fanout: serve only the firehose and sync reads of a --database [host]"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON line on stdout when listening")] = False,
 ) -> None:
     """Run the repository host until SIGTERM or SIGINT.
@@ -96,6 +102,7 @@ def serve(
         "rate_limits": rate_limits,
         "trust_proxy": trust_proxy,
         "worker": worker,
+        "role": role,
     }
     if workers < 1:
         raise typer.BadParameter("1 or more", param_hint="--workers")
@@ -136,7 +143,7 @@ async def _supervise(cfg: Any, count: int, as_json: bool) -> None:
             port = probe.getsockname()[1]
     plc_runner = None
     plc_url = cfg.plc_url
-    if not plc_url:
+    if not plc_url and cfg.role == "host":  # fan-out processes create no identities
         plc_runner, plc_url = await start_plc(cfg)
     try:
         args = child_args(
@@ -144,7 +151,8 @@ async def _supervise(cfg: Any, count: int, as_json: bool) -> None:
         )
 
         def command(index: int) -> list[str]:
-            return [*args, "--worker", f"{index}/{count}", "--port", str(port), "--plc", plc_url, "--json"]
+            plc = ["--plc", plc_url] if plc_url else []
+            return [*args, "--worker", f"{index}/{count}", "--port", str(port), *plc, "--json"]
 
         await supervise(command, count, label="atrepo serve", name=lambda i: f"{i}/{count}", as_json=as_json)
     finally:
@@ -168,10 +176,17 @@ async def _serve(cfg: Any, as_json: bool = False) -> None:
                 print(f"  {name} = {json.dumps(value)}", file=sys.stderr)
             if as_json:
                 emit_json(
-                    {"ok": True, "listening": running.url, "plc": running.plc_url, "worker": cfg.worker}
+                    {
+                        "ok": True,
+                        "listening": running.url,
+                        "plc": running.plc_url,
+                        "worker": cfg.worker,
+                        "role": cfg.role,
+                    }
                 )
             else:
-                print(f"atrepo host listening on {running.url}", flush=True)
+                what = "host" if cfg.role == "host" else "firehose fan-out"
+                print(f"atrepo {what} listening on {running.url}", flush=True)
             await stop.wait()
     finally:
         await running.stop()

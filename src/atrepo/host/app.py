@@ -432,22 +432,30 @@ class RunningHost:
 
 
 def build_app(host: HostContext, router: XrpcRouter) -> web.Application:
-    """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``, the status page."""
+    """The aiohttp application: XRPC routes, ``/xrpc/_health``, ``/metrics``, the status page.
+
+    A ``fanout`` process mounts only what reads the store: the sync API and
+    the firehose (every other method is then ``MethodNotImplemented``).
+    """
     inbound = inbound_auth.InboundAuth(host)  # verifies service-auth tokens sent to us; DID cache
-    accounts.register(router, host, inbound)  # inbound: createAccount with an existing DID
-    lifecycle.register(router, host)
-    admin.register(router, host)
-    app_passwords.register(router, host)
-    identity_api.register(router, host, inbound)
-    repo_api.register(router, host)
-    importer.register(router, host)
+    service_proxy: proxy.ServiceProxy | None = None
+    if host.config.role == "host":
+        accounts.register(router, host, inbound)  # inbound: createAccount with an existing DID
+        lifecycle.register(router, host)
+        admin.register(router, host)
+        app_passwords.register(router, host)
+        identity_api.register(router, host, inbound)
+        repo_api.register(router, host)
+        importer.register(router, host)
     sync_api.register(router, host)
-    app_bsky.register(router, host)
-    service_auth.register(router, host)
-    service_proxy = proxy.register(router, host)
+    if host.config.role == "host":
+        app_bsky.register(router, host)
+        service_auth.register(router, host)
+        service_proxy = proxy.register(router, host)
     mount_subscribe_repos(router, host.store, host.worker, host.fanout)
     app = web.Application()
-    proxy.attach(app, service_proxy)
+    if service_proxy is not None:
+        proxy.attach(app, service_proxy)
     inbound_auth.attach(app, inbound)
     admin.attach(app, host)
     router.setup(app)
@@ -510,7 +518,7 @@ async def start_host(
         log.info("admin password (HTTP Basic admin:<password>) is in %s", secrets_.admin_password_file)
     plc_runner: web.AppRunner | None = None
     plc_url = config.plc_url.rstrip("/") if config.plc_url else ""
-    if not plc_url:
+    if not plc_url and config.role == "host":  # a fanout process creates no identities
         plc_runner, plc_url = await start_plc(config)
         log.info("embedded PLC directory at %s (data in %s)", plc_url, config.plc_dir)
     sock: socket.socket | None = None
@@ -564,7 +572,8 @@ async def start_host(
             ),
         )
         host.start_counting(await worker.read(SQLiteStore.head_seq))
-        host.notify_event.append(host.crawlers.poke)
+        if config.role == "host":
+            host.notify_event.append(host.crawlers.poke)
         host.notify_event.append(host.fanout.notify)
         app = build_app(host, router)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -601,7 +610,13 @@ async def start_host(
         maintenance = asyncio.create_task(_maintain(host), name="atrepo-host-maintenance")
     host_part = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host_part}:{port}"
-    log.info("host listening on %s (public URL %s, service DID %s)", url, public_url, host.service_did)
+    log.info(
+        "%s listening on %s (public URL %s, service DID %s)",
+        "host" if config.role == "host" else "firehose fan-out (sync reads only)",
+        url,
+        public_url,
+        host.service_did,
+    )
     return RunningHost(
         context=host,
         url=url,

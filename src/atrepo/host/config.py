@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ENV_PREFIX",
     "HostConfig",
+    "HostRole",
     "HostSecrets",
     "LogFormat",
     "load_config",
@@ -54,6 +55,8 @@ ROTATION_KEY_FILENAME: Final = "rotation.key"
 PLC_DIRNAME: Final = "plc"
 
 LogFormat = Literal["text", "json"]
+#: What one ``atrepo serve`` process does: everything, or only serve the firehose and sync reads.
+HostRole = Literal["host", "fanout"]
 
 #: Settings whose values never appear in ``describe()``.
 _SECRET_FIELDS: Final = frozenset({"admin_password", "jwt_secret"})
@@ -113,6 +116,9 @@ class HostConfig:
     #: ``I/N`` in worker process I of ``atrepo serve --workers N`` (the supervisor sets it): the port
     #: is shared with the other workers (``SO_REUSEPORT``) and only worker 0 runs the maintenance.
     worker: str | None = None
+    #: ``host`` (everything) or ``fanout``: a read-only process on a PostgreSQL store that serves the
+    #: firehose and the sync reads, following the event log the host processes write (docs/scaling.md).
+    role: HostRole = "host"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.plc_port <= 65535:
@@ -126,6 +132,10 @@ class HostConfig:
                 raise ValueError(
                     f"worker {slot[0]}/{slot[1]}: several host processes need a postgresql:// database"
                 )
+        if self.role not in ("host", "fanout"):
+            raise ValueError(f"role must be host or fanout, not {self.role!r}")
+        if self.role == "fanout" and self.database is None:
+            raise ValueError("a fanout process follows a host's postgresql:// database: give database")
         for domain in self.user_domains:
             if not domain.startswith(".") or len(domain) < 2:
                 raise ValueError(f"a user domain starts with '.', like '.test': {domain!r}")
@@ -191,9 +201,9 @@ class HostConfig:
 
     @property
     def runs_maintenance(self) -> bool:
-        """Whether this process prunes old events, tokens and blobs (one process of several does)."""
+        """Whether this process prunes old events, tokens and blobs (one host process of several does)."""
         slot = self.worker_slot
-        return slot is None or slot[0] == 0
+        return self.role == "host" and (slot is None or slot[0] == 0)
 
     def describe(self, *, bound_port: int | None = None, plc_url: str | None = None) -> dict[str, Any]:
         """The effective configuration for the start-up log: secrets say only whether they are set."""

@@ -106,6 +106,7 @@ RELAY_STATUS_PAGE: Final = StatusPage(
             "Firehose",
             (
                 Fact("Head seq", "events.headSeq", "count"),
+                Fact("Queued for the sequencer", "events.queuedForSequencer", "count"),
                 Fact("Events emitted since start", "events.emittedSinceStart", "count"),
                 Fact("Transactions (batches) since start", "events.batches", "count"),
                 Fact("Downstream subscribers", "subscribers.count", "count"),
@@ -267,6 +268,10 @@ class RelayStatus:
         config = ctx.config
         counts = await ctx.worker.read(RelayStore.count_accounts)
         total = counts.pop("total", sum(counts.values()))
+        # An ingest process serves no firehose (its fan-out never starts): the head it shows is the
+        # shared log's, which the sequencer writes, and beside it what waits for the sequencer.
+        head = await ctx.worker.read(RelayStore.head_seq) if config.role == "ingest" else ctx.fanout.tail
+        queued = await ctx.worker.read(RelayStore.pending_count)
         resyncer = ctx.resyncer
         return {
             "software": {"name": "atrepo", "version": atrepo.__version__, "role": "relay"},
@@ -286,7 +291,8 @@ class RelayStatus:
             "hosts": self.hosts(),
             "accounts": {"total": total, "byStatus": counts},
             "events": {
-                "headSeq": ctx.fanout.tail,
+                "headSeq": head,
+                "queuedForSequencer": queued,
                 "emittedSinceStart": ctx.ingest.flushed_events,
                 "batches": ctx.ingest.batches,
             },

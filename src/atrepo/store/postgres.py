@@ -79,11 +79,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, cast
 
+from atrepo.core import limits
 from atrepo.core.cid import CID
-from atrepo.core.errors import WriteAborted
+from atrepo.core.errors import InvalidRequest, WriteAborted
 from atrepo.core.repo import CommitResult
 
-from .base import BlobFiles, BlobRow
+from .base import BlobFiles, BlobRow, SeqFloor
 from .pgfile import PgConnection, PgListener, PostgresFile, _lock_key, _psycopg, redact_url
 from .sqlite import BLOBS_DIRNAME, SQLiteStore, SQLiteTransaction, _wall_clock_ms
 
@@ -596,6 +597,28 @@ class PostgresStore(SQLiteStore):
                 held = db.execute("SELECT 1 FROM blobs WHERE cid = ? LIMIT 1", (cid,)).fetchone()
                 if held is None:
                     self._blob_files.delete(CID.parse(cid))
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    def raise_seq_floor(self, next_seq: int) -> SeqFloor:
+        """Make the event log's next seq at least ``next_seq`` (never lower it), in one transaction.
+
+        The remedy for a database restored from a backup (see
+        :func:`atrepo.store.sqlite.raise_seq_floor`). Unlike the SQLite file,
+        this is safe while hosts run on the database: every commit takes its
+        seq from the same counter row, so the row lock taken here orders this
+        change against them, and the next commit gets at least the floor.
+        """
+        if not 1 <= next_seq <= limits.MAX_SAFE_INT:
+            raise InvalidRequest(f"the next seq must be between 1 and {limits.MAX_SAFE_INT}, not {next_seq}")
+        with self._write() as db:
+            (head,) = db.execute("SELECT seq FROM event_seq WHERE id = 1 FOR UPDATE").fetchone()
+            (newest,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+            old_head = max(int(head), int(newest or 0))
+            new_head = max(old_head, next_seq - 1)
+            if new_head != int(head):
+                db.execute("UPDATE event_seq SET seq = ? WHERE id = 1", (new_head,))
+        return SeqFloor(old_head + 1, new_head + 1)
 
     # --- checks -------------------------------------------------------------------------
 
