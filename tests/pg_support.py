@@ -58,11 +58,13 @@ def _free_port() -> int:
 class Cluster:
     """A PostgreSQL server the tests own (or were given): its admin URL and fresh databases."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, own: bool = False) -> None:
+        """``own``: start a server here even with ``ATREPO_TEST_POSTGRES`` set (a test that crashes it)."""
         self._counter = itertools.count()
         self._dir: str | None = None
         self._pg_ctl: list[str] = []
-        given = os.environ.get("ATREPO_TEST_POSTGRES", "").strip()
+        self._options = ""
+        given = "" if own else os.environ.get("ATREPO_TEST_POSTGRES", "").strip()
         if given:
             self.admin_url = given
             return
@@ -98,6 +100,14 @@ class Cluster:
             " -c shared_buffers=64MB"
         )
         self._pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", data]
+        self._options = options
+        self.start()
+        atexit.register(self.stop)
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`crash`: it recovers from its WAL first)."""
+        assert self._dir is not None, "not a cluster this module started"
         subprocess.run(
             [
                 *self._pg_ctl,
@@ -107,14 +117,17 @@ class Cluster:
                 "-t",
                 "60",
                 "-o",
-                options,
+                self._options,
                 "start",
             ],
             check=True,
             capture_output=True,
         )
-        atexit.register(self.stop)
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (``immediate``: no checkpoint, every connection cut)."""
+        assert self._dir is not None, "not a cluster this module started"
+        subprocess.run([*self._pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=True)
 
     def url(self, database: str) -> str:
         """The URL of ``database`` on this server (the admin URL's user and address)."""
