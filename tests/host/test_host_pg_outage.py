@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,8 +76,9 @@ async def _writer(
 
 
 async def test_acknowledged_writes_survive_a_postgresql_crash_and_the_host_recovers(
-    own_cluster: Cluster, tmp_path: Path
+    own_cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="atrepo")
     database = own_cluster.new_database()
     config = HostConfig(
         host="127.0.0.1", port=0, plc_port=0, data_dir=tmp_path / "data", database=database, rate_limits=False
@@ -123,6 +125,15 @@ async def test_acknowledged_writes_survive_a_postgresql_crash_and_the_host_recov
             assert all(status >= 500 for status, _ in failures), failures[:10]
             async with http.get(f"{running.url}/xrpc/_health") as resp:
                 assert resp.status == 200
+            # the outage is logged as what it is, one line per failed call, without a driver traceback
+            failed_calls = [
+                r for r in caplog.records if r.name == "atrepo.xrpc" and r.levelno >= logging.ERROR
+            ]
+            assert failed_calls
+            assert all("StoreUnavailable (500)" in r.getMessage() for r in failed_calls), failed_calls[
+                0
+            ].getMessage()
+            assert all(r.exc_info is None for r in failed_calls)
 
             ctx = running.context
             for account, log in zip(accounts, logs, strict=True):

@@ -341,3 +341,32 @@ async def test_several_writer_threads_run_jobs_side_by_side(store: Store) -> Non
     finally:
         await worker.close()
     assert worker.closed
+
+
+async def test_a_lost_database_connection_is_typed_as_store_unavailable() -> None:
+    import psycopg
+
+    from atrepo.core.errors import StoreUnavailable
+    from atrepo.store.worker import StoreWorker
+
+    lost = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+    locked = psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+    shutdown = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    def fail(_store: object, exc: Exception) -> None:
+        raise exc
+
+    worker: StoreWorker[object] = StoreWorker(object())
+    try:
+        for exc in (lost, shutdown):
+            for call in (worker.run, worker.read):
+                with pytest.raises(StoreUnavailable, match="the database connection failed") as raised:
+                    await call(fail, exc)
+                assert raised.value.__cause__ is exc
+        # not an outage: the driver's error as it was, and anything else untouched
+        for other in (locked, ValueError("x")):
+            for call in (worker.run, worker.read):
+                with pytest.raises(type(other)):
+                    await call(fail, other)
+    finally:
+        await worker.close()

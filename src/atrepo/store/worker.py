@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 
-from atrepo.core.errors import LimitExceeded
+from atrepo.core.errors import LimitExceeded, StoreUnavailable
 
 __all__ = ["DEFAULT_GROUP_MAX", "DEFAULT_MAX_PENDING", "DEFAULT_READERS", "StoreWorker"]
 
@@ -108,6 +108,8 @@ class _Job:
 
     def settle(self, error: BaseException | None, result: Any) -> None:
         """On the writer: hand the outcome to the caller."""
+        if error is not None:
+            error = _as_outage(error)
         if self.future is not None:
             if error is None:
                 self.future.set_result(result)
@@ -120,6 +122,46 @@ class _Job:
             waiter.get_loop().call_soon_threadsafe(_settle_waiter, waiter, error, result)
         except RuntimeError:  # the caller's loop is closed: nobody is left to hear back
             log.debug("store worker: the caller's event loop closed before its job finished")
+
+
+#: SQLSTATEs of a database server that is going or gone: the 08 class (connection exceptions) and
+#: admin_shutdown, crash_shutdown, cannot_connect_now (a server still recovering).
+_OUTAGE_STATES: Final = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _as_outage(error: BaseException) -> BaseException:
+    """A lost or refused database connection as :class:`StoreUnavailable` (the driver's error chained).
+
+    Why here: every store call goes through this worker, and an outage fails
+    each of them the same way; typed, it is answered as a 500 and logged in
+    one line that names the cause, instead of a driver traceback per call.
+    The driver is recognised by name, so SQLite-only installs never import it.
+    """
+    if isinstance(error, StoreUnavailable):
+        return error
+    operational = any(
+        c.__name__ == "OperationalError" and c.__module__.startswith("psycopg") for c in type(error).__mro__
+    )
+    if not operational:
+        return error
+    state = getattr(error, "sqlstate", None)
+    if state is not None and not state.startswith("08") and state not in _OUTAGE_STATES:
+        return error  # a lock timeout, a cancelled statement: not an outage
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    outage = StoreUnavailable(f"the database connection failed: {cause}")
+    outage.__cause__ = error
+    return outage
+
+
+def _read_call(call: Callable[[], T]) -> T:
+    """A reader thread's call, with an outage typed as on the writer."""
+    try:
+        return call()
+    except Exception as exc:
+        typed = _as_outage(exc)
+        if typed is exc:
+            raise
+        raise typed from exc
 
 
 def _take(claim: list[None] | None) -> bool:
@@ -232,7 +274,7 @@ class StoreWorker(Generic[S]):
         if self._closed:
             raise RuntimeError("the store worker is closed")
         call = functools.partial(fn, self.store, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, _read_call, call)
 
     def _loop(self) -> None:
         group = getattr(self.store, "group_commit", None) if self.group_max > 1 else None

@@ -59,6 +59,7 @@ from atrepo.core.errors import (
     InvalidRequest,
     MethodNotImplemented,
     PayloadTooLarge,
+    StoreUnavailable,
     UpgradeRequired,
 )
 from atrepo.core.events import encode_error_frame
@@ -620,6 +621,9 @@ class XrpcRouter:
         if self.health_check is not None:
             try:
                 await self.health_check()
+            except StoreUnavailable as exc:
+                log.warning("failed health check: %s", exc)
+                return _json_response(503, {"version": self.version, "error": "Service Unavailable"})
             except Exception:
                 log.exception("failed health check")
                 return _json_response(503, {"version": self.version, "error": "Service Unavailable"})
@@ -764,6 +768,9 @@ class XrpcRouter:
 
     @staticmethod
     def _log_failure(exc: BaseException, nsid: str, status: int) -> None:
+        if isinstance(exc, StoreUnavailable):  # an outage fails every call alike: one line each, no traceback
+            log.error("StoreUnavailable (%d) in xrpc method %s: %s", status, nsid, exc)
+            return
         name = exc.xrpc_error if isinstance(exc, AtrepoError) else type(exc).__name__
         log.error("%s (%d) in xrpc method %s: %s", name, status, nsid, exc, exc_info=exc)
 
