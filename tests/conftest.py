@@ -18,6 +18,16 @@ def pg_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server for one test alone, stopped after it: for tests that crash the server."""
+    server = Cluster(own=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     """A fresh, empty database for this test, dropped afterwards: its URL."""
     url = pg_cluster.new_database()

@@ -345,6 +345,35 @@ async def test_backpressure_bounds_in_flight(upstream: Upstream) -> None:
         await asyncio.wait_for(task, WAIT_S)
 
 
+async def test_a_live_start_pins_its_position_at_the_first_event(upstream: Upstream) -> None:
+    """No cursor (live): if the first live event's handler fails, the reconnect replays it (cursor = its
+    seq - 1) instead of joining the live head again, which would lose it and everything after it."""
+
+    async def script(conn: Connection) -> None:
+        first = 41 if conn.cursor is None else conn.cursor + 1  # live: the head is at 40
+        for seq in range(first, 46):
+            await conn.ws.send_bytes(ident(seq, ALICE))
+        await hold(conn)
+
+    server = await upstream(script)
+    rec = Recorder()
+    failed: list[int] = []
+
+    async def handler(item: Received) -> None:
+        if item.seq == 41 and not failed:
+            failed.append(41)
+            raise RuntimeError("the database went away")
+        await rec(item)
+
+    sub = subscriber(server.url, handler, cursor=None)
+    assert sub.cursor is None
+    await run_until(sub, lambda: rec.until(lambda: len(rec.accepted) >= 5))
+    assert failed == [41]
+    assert server.cursors == [None, 40]
+    assert rec.seqs == [41, 42, 43, 44, 45]
+    assert sub.cursor == 45
+
+
 async def test_stop_cancels_a_hung_handler(upstream: Upstream) -> None:
     probe = Subscriber("http://x", Recorder(), lanes=4)
     hung_did = next(d for d in (did(c) for c in "bcdefgh") if probe.lane_of(d) != probe.lane_of(ALICE))

@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,6 @@ CLIENTS = 4
 DOWN_S = 1.5  # how long the server stays down
 RECOVER_S = 60.0  # the host must write again within this long of the server's return
 COLLECTION = "com.example.thing"
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    """A PostgreSQL server for this test alone: it is crashed here, which no other test may see."""
-    server = Cluster(own=True)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def _writer(

@@ -535,6 +535,11 @@ class Subscriber:
                 self._drop(seq, f"seq {seq} is not above {last}")
                 continue
             last = seq
+            if self._cursor is None and not self._order:
+                # Live start: what came before this event was skipped on purpose. Pin the position
+                # here, so that a reconnect after a failed handler replays this event instead of
+                # joining the live head again and losing everything in between.
+                self._cursor = seq - 1
             if self._skip:
                 if seq in self._skip:
                     stats.skipped += 1

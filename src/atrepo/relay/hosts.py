@@ -43,7 +43,14 @@ import aiohttp
 
 from atrepo.core.car import read_car
 from atrepo.core.commit import decode_commit
-from atrepo.core.errors import AtrepoError, HostBanned, HostNotFound, InvalidRequest, RateLimitExceeded
+from atrepo.core.errors import (
+    AtrepoError,
+    HostBanned,
+    HostNotFound,
+    InvalidRequest,
+    RateLimitExceeded,
+    StoreUnavailable,
+)
 from atrepo.firehose.subscriber import CursorAction, Received, Subscriber, SubscriberHooks
 from atrepo.store.relay import HostRow, RelayAccount, RelayStore
 from atrepo.store.worker import StoreWorker
@@ -265,6 +272,7 @@ class HostManager:
         self.links: dict[int, HostLink] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
+        self._reconnecting = asyncio.Lock()
         ctx.ingest.on_batch_failure = self._after_failed_batch
 
     def _after_failed_batch(self) -> None:
@@ -273,17 +281,45 @@ class HostManager:
         task.add_done_callback(self._tasks.discard)
 
     async def reconnect_all(self) -> None:
-        """Reconnect every connected upstream from the cursor the store holds (after a failed batch)."""
-        for link in list(self.links.values()):
-            if link.task is None:
-                continue
-            await self._disconnect(link)
-            row = await self.ctx.worker.read(RelayStore.get_host, link.id)
-            if row is not None:
-                link.row = row
-                link.account_count = row.account_count
-            if link.status != "banned":
-                self._connect(link)
+        """Reconnect every connected upstream from the cursor the store holds (after a failed batch).
+
+        A batch fails mostly because the database went away (a PostgreSQL
+        restart): then the upstreams stay disconnected, and nothing more is
+        staged to fail again, until the store answers; the stored cursors are
+        read then, so no event is skipped. Never raises: a relay that gave up
+        here would stay silent with every upstream disconnected.
+        """
+        async with self._reconnecting:
+            try:
+                links = [link for link in self.links.values() if link.task is not None]
+                for link in links:
+                    await self._disconnect(link)
+                rows = await self._stored_rows([link.id for link in links])
+                for link in links:
+                    row = rows.get(link.id)
+                    if row is not None:
+                        link.row = row
+                        link.account_count = row.account_count
+                    if link.status != "banned" and link.task is None and self.links.get(link.id) is link:
+                        self._connect(link)
+            except Exception:
+                log.exception("reconnecting the upstreams after a failed batch failed")
+
+    async def _stored_rows(self, ids: list[int]) -> dict[int, HostRow | None]:
+        """The hosts' stored rows; while the store is unavailable, retried after a pause (doubling to 5 s)."""
+        delay = 0.25
+        while True:
+            try:
+                return {i: await self.ctx.worker.read(RelayStore.get_host, i) for i in ids}
+            except StoreUnavailable as exc:
+                log.warning(
+                    "store unavailable; %d upstreams reconnect when it answers (next try in %.2g s): %s",
+                    len(ids),
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     @property
     def store(self) -> RelayStore:

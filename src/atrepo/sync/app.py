@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+import atrepo
+from atrepo.core.errors import StoreUnavailable
 from atrepo.store.mirror import MirrorStore
 from atrepo.xrpc.metrics import Metrics, add_metrics_route
 from atrepo.xrpc.status_page import Column, Fact, StatusPage, Table, add_status_routes, public_url
@@ -215,6 +217,23 @@ def _metrics() -> Metrics:
     return metrics
 
 
+def _add_health_route(app: web.Application, engine: SyncEngine) -> None:
+    """``/xrpc/_health`` as the host and the relay answer it: 200 with the version while the mirror's
+    store answers, 503 when it cannot be reached (a PostgreSQL restart), for a load balancer or an
+    orchestrator's readiness check."""
+    version = atrepo.__version__
+
+    async def health(_request: web.Request) -> web.Response:
+        try:
+            await engine.worker.read(MirrorStore.head_time_us)
+        except StoreUnavailable as exc:
+            log.warning("failed health check: %s", exc)
+            return web.json_response({"version": version, "error": "Service Unavailable"}, status=503)
+        return web.json_response({"version": version})
+
+    app.router.add_get("/xrpc/_health", health)
+
+
 async def start_sync(
     config: SyncConfig, *, routes: Sequence[RouteHook] = (), extra: Mapping[str, Any] | None = None
 ) -> RunningSync:
@@ -226,6 +245,7 @@ async def start_sync(
     running = RunningSync(engine, runner, "", metrics)
     add_metrics_route(app, metrics)
     add_status_routes(app, STATUS_PAGE, running.status)
+    _add_health_route(app, engine)
     # the Jetstream v2 endpoint (and the classic wire at /subscribe) over the mirror's event log
     jetstream = mount_jetstream(app, engine.store, engine.worker, metrics=metrics)
     engine.listeners.append(jetstream.notify)

@@ -511,7 +511,25 @@ class SyncEngine:
         return (self.cursor_source, cursor)
 
     async def _process(self, did: str, item: Received) -> None:
-        """Verify and apply one event of a repository that is not busy (the caller holds its lock)."""
+        """Verify and apply one event of a repository that is not busy (the caller holds its lock).
+
+        The tracker moves the repository's state when it accepts the event,
+        before the store has it; should the store fail (the database gone),
+        the state is put back, so that the event's replay (the subscriber
+        reconnects from its cursor) is applied again, not dropped as a
+        duplicate of what was never stored.
+        """
+        before = self.states.get(did)
+        try:
+            await self._verify_and_apply(did, item)
+        except BaseException:
+            if before is None:
+                self.states.pop(did, None)
+            else:
+                self.states[did] = before
+            raise
+
+    async def _verify_and_apply(self, did: str, item: Received) -> None:
         assert self.verifier is not None
         frame = item.frame
         outcome = await self.verifier.check(frame)
@@ -581,8 +599,8 @@ class SyncEngine:
         log.info("sync: %s desynchronized: %s", did, why)
         self.tracked[did] = "desynchronized"
         self._mark_busy(did)
+        self._enqueue(did)  # first: should the store write fail (the database gone), the fetch still comes
         await self.worker.run(_set_repo, did, state="desynchronized", error=why[:500])
-        self._enqueue(did)
 
     # --- fetching --------------------------------------------------------------------------
 
