@@ -64,3 +64,9 @@ bench-sync-scale: $(BENCH_STAMP)
 .PHONY: bench-host-scale
 bench-host-scale: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench.host_scale $(BENCH_ARGS)
+
+# `make -f bench/bench.mk bench-pg-driver`: psycopg 3 against asyncpg on the host's commit transaction, bulk
+# rows and small reads (a throwaway cluster; bench/pg_driver.py; about 3 minutes; BENCH_ARGS="--quick").
+.PHONY: bench-pg-driver
+bench-pg-driver: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench.pg_driver $(BENCH_ARGS)
