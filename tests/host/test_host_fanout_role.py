@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -85,7 +86,10 @@ async def test_fanout_serves_the_hosts_firehose_and_sync_reads(
 
     # a live subscriber of the fan-out, attached before the writes
     live = asyncio.create_task(_frames(http, fan.url, None, WRITES))
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + WAIT_S
+    while not fan.running.context.fanout.subscribers:  # attached (and live) before the first write
+        assert time.monotonic() < deadline, "the live subscriber never attached"
+        await asyncio.sleep(0.02)
     for n in range(WRITES):
         reply = await host.call(
             "com.atproto.repo.createRecord",
