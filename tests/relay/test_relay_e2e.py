@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +58,6 @@ from atrepo.relay import RelayConfig, start_relay
 from atrepo.relay.app import RunningRelay
 
 pytestmark = pytest.mark.timeout(150)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 def _faults(relay: RunningRelay, kind: str, did: str | None = None) -> list[Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -30,12 +29,6 @@ from atrepo.relay.app import RunningRelay
 from atrepo.store.relay import PendingEvent, PostgresRelayStore
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 async def test_a_fanout_process_serves_the_same_firehose_and_survives_kill_9(

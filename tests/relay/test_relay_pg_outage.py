@@ -11,7 +11,6 @@ write exactly once, seqs without gaps or repeats.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -24,12 +23,6 @@ from pg_support import Cluster
 pytestmark = pytest.mark.timeout(150)
 
 DOWN_S = 1.5
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 async def test_the_relay_rides_out_a_postgresql_crash(

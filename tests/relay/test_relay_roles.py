@@ -20,7 +20,6 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,6 @@ from atrepo.relay import RelayConfig, start_fanout, start_relay
 from atrepo.relay.config import host_partition
 
 pytestmark = pytest.mark.timeout(150)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 def _socket_in_partition(index: int, count: int) -> socket.socket:
