@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,23 +87,37 @@ def admin_headers(host: HostClient) -> dict[str, str]:
     return basic_auth(host.running.context.secrets.admin_password)
 
 
-async def firehose_seqs(
-    http: aiohttp.ClientSession, url: str, cursor: int, head: int, timeout: float
-) -> list[int]:
-    """The seqs ``subscribeRepos?cursor=`` replays up to ``head`` (``#info`` skipped; error frames fail).
+async def firehose_frames(
+    http: aiohttp.ClientSession, url: str, cursor: int | None, timeout: float
+) -> AsyncIterator[tuple[int, bytes]]:
+    """(seq, frame as sent) of each event ``subscribeRepos`` sends (``#info`` skipped; error frames fail).
 
-    ``timeout`` bounds each wait for a frame, so a broken host fails instead of hanging.
+    ``cursor`` None subscribes live. ``timeout`` bounds each wait for a frame,
+    so a broken server fails instead of hanging; the caller stops when it has
+    what it wants.
     """
     from atrepo.core.events import ErrorFrame, InfoEvent, UnknownFrame, decode_frame
 
-    seqs: list[int] = []
+    params = {} if cursor is None else {"cursor": str(cursor)}
     endpoint = f"{url}/xrpc/com.atproto.sync.subscribeRepos"
-    async with http.ws_connect(endpoint, params={"cursor": str(cursor)}, max_msg_size=0) as ws:
-        while not seqs or seqs[-1] < head:
+    async with http.ws_connect(endpoint, params=params, max_msg_size=0) as ws:
+        while True:
             message = await ws.receive(timeout=timeout)
             assert message.type == aiohttp.WSMsgType.BINARY, message
             frame = decode_frame(message.data)
             assert not isinstance(frame, ErrorFrame | UnknownFrame), frame
             if not isinstance(frame, InfoEvent):
-                seqs.append(frame.seq)
+                yield frame.seq, message.data
+
+
+async def firehose_seqs(
+    http: aiohttp.ClientSession, url: str, cursor: int, head: int, timeout: float
+) -> list[int]:
+    """The seqs ``subscribeRepos?cursor=`` replays up to ``head`` (see :func:`firehose_frames`)."""
+    seqs: list[int] = []
+    async with contextlib.aclosing(firehose_frames(http, url, cursor, timeout)) as frames:
+        async for seq, _raw in frames:
+            seqs.append(seq)
+            if seq >= head:
+                break
     return seqs

@@ -9,6 +9,7 @@ and replayed, and every method that writes must be absent from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,9 +20,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from host_support import HostClient, TokenClock
+from host_support import HostClient, TokenClock, firehose_frames
 
-from atrepo.core.events import ErrorFrame, InfoEvent, UnknownFrame, decode_frame
 from atrepo.host import HostConfig, start_host
 
 WRITES = 25
@@ -61,17 +61,12 @@ async def pair(
 
 async def _frames(http: aiohttp.ClientSession, url: str, cursor: int | None, count: int) -> list[bytes]:
     """The first ``count`` event frames (``#info`` skipped) a subscriber gets, as sent."""
-    params = {} if cursor is None else {"cursor": str(cursor)}
     out: list[bytes] = []
-    endpoint = f"{url}/xrpc/com.atproto.sync.subscribeRepos"
-    async with http.ws_connect(endpoint, params=params, max_msg_size=0) as ws:
-        while len(out) < count:
-            message = await ws.receive(timeout=WAIT_S)
-            assert message.type == aiohttp.WSMsgType.BINARY, message
-            frame = decode_frame(message.data)
-            assert not isinstance(frame, ErrorFrame | UnknownFrame), frame
-            if not isinstance(frame, InfoEvent):
-                out.append(message.data)
+    async with contextlib.aclosing(firehose_frames(http, url, cursor, WAIT_S)) as frames:
+        async for _seq, raw in frames:
+            out.append(raw)
+            if len(out) == count:
+                break
     return out
 
 

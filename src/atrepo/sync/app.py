@@ -24,9 +24,9 @@ from typing import Any
 from aiohttp import web
 
 import atrepo
-from atrepo.core.errors import StoreUnavailable
 from atrepo.store.mirror import MirrorStore
 from atrepo.xrpc.metrics import Metrics, add_metrics_route
+from atrepo.xrpc.server import health_reply
 from atrepo.xrpc.status_page import Column, Fact, StatusPage, Table, add_status_routes, public_url
 
 from .engine import SyncConfig, SyncEngine
@@ -218,18 +218,14 @@ def _metrics() -> Metrics:
 
 
 def _add_health_route(app: web.Application, engine: SyncEngine) -> None:
-    """``/xrpc/_health`` as the host and the relay answer it: 200 with the version while the mirror's
-    store answers, 503 when it cannot be reached (a PostgreSQL restart), for a load balancer or an
-    orchestrator's readiness check."""
-    version = atrepo.__version__
+    """``/xrpc/_health`` as the host and the relay answer it (200 with the version while the mirror's
+    store answers, else 503), for a load balancer or an orchestrator's readiness check."""
+
+    async def check() -> None:
+        await engine.worker.read(MirrorStore.head_time_us)
 
     async def health(_request: web.Request) -> web.Response:
-        try:
-            await engine.worker.read(MirrorStore.head_time_us)
-        except StoreUnavailable as exc:
-            log.warning("failed health check: %s", exc)
-            return web.json_response({"version": version, "error": "Service Unavailable"}, status=503)
-        return web.json_response({"version": version})
+        return await health_reply(atrepo.__version__, check)
 
     app.router.add_get("/xrpc/_health", health)
 

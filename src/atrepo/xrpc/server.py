@@ -87,6 +87,7 @@ __all__ = [
     "bind_listener",
     "enable_cors",
     "error_reply",
+    "health_reply",
 ]
 
 log = logging.getLogger("atrepo.xrpc")
@@ -268,6 +269,26 @@ def error_reply(exc: BaseException) -> tuple[int, dict[str, str]]:
             return 500, {"error": str(body["error"]), "message": _INTERNAL_MESSAGE}
         return status, {"error": str(body["error"]), "message": str(body["message"])}
     return 500, {"error": "InternalServerError", "message": _INTERNAL_MESSAGE}
+
+
+async def health_reply(version: str, check: Callable[[], Awaitable[None]] | None) -> web.Response:
+    """The answer of ``/xrpc/_health``: 200 with the version, or 503 once ``check`` raises.
+
+    One answer for every server, routed by an :class:`XrpcRouter` or not (the
+    sync consumer mounts it on its own application). A store that cannot be
+    reached is an expected outage, logged in one line; anything else with its
+    traceback.
+    """
+    if check is not None:
+        try:
+            await check()
+        except StoreUnavailable as exc:
+            log.warning("failed health check: %s", exc)
+            return _json_response(503, {"version": version, "error": "Service Unavailable"})
+        except Exception:
+            log.exception("failed health check")
+            return _json_response(503, {"version": version, "error": "Service Unavailable"})
+    return _json_response(200, {"version": version})
 
 
 #: Made once: ``json.dumps`` with options builds a new encoder on every call.
@@ -618,16 +639,7 @@ class XrpcRouter:
     async def _health(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected GET", rule="method")
-        if self.health_check is not None:
-            try:
-                await self.health_check()
-            except StoreUnavailable as exc:
-                log.warning("failed health check: %s", exc)
-                return _json_response(503, {"version": self.version, "error": "Service Unavailable"})
-            except Exception:
-                log.exception("failed health check")
-                return _json_response(503, {"version": self.version, "error": "Service Unavailable"})
-        return _json_response(200, {"version": self.version})
+        return await health_reply(self.version, self.health_check)
 
     async def _serve_method(self, route: _Route, request: web.Request, call: _Call) -> web.StreamResponse:
         ep = route.endpoint
