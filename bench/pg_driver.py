@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -228,27 +230,11 @@ class Writer:
 # --- the commit transaction, per driver -------------------------------------------------------
 
 
-def psycopg_commit(conn: Any, op: Op) -> int:
-    """One statement at a time: a round trip each (``executemany`` pipelines its rows itself)."""
-    conn.execute("BEGIN")
-    conn.execute(_PG_LOCK, (op.lock,))
-    row = conn.execute(_PG_ACCOUNT, (op.did,)).fetchone()
-    repo = row[0]
-    cur = conn.cursor()
-    cur.executemany(_PG_BLOCK, [(repo, cid, op.rev, data) for cid, data in op.blocks])
-    conn.execute(_PG_RECORD, (repo, "app.bsky.feed.post", op.rkey, op.blocks[0][0], op.rev))
-    if op.removed:
-        cur.executemany(_PG_UNBLOCK, [(repo, cid, repo, cid) for cid in op.removed])
-    conn.execute(_PG_HEAD, (op.blocks[-1][0], op.rev, repo))
-    seq, time_ms = conn.execute(_PG_SEQ, (op.now_ms,)).fetchone()
-    conn.execute(_PG_EVENT, (seq, op.did, "#commit", time_ms, FRAME)).fetchall()
-    conn.execute("COMMIT")
-    return int(seq)
-
-
-def psycopg_commit_pipelined(conn: Any, op: Op) -> int:
-    """As ``PostgresStore.transaction``: one pipeline, synced at the account read, the seq read, the end."""
-    with conn.pipeline():
+def psycopg_commit(conn: Any, op: Op, *, pipelined: bool = False) -> int:
+    """One commit transaction: a round trip per statement (``executemany`` pipelines its rows itself),
+    or, ``pipelined``, as ``PostgresStore.transaction``: one pipeline, synced at the account read, the
+    seq read and the end."""
+    with conn.pipeline() if pipelined else contextlib.nullcontext():
         conn.execute("BEGIN")
         conn.execute(_PG_LOCK, (op.lock,))
         row = conn.execute(_PG_ACCOUNT, (op.did,)).fetchone()
@@ -459,7 +445,7 @@ def _commit_psycopg(
     conn_list = [_psycopg_connect(url, schema) for _ in writers]
     try:
         pids = [c.info.backend_pid for c in conn_list]
-        one = psycopg_commit if variant == "execute" else psycopg_commit_pipelined
+        one = functools.partial(psycopg_commit, pipelined=variant != "execute")
         return _threads(writers, conn_list, pids, one, args)
     finally:
         for c in conn_list:
