@@ -83,15 +83,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, cast
 
-from atrepo.core import limits
 from atrepo.core.blocks import BlockSource
 from atrepo.core.cid import CID
-from atrepo.core.errors import InvalidRequest, WriteAborted
+from atrepo.core.errors import WriteAborted
 from atrepo.core.repo import CommitResult
 
 from .base import BlobFiles, BlobRow, SeqFloor
 from .pgfile import PgConnection, PgListener, PostgresFile, _lock_key, _psycopg, redact_url
-from .sqlite import BLOBS_DIRNAME, SQLiteStore, SQLiteTransaction, _split, _wall_clock_ms
+from .sqlite import (
+    BLOBS_DIRNAME,
+    SQLiteStore,
+    SQLiteTransaction,
+    _split,
+    _wall_clock_ms,
+    apply_seq_floor,
+    check_next_seq,
+)
 
 __all__ = ["HOST_EVENTS_CHANNEL", "HOST_SCHEMA", "PostgresStore", "open_host_store"]
 
@@ -741,16 +748,9 @@ class PostgresStore(SQLiteStore):
         seq from the same counter row, so the row lock taken here orders this
         change against them, and the next commit gets at least the floor.
         """
-        if not 1 <= next_seq <= limits.MAX_SAFE_INT:
-            raise InvalidRequest(f"the next seq must be between 1 and {limits.MAX_SAFE_INT}, not {next_seq}")
+        check_next_seq(next_seq)
         with self._write() as db:
-            (head,) = db.execute("SELECT seq FROM event_seq WHERE id = 1 FOR UPDATE").fetchone()
-            (newest,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
-            old_head = max(int(head), int(newest or 0))
-            new_head = max(old_head, next_seq - 1)
-            if new_head != int(head):
-                db.execute("UPDATE event_seq SET seq = ? WHERE id = 1", (new_head,))
-        return SeqFloor(old_head + 1, new_head + 1)
+            return apply_seq_floor(db, next_seq, lock=" FOR UPDATE")
 
     # --- checks -------------------------------------------------------------------------
 

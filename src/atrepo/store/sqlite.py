@@ -1181,8 +1181,7 @@ def raise_seq_floor(data_dir: str | Path, next_seq: int) -> SeqFloor:
     with :class:`StoreInUse`, and while this runs a host cannot start on the
     file. The schema is not migrated here (that is the host's job at start).
     """
-    if not 1 <= next_seq <= limits.MAX_SAFE_INT:
-        raise InvalidRequest(f"the next seq must be between 1 and {limits.MAX_SAFE_INT}, not {next_seq}")
+    check_next_seq(next_seq)
     path = Path(data_dir) / DB_FILENAME
     if not path.is_file():
         raise InputFileError(f"no store at {path}")
@@ -1199,20 +1198,38 @@ def raise_seq_floor(data_dir: str | Path, next_seq: int) -> SeqFloor:
                 raise InvalidRequest(
                     f"{path} has schema version {version}; this atrepo knows 1 to {SCHEMA_VERSION}"
                 )
-            (head,) = db.execute("SELECT seq FROM event_seq WHERE id = 1").fetchone()
-            (newest,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
-            old_head = max(int(head), int(newest or 0))
-            new_head = max(old_head, next_seq - 1)
-            if new_head != int(head):
-                db.execute("UPDATE event_seq SET seq = ? WHERE id = 1", (new_head,))
+            floor = apply_seq_floor(db, next_seq)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return SeqFloor(old_head + 1, new_head + 1)
+        return floor
     finally:
         db.close()
+
+
+def check_next_seq(next_seq: int) -> None:
+    """A seq floor must be a seq: 1 to ``MAX_SAFE_INT``."""
+    if not 1 <= next_seq <= limits.MAX_SAFE_INT:
+        raise InvalidRequest(f"the next seq must be between 1 and {limits.MAX_SAFE_INT}, not {next_seq}")
+
+
+def apply_seq_floor(db: sqlite3.Connection, next_seq: int, *, lock: str = "") -> SeqFloor:
+    """Inside a write transaction: raise the event counter so the next seq is at least ``next_seq``.
+
+    Never lowers it, and counts the newest stored event too (a counter behind
+    its log is raised past it). ``lock`` is appended to the counter's read
+    (PostgreSQL's ``FOR UPDATE``). Shared by the SQLite file's remedy and
+    :meth:`PostgresStore.raise_seq_floor`.
+    """
+    (head,) = db.execute(f"SELECT seq FROM event_seq WHERE id = 1{lock}").fetchone()
+    (newest,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+    old_head = max(int(head), int(newest or 0))
+    new_head = max(old_head, next_seq - 1)
+    if new_head != int(head):
+        db.execute("UPDATE event_seq SET seq = ? WHERE id = 1", (new_head,))
+    return SeqFloor(old_head + 1, new_head + 1)
 
 
 class SQLiteTransaction:
