@@ -135,7 +135,8 @@ def _as_outage(error: BaseException) -> BaseException:
     Why here: every store call goes through this worker, and an outage fails
     each of them the same way; typed, it is answered as a 500 and logged in
     one line that names the cause, instead of a driver traceback per call.
-    The driver is recognised by name, so SQLite-only installs never import it.
+    The driver is recognised by name: it is imported lazily, by PostgreSQL
+    stores only, and this must not import it for a SQLite store's sake.
     """
     if isinstance(error, StoreUnavailable):
         return error
@@ -147,7 +148,8 @@ def _as_outage(error: BaseException) -> BaseException:
     state = getattr(error, "sqlstate", None)
     if state is not None and not state.startswith("08") and state not in _OUTAGE_STATES:
         return error  # a lock timeout, a cancelled statement: not an outage
-    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    cause = text.splitlines()[0] if text else type(error).__name__
     outage = StoreUnavailable(f"the database connection failed: {cause}")
     outage.__cause__ = error
     return outage
