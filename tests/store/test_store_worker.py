@@ -356,17 +356,83 @@ async def test_a_lost_database_connection_is_typed_as_store_unavailable() -> Non
     def fail(_store: object, exc: Exception) -> None:
         raise exc
 
-    worker: StoreWorker[object] = StoreWorker(object())
+    worker: StoreWorker[object] = StoreWorker(object(), inline=True)
     try:
         for exc in (lost, shutdown):
-            for call in (worker.run, worker.read):
+            for call in (worker.run, worker.read, worker.run_short):
                 with pytest.raises(StoreUnavailable, match="the database connection failed") as raised:
                     await call(fail, exc)
                 assert raised.value.__cause__ is exc
         # not an outage: the driver's error as it was, and anything else untouched
         for other in (locked, ValueError("x")):
-            for call in (worker.run, worker.read):
+            for call in (worker.run, worker.read, worker.run_short):
                 with pytest.raises(type(other)):
                     await call(fail, other)
+    finally:
+        await worker.close()
+
+
+async def test_a_short_job_runs_on_the_caller_when_the_writer_is_idle(store: Store) -> None:
+    """``run_short`` skips the thread hand-over only when no job is queued, running or unanswered."""
+    here = threading.current_thread().name
+    worker = StoreWorker(store, inline=True)
+    try:
+        did, key = await worker.run(new_account)
+
+        def where(s: Store) -> tuple[str, int]:
+            return threading.current_thread().name, worker.pending
+
+        assert await worker.run_short(where) == (here, 1)  # counted while it runs
+        assert worker.pending == 0
+        result, row = await worker.run_short(commit, did, key, [create("a")])
+        assert row.seq == 5 and await worker.read(lambda s: s.get_record(did, POST, "a")) is not None
+        with pytest.raises(OutOfSync):  # errors come back as raised
+
+            def stale(s: Store) -> None:
+                with s.transaction(did) as tx:
+                    tx.apply_commit(result)
+
+            await worker.run_short(stale)
+        # the writer busy: a short job queues behind it, on the writer thread, in order
+        release = threading.Event()
+        blocked = asyncio.ensure_future(worker.run(lambda s: release.wait(5)))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(worker.run_short(where))
+        await asyncio.sleep(0.05)
+        assert not queued.done()
+        release.set()
+        assert await blocked is True
+        name, _ = await queued
+        assert name.endswith("-writer")
+    finally:
+        await worker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await worker.run_short(lambda s: None)
+
+
+async def test_a_short_job_queues_while_another_caller_waits_to_hear_back(store: Store) -> None:
+    """A finished job whose caller has not resumed yet still counts: under load the queue keeps its order."""
+    import time
+
+    worker = StoreWorker(store, inline=True)
+    try:
+        first = asyncio.ensure_future(worker.run(lambda s: "first"))
+        await asyncio.sleep(0)  # queued; the writer runs it
+        deadline = time.monotonic() + 5
+        while worker.pending and time.monotonic() < deadline:  # not yielding: its caller cannot resume
+            time.sleep(0.001)
+        assert worker.pending == 0 and not first.done()
+        name = await worker.run_short(lambda s: threading.current_thread().name)
+        assert name.endswith("-writer") and first.done()
+        assert await first == "first"
+    finally:
+        await worker.close()
+
+
+async def test_without_inline_a_short_job_always_takes_the_writer_thread(store: Store) -> None:
+    worker = StoreWorker(store)
+    try:
+        name = await worker.run_short(lambda s: threading.current_thread().name)
+        assert name.endswith("-writer")
     finally:
         await worker.close()

@@ -536,7 +536,9 @@ async def start_host(
             # several writer threads commit side by side; see PG_WRITERS.
             StoreWorker(store, writers=PG_WRITERS, group_max=1)
             if isinstance(store, PostgresStore)
-            else StoreWorker(store)
+            # One writer on a local file: a small write runs on the event loop when the writer is
+            # idle (StoreWorker.run_short), saving two thread hand-overs per write.
+            else StoreWorker(store, inline=True)
         )
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OUTBOUND_TIMEOUT_S))
         registry = builtin_registry()

@@ -94,6 +94,9 @@ log = logging.getLogger("atrepo.host.repo_api")
 
 #: JSON bodies of the write methods: the reference raises its 150 KiB default to this for them.
 WRITE_JSON_LIMIT: Final = 1_000_000
+#: Writes of at most this many ops may commit on the event loop when the writer is idle
+#: (``StoreWorker.run_short``): a millisecond or two; bigger batches always go to the writer thread.
+INLINE_MAX_OPS: Final = 10
 #: Largest blob ``uploadBlob`` accepts (the reference's default ``blobUploadLimit``, 5 MiB).
 BLOB_UPLOAD_LIMIT: Final = 5 * 1024 * 1024
 #: Bytes of an upload kept for type sniffing (magic numbers and the plain-text check).
@@ -390,8 +393,10 @@ def register(router: XrpcRouter, host: HostContext) -> None:
         def commit(store: SQLiteStore) -> WriteOutcome:
             return writer.commit(store, host.signing_key, batch, swap_commit=swap_commit)
 
+        # A few records: on the event loop when the writer is idle (one small commit, about a millisecond).
+        run = host.worker.run_short if len(batch.ops) <= INLINE_MAX_OPS else host.worker.run
         try:
-            outcome = await host.worker.run(commit)
+            outcome = await run(commit)
         except RepoDeactivated:  # the writer's check of the caller's own account (accounts.md §9)
             raise XrpcError("AccountDeactivated", "Account is deactivated", 401) from None
         if outcome.seq is not None:  # counted and fanned out right after the reply goes out
