@@ -94,3 +94,22 @@ def test_unknown_group_is_an_error() -> None:
     proc = _run("--only", "nosuchgroup")
     assert proc.returncode == 2
     assert "unknown group" in proc.stderr
+
+
+def test_window_ab_measures_both_sides() -> None:
+    """``bench.host_window_ab``: two real servers, one load switching between them; no timing thresholds."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.host_window_ab", "--clients", "1", "--seconds", "1.5"]
+        + ["--window", "0.3", "--b-env", "ATREPO_BENCH_SIDE=B", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["b_env"] == ["ATREPO_BENCH_SIDE=B"]
+    (run,) = out["runs"]
+    assert run["clients"] == 1 and run["pairs"] >= 1
+    assert run["a_rate"] > 0 and run["b_rate"] > 0 and run["b_over_a"] > 0
