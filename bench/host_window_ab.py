@@ -199,12 +199,14 @@ def main(argv: list[str] | None = None) -> None:
                 spec = {"urls": urls, "clients": clients, "seconds": args.seconds, "window": args.window}
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.host_window_ab", "--worker", json.dumps(spec)],
-                    check=True,
+                    check=False,
                     capture_output=True,
                     text=True,
                     timeout=args.seconds + 120,
                     cwd=Path(__file__).resolve().parent.parent,
                 )
+                if out.returncode != 0:
+                    raise SystemExit(f"the client process failed:\n{out.stderr[-3000:]}")
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 results.append(result)
                 if not args.json:

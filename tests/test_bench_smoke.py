@@ -98,9 +98,10 @@ def test_unknown_group_is_an_error() -> None:
 
 def test_window_ab_measures_both_sides() -> None:
     """``bench.host_window_ab``: two real servers, one load switching between them; no timing thresholds."""
+    args = ["--clients", "1", "--seconds", "1.5", "--window", "0.3"]
+    args += ["--b-env", "ATREPO_BENCH_SIDE=B", "--json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.host_window_ab", "--clients", "1", "--seconds", "1.5"]
-        + ["--window", "0.3", "--b-env", "ATREPO_BENCH_SIDE=B", "--json"],
+        [sys.executable, "-m", "bench.host_window_ab", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
