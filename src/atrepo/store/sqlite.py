@@ -23,6 +23,14 @@ thread of their own (``_Checkpointer``), not on the committing write, so no
 client waits for one; the log file then cycles through about 32 MiB
 (:data:`WAL_BACKSTOP_PAGES`). This changes nothing about durability.
 
+**Log writes gathered.** With ``FULL``, the writer connection opens the
+file through the ``_walbatch`` VFS shim when it was built (``_walbatch.c``):
+SQLite writes each log frame with two system calls, about 54 for a one-record
+commit, and the shim hands a commit's frames to the file in one write at the
+commit's fsync. It is safe only because a ``FULL`` commit syncs the log
+before publishing its frames to other connections, so it is never used with
+``NORMAL``; ``ATREPO_PURE=1`` turns it off with the other native paths.
+
 **Threads.** Writes happen on one connection, guarded by a lock, normally
 from the worker's writer thread; ``BEGIN IMMEDIATE`` takes SQLite's write
 lock at the start of each transaction, so the one transaction that runs sees
@@ -52,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from atrepo.core import limits
+from atrepo.core import _native, limits
 from atrepo.core.blocks import BlockSource
 from atrepo.core.cid import CID
 from atrepo.core.errors import (
@@ -404,6 +412,30 @@ class _Checkpointer:
         self.passes += 1
 
 
+_WAL_BATCH: list[str | None] = []
+
+
+def wal_batch_vfs() -> str | None:
+    """The name of the log-gathering VFS shim (registered on first use), or None without it.
+
+    None when the extension was not built, ``ATREPO_PURE`` is set, or SQLite
+    refused the registration (a Python whose ``sqlite3`` links another SQLite
+    library than the one the shim was built against would not find it either:
+    see the check in ``SQLiteStore.__init__``).
+    """
+    if not _WAL_BATCH:
+        name: str | None = None
+        if not _native.PURE:
+            try:
+                from . import _walbatch  # type: ignore[attr-defined]
+
+                name = _walbatch.register()
+            except ImportError:
+                name = None
+        _WAL_BATCH.append(name)
+    return _WAL_BATCH[0]
+
+
 class SQLiteStore:
     """Every table of a host in ``<data_dir>/store.sqlite3``, blob bytes in ``<data_dir>/blobs/``."""
 
@@ -432,7 +464,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._writer = self._connect()
+        self._writer = self._open_writer(synchronous)
         try:
             (mode,) = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode != "wal":
@@ -450,13 +482,27 @@ class SQLiteStore:
 
     # --- connections ------------------------------------------------------------------
 
-    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=128)
+    def _connect(self, *, read_only: bool = False, vfs: str | None = None) -> sqlite3.Connection:
+        target: str | Path = self.path
+        if vfs is not None:  # a URI names the VFS; the path is quoted into it
+            target = f"{self.path.resolve().as_uri()}?vfs={vfs}"
+        db = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, cached_statements=128, uri=vfs is not None
+        )
         db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         db.execute("PRAGMA foreign_keys=ON")
         if read_only:
             db.execute("PRAGMA query_only=ON")
         return db
+
+    def _open_writer(self, synchronous: Synchronous) -> sqlite3.Connection:
+        vfs = wal_batch_vfs() if synchronous == "FULL" else None
+        if vfs is not None:
+            try:
+                return self._connect(vfs=vfs)
+            except sqlite3.OperationalError as exc:  # registered in another SQLite library than Python's
+                _log.warning("SQLite log-gathering VFS unavailable (%s); writing the log frame by frame", exc)
+        return self._connect()
 
     def _read(self) -> sqlite3.Connection:
         """This thread's read connection, opened on first use."""
