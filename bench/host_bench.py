@@ -327,8 +327,21 @@ def _head_seq(url: str) -> int:
 class Server:
     """``atrepo serve`` in its own process group, stopped with SIGTERM."""
 
-    def __init__(self, data: Path, log: Path, database: str | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        data: Path,
+        log: Path,
+        database: str | None = None,
+        workers: int = 1,
+        *,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data, self.log = data, log
+        #: How ``atrepo`` is started (default: this venv's ``atrepo`` script) and its environment
+        #: (default: ours); ``bench.host_window_ab`` runs ``python -m atrepo`` from another checkout.
+        self.command = command or [str(Path(sys.executable).parent / "atrepo")]
+        self.env = env
         #: ``postgresql://...`` for the PostgreSQL store (``--database``); None: SQLite in ``data``.
         self.database = database
         #: ``atrepo serve --workers N`` (N > 1 needs ``database``): ``pid`` is then the supervisor's.
@@ -338,8 +351,8 @@ class Server:
 
     def start(self) -> None:
         port, plc_port = _free_port(), _free_port()
-        exe = Path(sys.executable).parent / "atrepo"
-        cmd = [str(exe), "serve", "--data", str(self.data), "--port", str(port), "--plc-port", str(plc_port)]
+        cmd = [*self.command, "serve", "--data", str(self.data)]
+        cmd += ["--port", str(port), "--plc-port", str(plc_port)]
         # Limits off: the build phase writes far more than the reference's 5000 write points an hour
         # from one account, and the reference PDS we compare with runs with PDS_RATE_LIMITS_ENABLED=false.
         cmd.append("--no-rate-limits")
@@ -348,7 +361,7 @@ class Server:
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

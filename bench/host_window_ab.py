@@ -22,87 +22,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.host_bench import Server
 
 _POST = "app.bsky.feed.post"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Side:
+def _side(name: str, src: str | None, env: list[str], root: Path) -> Server:
     """One ``atrepo serve`` (``python -m atrepo``) with its own source tree, environment and data."""
-
-    def __init__(self, name: str, src: str | None, env: list[str], root: Path) -> None:
-        self.name, self.src, self.root = name, src, root
-        self.env = dict(os.environ)
-        if src:
-            self.env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(Path(src) / "src"), self.env.get("PYTHONPATH")])
-            )
-        for item in env:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SystemExit(f"--{name.lower()}-env wants KEY=VALUE, not {item!r}")
-            self.env[key] = value
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        port, plc = _free_port(), _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "atrepo",
-            "serve",
-            "--data",
-            str(self.root / "data"),
-            "--port",
-            str(port),
-        ]
-        cmd += ["--plc-port", str(plc), "--no-rate-limits"]
-        log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"side {self.name} exited: {(self.root / 'serve.log').read_text()[-2000:]}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/xrpc/_health", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"side {self.name} did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    environ = dict(os.environ)
+    if src:
+        environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(src) / "src"), environ.get("PYTHONPATH")])
+        )
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--{name.lower()}-env wants KEY=VALUE, not {item!r}")
+        environ[key] = value
+    root.mkdir()
+    return Server(root / "data", root / "serve.log", command=[sys.executable, "-m", "atrepo"], env=environ)
 
 
 async def _load(urls: dict[str, str], clients: int, seconds: float, window: float) -> dict[str, Any]:
@@ -186,15 +134,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     with tempfile.TemporaryDirectory(prefix="atrepo-window-ab-") as tmp:
-        sides = [
-            Side("A", args.a_src, args.a_env, Path(tmp) / "a"),
-            Side("B", args.b_src, args.b_env, Path(tmp) / "b"),
-        ]
+        sides = {
+            "A": _side("A", args.a_src, args.a_env, Path(tmp) / "a"),
+            "B": _side("B", args.b_src, args.b_env, Path(tmp) / "b"),
+        }
         try:
-            for side in sides:
-                side.root.mkdir()
+            for side in sides.values():
                 side.start()
-            urls = {side.name: side.url for side in sides}
+            urls = {name: side.url for name, side in sides.items()}
             for clients in (int(c) for c in args.clients.split(",")):
                 spec = {"urls": urls, "clients": clients, "seconds": args.seconds, "window": args.window}
                 out = subprocess.run(
@@ -217,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                         flush=True,
                     )
         finally:
-            for side in sides:
+            for side in sides.values():
                 side.stop()
     if args.json:
         print(
