@@ -155,8 +155,8 @@ def _as_outage(error: BaseException) -> BaseException:
     return outage
 
 
-def _read_call(call: Callable[[], T]) -> T:
-    """A reader thread's call, with an outage typed as on the writer."""
+def _typed_call(call: Callable[[], T]) -> T:
+    """A call off the writer thread (a reader's, or a short job's inline), with an outage typed as on it."""
     try:
         return call()
     except Exception as exc:
@@ -276,12 +276,7 @@ class StoreWorker(Generic[S]):
         with self._lock:  # counted, so a job submitted meanwhile from another thread queues behind it
             self._pending += 1
         try:
-            return fn(self.store, *args, **kwargs)
-        except Exception as exc:
-            typed = _as_outage(exc)
-            if typed is exc:
-                raise
-            raise typed from exc
+            return _typed_call(functools.partial(fn, self.store, *args, **kwargs))
         finally:
             with self._lock:
                 self._pending -= 1
@@ -313,7 +308,7 @@ class StoreWorker(Generic[S]):
         if self._closed:
             raise RuntimeError("the store worker is closed")
         call = functools.partial(fn, self.store, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._readers, _read_call, call)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, _typed_call, call)
 
     def _loop(self) -> None:
         group = getattr(self.store, "group_commit", None) if self.group_max > 1 else None
