@@ -50,6 +50,7 @@ Block and record CIDs are stored binary; blob CIDs as strings, since
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -412,28 +413,23 @@ class _Checkpointer:
         self.passes += 1
 
 
-_WAL_BATCH: list[str | None] = []
-
-
+@functools.cache
 def wal_batch_vfs() -> str | None:
     """The name of the log-gathering VFS shim (registered on first use), or None without it.
 
     None when the extension was not built, ``ATREPO_PURE`` is set, or SQLite
     refused the registration (a Python whose ``sqlite3`` links another SQLite
     library than the one the shim was built against would not find it either:
-    see the check in ``SQLiteStore.__init__``).
+    see ``SQLiteStore._open_writer``).
     """
-    if not _WAL_BATCH:
-        name: str | None = None
-        if not _native.PURE:
-            try:
-                from . import _walbatch  # type: ignore[attr-defined]
-
-                name = _walbatch.register()
-            except ImportError:
-                name = None
-        _WAL_BATCH.append(name)
-    return _WAL_BATCH[0]
+    if _native.PURE:
+        return None
+    try:
+        from . import _walbatch  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    name: str | None = _walbatch.register()
+    return name
 
 
 class SQLiteStore:
