@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import proc_cpu_seconds, proc_status_kib
+from bench.refpds_server import RefPdsServer
 
 SUBSCRIBE = "/xrpc/com.atproto.sync.subscribeRepos"
 POST = "app.bsky.feed.post"
@@ -398,22 +399,9 @@ class RefPds:
     """``@atproto/pds`` from an installed refpds copy (``--refpds DIR``), started once and filled once."""
 
     def __init__(self, directory: Path, data: Path) -> None:
-        self.port = _free_port()
-        node = directory / "node_modules" / ".bin" / "node"
-        cmd = [str(node), "run-pds.mjs", "--fresh", "--port", str(self.port), "--data", str(data)]
-        cmd += ["--plc", "mock", "--plc-port", str(_free_port())]
-        self.proc = subprocess.Popen(cmd, cwd=directory, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the reference PDS exited before it was ready")
-            if line.startswith("READY"):
-                break
-        else:
-            raise RuntimeError("the reference PDS did not start")
-        self.pid = self.proc.pid
+        self.server = RefPdsServer(directory, data, data.parent / "refpds.log")
+        self.server.start()
+        self.port, self.pid = self.server.port, self.server.pid
         self.seqs: list[int] = []
         self.frame_bytes_median = 0.0
 
@@ -476,11 +464,7 @@ class RefPds:
         return [int(getattr(decode_frame(p), "seq", -1)) for p in sub.all]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.server.stop()
 
 
 def run_once(

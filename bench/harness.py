@@ -33,6 +33,7 @@ import json
 import os
 import pkgutil
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -397,6 +398,36 @@ def _run_group(group: Group, cfg: Config, results: list[Result], log: TextIO | N
 # -- peak memory in a fresh process -------------------------------------------------------------------
 
 _CHILD_CODE = "import sys; from bench.harness import child_main; child_main(sys.argv[1:])"
+
+
+class ServerProcess:
+    """A server process a benchmark started into ``self.proc``: its pid, and a stop that escalates.
+
+    ``stop`` sends SIGTERM (our servers drain and close their subscribers), waits ``stop_timeout``
+    seconds, then kills (:meth:`_kill`: the process; a subclass may kill its whole group).
+    """
+
+    proc: subprocess.Popen[Any] | None = None
+    stop_timeout: float = 30.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            self.proc.wait()
+
+    def _kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import proc_cpu_seconds, proc_status_kib
+from bench.harness import ServerProcess, proc_cpu_seconds, proc_status_kib
 
 PASSWORD = "bench-password-1"
 POST = "app.bsky.feed.post"
@@ -324,7 +323,7 @@ def _head_seq(url: str) -> int:
     raise RuntimeError("no atrepo_host_event_head_seq in /metrics")
 
 
-class Server:
+class Server(ServerProcess):
     """``atrepo serve`` in its own process group, stopped with SIGTERM."""
 
     def __init__(
@@ -375,21 +374,6 @@ class Server:
                     return
             time.sleep(0.2)
         raise RuntimeError("atrepo serve did not become healthy")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Phase:

@@ -1,7 +1,7 @@
 """Two host builds compared under one load that alternates between them every second.
 
 ``python -m bench.host_window_ab --a-src DIR --b-src DIR [--a-env K=V ...] [--b-env K=V ...]
-[--clients 1,8] [--seconds 40] [--window 1.0] [--json]``
+[--a-ref REFPDS | --b-ref REFPDS] [--clients 1,8] [--seconds 40] [--window 1.0] [--firehose] [--json]``
 
 Why: on a shared 2-core VM the speed of the same build drifts by 25 % within minutes, so two runs one
 after the other cannot show a 5 % change. Here both servers run at once, each on its own data, and the
@@ -12,10 +12,19 @@ median records/s.
 
 ``--a-src``/``--b-src`` put a checkout's ``src`` first on ``PYTHONPATH`` (default: the installed
 atrepo), so a commit is compared with another from ``git worktree add DIR COMMIT`` without a second
-venv; ``--a-env``/``--b-env`` set environment variables of one side. Each client is an asyncio task in
-one separate process, awaiting its ``createRecord`` calls one after another, each with its own account
-on each server. The servers are durable (``synchronous=FULL``) with rate limits off, as in
-``bench.host_bench``. Everything started is stopped and the data is deleted.
+venv; ``--a-env``/``--b-env`` set environment variables of one side. ``--a-ref``/``--b-ref`` make that
+side the reference PDS of an installed refpds copy instead (:mod:`bench.refpds_server`), so the host is
+measured beside it under the very same client and drift. Each client is an asyncio task in one separate
+process, awaiting its ``createRecord`` calls one after another, each with its own account on each server;
+``--firehose`` also keeps one live ``subscribeRepos`` reader per server in that process, as a relay
+would (refpds's ``bench.mjs`` does the same). Our servers are durable (``synchronous=FULL``) with rate
+limits off, as in ``bench.host_bench``; the reference runs with refpds's settings (rate limits off).
+
+Besides the rates, each side reports its p50/p99 latency over the calls that ran inside its windows and
+its server CPU per write: the CPU time of the server process (all threads, ``/proc/PID/stat``) during its
+windows divided by the writes counted in them. That last figure does not depend on the client's own cost,
+which at one client is a large part of every round trip. Everything started is stopped and the data is
+deleted.
 """
 
 from __future__ import annotations
@@ -32,13 +41,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.host_bench import Server
+from bench.harness import proc_cpu_seconds
+from bench.host_bench import WORDS, Server
+from bench.refpds_server import RefPdsServer
 
 _POST = "app.bsky.feed.post"
 
 
-def _side(name: str, src: str | None, env: list[str], root: Path) -> Server:
-    """One ``atrepo serve`` (``python -m atrepo``) with its own source tree, environment and data."""
+def _side(name: str, src: str | None, env: list[str], ref: str | None, root: Path) -> Server | RefPdsServer:
+    """One ``atrepo serve`` (``python -m atrepo``) with its own source tree, environment and data.
+
+    With ``ref``, the reference PDS of that installed refpds copy instead.
+    """
+    if ref:
+        if src or env:
+            raise SystemExit(f"--{name.lower()}-ref runs the reference: no --{name.lower()}-src/-env with it")
+        root.mkdir()
+        return RefPdsServer(Path(ref), root / "data", root / "refpds.log")
     environ = dict(os.environ)
     if src:
         environ["PYTHONPATH"] = os.pathsep.join(
@@ -53,12 +72,49 @@ def _side(name: str, src: str | None, env: list[str], root: Path) -> Server:
     return Server(root / "data", root / "serve.log", command=[sys.executable, "-m", "atrepo"], env=environ)
 
 
-async def _load(urls: dict[str, str], clients: int, seconds: float, window: float) -> dict[str, Any]:
+async def _firehose(http: Any, url: str, frames: dict[str, int], side: str) -> None:
+    """One live ``subscribeRepos`` reader: counts the frames it gets (it decodes none, as bench.mjs)."""
+    ws_url = url.replace("http://", "ws://", 1) + "/xrpc/com.atproto.sync.subscribeRepos"
+    async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+        async for _ in ws:
+            frames[side] += 1
+
+
+def _post(i: int) -> dict[str, Any]:
+    """A post shaped as refpds's ``bench.mjs`` writes them: 20-40 words, then a link with its facet."""
+    head = " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(20 + i % 21))[:240] + " "
+    link = f"https://example.com/post/{i}"
+    start = len(head.encode())
+    facet = {
+        "index": {"byteStart": start, "byteEnd": start + len(link.encode())},
+        "features": [{"$type": "app.bsky.richtext.facet#link", "uri": link}],
+    }
+    return {
+        "$type": _POST,
+        "text": head + link,
+        "facets": [facet],
+        "langs": ["en"],
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 2)
+
+
+async def _load(
+    urls: dict[str, str], pids: dict[str, int], clients: int, seconds: float, window: float, firehose: bool
+) -> dict[str, Any]:
     """The client process: ``clients`` writers, each switching server with the shared window."""
     import aiohttp
 
     tag = os.urandom(3).hex()
-    state = {"side": "A", "count": 0, "stop": False}
+    state: dict[str, Any] = {"side": "A", "count": 0, "stop": False, "measuring": False}
+    latencies: dict[str, list[float]] = {"A": [], "B": []}
+    frames = {"A": 0, "B": 0}
     async with aiohttp.ClientSession() as http:
 
         async def post(url: str, nsid: str, body: dict[str, Any], token: str | None = None) -> Any:
@@ -74,7 +130,12 @@ async def _load(urls: dict[str, str], clients: int, seconds: float, window: floa
                 await post(
                     url,
                     "com.atproto.server.createAccount",
-                    {"handle": f"w{tag}{side}{i}.test", "password": "pw"},
+                    # the reference wants an email; ours takes one too
+                    {
+                        "handle": f"w{tag}{side}{i}.test",
+                        "email": f"w{tag}{side}{i}@example.com",
+                        "password": "bench-pw-1",
+                    },
                 )
                 for i in range(clients)
             ]
@@ -84,36 +145,58 @@ async def _load(urls: dict[str, str], clients: int, seconds: float, window: floa
             while not state["stop"]:
                 side = state["side"]
                 account = accounts[side][i]
-                record = {"$type": _POST, "text": f"window {n}", "createdAt": "2026-01-01T00:00:00.000Z"}
+                record = _post(n)
                 body = {"repo": account["did"], "collection": _POST, "record": record}
+                t0 = time.perf_counter()
                 await post(urls[side], "com.atproto.repo.createRecord", body, account["accessJwt"])
                 n += 1
                 if side == state["side"]:  # a call that straddled a switch counts for neither
                     state["count"] += 1
+                    if state["measuring"]:
+                        latencies[side].append(time.perf_counter() - t0)
 
+        readers = [asyncio.create_task(_firehose(http, url, frames, side)) for side, url in urls.items()]
+        if not firehose:
+            for task in readers:
+                task.cancel()
         tasks = [asyncio.create_task(writer(i)) for i in range(clients)]
         for side in ("A", "B", "A"):  # warm both up
             state["side"] = side
             await asyncio.sleep(1.0)
         rates: dict[str, list[float]] = {"A": [], "B": []}
+        cpu = {"A": 0.0, "B": 0.0}
+        writes = {"A": 0, "B": 0}
         side, end = "A", time.monotonic() + seconds
         while time.monotonic() < end:
             state["side"] = side
+            state["measuring"] = False
             await asyncio.sleep(0.15)  # calls begun in the last window finish first
-            start, t0 = state["count"], time.monotonic()
+            state["measuring"] = True
+            start, t0, cpu0 = state["count"], time.monotonic(), proc_cpu_seconds(pids[side])
             await asyncio.sleep(window)
-            rates[side].append((state["count"] - start) / (time.monotonic() - t0))
+            done = state["count"] - start
+            rates[side].append(done / (time.monotonic() - t0))
+            cpu[side] += proc_cpu_seconds(pids[side]) - cpu0
+            writes[side] += done
             side = "B" if side == "A" else "A"
         state["stop"] = True
         await asyncio.gather(*tasks)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
     pairs = [b / a for a, b in zip(rates["A"], rates["B"], strict=False) if a > 0]
-    return {
-        "clients": clients,
-        "a_rate": round(statistics.median(rates["A"]), 1),
-        "b_rate": round(statistics.median(rates["B"]), 1),
-        "b_over_a": round(statistics.median(pairs), 3) if pairs else None,
-        "pairs": len(pairs),
-    }
+    out: dict[str, Any] = {"clients": clients}
+    for name in ("A", "B"):
+        low = name.lower()
+        out[f"{low}_rate"] = round(statistics.median(rates[name]), 1)
+        out[f"{low}_p50_ms"] = _pct(latencies[name], 0.5)
+        out[f"{low}_p99_ms"] = _pct(latencies[name], 0.99)
+        out[f"{low}_cpu_ms_per_write"] = round(1e3 * cpu[name] / writes[name], 3) if writes[name] else None
+        if firehose:
+            out[f"{low}_frames"] = frames[name]
+    out["b_over_a"] = round(statistics.median(pairs), 3) if pairs else None
+    out["pairs"] = len(pairs)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b-src", help="checkout whose src/ side B runs (default: the installed atrepo)")
     parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--a-ref", metavar="REFPDS", help="side A: the reference PDS of this refpds copy")
+    parser.add_argument("--b-ref", metavar="REFPDS", help="side B: the reference PDS of this refpds copy")
+    parser.add_argument("--firehose", action="store_true", help="one live subscribeRepos reader per server")
     parser.add_argument("--clients", default="1,8", help="client counts, one run each (default 1,8)")
     parser.add_argument("--seconds", type=float, default=40.0, help="measured seconds per client count")
     parser.add_argument("--window", type=float, default=1.0, help="seconds per window")
@@ -130,20 +216,31 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.worker:  # the client process
         spec = json.loads(args.worker)
-        print(json.dumps(asyncio.run(_load(spec["urls"], spec["clients"], spec["seconds"], spec["window"]))))
+        result = _load(
+            spec["urls"], spec["pids"], spec["clients"], spec["seconds"], spec["window"], spec["firehose"]
+        )
+        print(json.dumps(asyncio.run(result)))
         return
     results = []
     with tempfile.TemporaryDirectory(prefix="atrepo-window-ab-") as tmp:
         sides = {
-            "A": _side("A", args.a_src, args.a_env, Path(tmp) / "a"),
-            "B": _side("B", args.b_src, args.b_env, Path(tmp) / "b"),
+            "A": _side("A", args.a_src, args.a_env, args.a_ref, Path(tmp) / "a"),
+            "B": _side("B", args.b_src, args.b_env, args.b_ref, Path(tmp) / "b"),
         }
         try:
             for side in sides.values():
                 side.start()
             urls = {name: side.url for name, side in sides.items()}
+            pids = {name: side.pid for name, side in sides.items()}
             for clients in (int(c) for c in args.clients.split(",")):
-                spec = {"urls": urls, "clients": clients, "seconds": args.seconds, "window": args.window}
+                spec = {
+                    "urls": urls,
+                    "pids": pids,
+                    "clients": clients,
+                    "seconds": args.seconds,
+                    "window": args.window,
+                    "firehose": args.firehose,
+                }
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.host_window_ab", "--worker", json.dumps(spec)],
                     check=False,
@@ -160,7 +257,10 @@ def main(argv: list[str] | None = None) -> None:
                     print(
                         f"{clients:3d} clients: A {result['a_rate']:8.1f} rec/s  "
                         f"B {result['b_rate']:8.1f} rec/s  "
-                        f"B/A {result['b_over_a']} (median of {result['pairs']} window pairs)",
+                        f"B/A {result['b_over_a']} (median of {result['pairs']} window pairs)\n"
+                        f"             p50/p99 ms A {result['a_p50_ms']}/{result['a_p99_ms']}  "
+                        f"B {result['b_p50_ms']}/{result['b_p99_ms']}; server CPU ms/write "
+                        f"A {result['a_cpu_ms_per_write']}  B {result['b_cpu_ms_per_write']}",
                         flush=True,
                     )
         finally:
@@ -174,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
                     "b_src": args.b_src,
                     "a_env": args.a_env,
                     "b_env": args.b_env,
+                    "a_ref": args.a_ref,
+                    "b_ref": args.b_ref,
+                    "firehose": args.firehose,
                     "runs": results,
                 }
             )

@@ -93,8 +93,9 @@ from typing import Any
 
 from bench.firehose_fanout import _expect_line, _metric
 from bench.firehose_fanout import _spawn as _spawn_fanout
-from bench.harness import proc_cpu_seconds, proc_status_kib
+from bench.harness import ServerProcess, proc_cpu_seconds, proc_status_kib
 from bench.host_bench import PASSWORD, POST, _free_port, _head_seq, _post, _xrpc
+from bench.refpds_server import RefPdsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -249,7 +250,7 @@ def _get_json(url: str) -> Any:
     return json.loads(_get(url))
 
 
-class Proc:
+class Proc(ServerProcess):
     """An ``atrepo`` command in its own process group, healthy when ``probe`` answers; SIGTERM to stop."""
 
     def __init__(self, args: list[str], log: Path, url: str, probe: str) -> None:
@@ -273,20 +274,9 @@ class Proc:
             time.sleep(0.05)
         raise RuntimeError(f"{self.args[0]} did not become healthy")
 
-    @property
-    def pid(self) -> int:
+    def _kill(self) -> None:  # the relay's forkserver and verification workers too
         assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def descendants(pid: int) -> list[int]:
@@ -325,26 +315,13 @@ def tree_cpu(pid: int) -> tuple[float, float]:
     return own, total
 
 
-class RefPdsUpstream:
+class RefPdsUpstream(RefPdsServer):
     """The reference PDS (an installed refpds copy) on host 1's PLC directory, filled by createRecord."""
 
     def __init__(self, directory: Path, data: Path, plc: str, log: Path) -> None:
-        self.port = _free_port()
+        super().__init__(directory, data, log, plc=plc)
+        self.start()
         self.url = f"http://localhost:{self.port}"  # its DID documents name http://localhost:PORT
-        node = directory / "node_modules" / ".bin" / "node"
-        cmd = [str(node), "run-pds.mjs", "--fresh", "--port", str(self.port), "--data", str(data)]
-        cmd += ["--plc", plc]
-        self.log = open(log, "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(cmd, cwd=directory, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the reference PDS exited before it was ready")
-            if line.startswith("READY"):
-                return
-        raise RuntimeError("the reference PDS did not start")
 
     def head(self) -> int:
         """The newest seq of its log, from a cursor=0 replay read until 2 s pass without a frame."""
@@ -367,14 +344,6 @@ class RefPdsUpstream:
         seq, frames = asyncio.run(probe())
         self.frames = frames
         return seq
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 # ------------------------------------------------------------------------------------------------- setup

@@ -60,7 +60,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import proc_cpu_seconds, proc_status_kib, proc_table
+from bench.harness import ServerProcess, proc_cpu_seconds, proc_status_kib, proc_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ATREPO = Path(sys.executable).parent / "atrepo"
@@ -100,7 +100,7 @@ def _result(proc: subprocess.Popen[str], timeout: float = 3600) -> Any:
     return json.loads(out.strip().splitlines()[-1])
 
 
-class Proc:
+class Proc(ServerProcess):
     """A server command in its own process group, stopped with SIGTERM (the ``atrepo`` entry point)."""
 
     def __init__(self, cmd: list[str], log: Path, health: str) -> None:
@@ -127,21 +127,6 @@ class Proc:
                     return time.monotonic() - self.t_launch
             time.sleep(0.05)
         raise RuntimeError(f"{self.cmd[1]} did not become healthy: {self.log.read_text()[-2000:]}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def start_host(tmp: Path) -> tuple[Proc, str, str]:

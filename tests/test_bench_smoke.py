@@ -99,7 +99,7 @@ def test_unknown_group_is_an_error() -> None:
 def test_window_ab_measures_both_sides() -> None:
     """``bench.host_window_ab``: two real servers, one load switching between them; no timing thresholds."""
     args = ["--clients", "1", "--seconds", "1.5", "--window", "0.3"]
-    args += ["--b-env", "ATREPO_BENCH_SIDE=B", "--json"]
+    args += ["--b-env", "ATREPO_BENCH_SIDE=B", "--firehose", "--json"]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.host_window_ab", *args],
         cwd=ROOT,
@@ -114,3 +114,7 @@ def test_window_ab_measures_both_sides() -> None:
     (run,) = out["runs"]
     assert run["clients"] == 1 and run["pairs"] >= 1
     assert run["a_rate"] > 0 and run["b_rate"] > 0 and run["b_over_a"] > 0
+    for side in ("a", "b"):
+        assert 0 < run[f"{side}_p50_ms"] <= run[f"{side}_p99_ms"]
+        assert run[f"{side}_cpu_ms_per_write"] > 0
+        assert run[f"{side}_frames"] > 0  # its live subscribeRepos reader got the side's commits
