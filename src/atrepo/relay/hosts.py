@@ -273,9 +273,13 @@ class HostManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._reconnecting = asyncio.Lock()
+        #: Set by :meth:`stop`: no upstream connects and no reconnection starts after it.
+        self._stopping = False
         ctx.ingest.on_batch_failure = self._after_failed_batch
 
     def _after_failed_batch(self) -> None:
+        if self._stopping:
+            return
         task = asyncio.get_running_loop().create_task(self.reconnect_all())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -453,6 +457,9 @@ class HostManager:
         return link
 
     def _connect(self, link: HostLink) -> None:
+        if self._stopping:  # a reconnection or an add that raced stop(): it would outlive the relay
+            log.debug("%s: not connecting, the relay is stopping", link.key)
+            return
         ingest = self.ctx.ingest
 
         async def handle(received: Received) -> None:
@@ -762,12 +769,15 @@ class HostManager:
             after = page[-1].did
 
     async def stop(self) -> None:
+        # Reconnections first: one still running could connect an upstream the loop below has
+        # already disconnected, leaving a subscriber that outlives the relay.
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in self.links.values():
             if link.subscriber is not None:
                 link.subscriber.stop()
         await asyncio.gather(
             *(self._disconnect(link) for link in self.links.values()), return_exceptions=True
         )
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
