@@ -120,6 +120,38 @@ async def test_get_repo_is_in_pre_order(host: HostClient) -> None:
     assert got == expected
 
 
+@pytest.mark.parametrize(
+    "collections", [("com.example.a",), ("com.example.a", "com.example.a.b", "com.example.ab")]
+)
+async def test_get_repo_keeps_the_tree_order_where_the_index_order_parts_from_it(
+    host: HostClient, collections: tuple[str, ...]
+) -> None:
+    """Records stream from the index in (collection, rkey) order while it agrees with the tree's key order.
+
+    ``com.example.a.b/...`` sorts before ``com.example.a/...`` in the tree ('.' < '/') but after it
+    in the index: the export must notice and read the rest by CID, in the tree's order. A record
+    block at two paths and a deleted record are in there too.
+    """
+    did = await new_account(host, f"order{len(collections)}")
+    same = {"$type": collections[-1], "n": "same"}  # one block at two paths
+    for c in collections:
+        await write(host, did, [CreateOp(c, f"r{i:03d}", {"$type": c, "n": i}) for i in range(150)])
+    await write(
+        host, did, [CreateOp(collections[-1], "twin1", same), CreateOp(collections[-1], "twin2", same)]
+    )
+    await write(host, did, [DeleteOp(collections[0], "r007")])
+    _, body, _ = await get_raw(host, "com.atproto.sync.getRepo", {"did": did})
+    store = host.running.context.store
+    head = store.repo_head(did)
+    assert head is not None
+    expected = list(Repo.open(store.repo_blocks(did), head.cid).export_blocks())
+    from atrepo.core.car import CarReader
+
+    got = [(block[0], bytes(block[1])) for block in CarReader(io.BytesIO(body))]
+    assert [cid for cid, _ in got] == [cid for cid, _ in expected]
+    assert [data for _, data in got] == [bytes(data) for _, data in expected]
+
+
 async def test_get_repo_since_returns_the_blocks_of_later_commits(host: HostClient) -> None:
     did = await new_account(host, "since")
     await posts(host, did, 20, "old")

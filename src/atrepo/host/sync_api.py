@@ -314,10 +314,10 @@ def export_repo(
         if reader is None or repo.tree.root is None:  # another store, or the empty tree (not stored)
             yield from car_pieces([head.cid], repo.export_blocks(), chunk_blocks=chunk_blocks)
             return
-        raw = _raw_pieces(
-            [head.cid], _stored_pre_order(reader, head.cid.raw, repo.commit.raw, repo.data.raw), chunk_blocks
-        )
-        yield from raw
+        assert isinstance(store, SQLiteStore)
+        records = store.repo_record_blocks(did)
+        walk = _stored_pre_order(reader, head.cid.raw, repo.commit.raw, repo.data.raw, records)
+        yield from _raw_pieces([head.cid], walk, chunk_blocks)
 
 
 #: Record blocks read in one query (and emitted together, in order, after it).
@@ -329,15 +329,19 @@ def _stored_pre_order(
     commit_cid: bytes,
     commit: bytes,
     root: bytes,
+    in_order: Iterator[tuple[bytes, bytes]] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """``Repo.export_blocks`` over a store's blocks, as (binary CID, data): the same pre-order.
 
     The store validated every node and record when it was written, so a node
     is only decoded to find its children (the C codec, links as raw bytes).
-    Blocks are read many to a query: a node's child nodes together when it is
-    opened (only nodes steer the walk), and records in runs of
-    ``PREFETCH_BLOCKS``, held back with the nodes between them until their run
-    is read. Memory: one run, plus the child nodes along the current path.
+    A node's child nodes are read together when it is opened (only nodes steer
+    the walk). Records come from ``in_order`` (the record blocks in the
+    index's (collection, rkey) order, one join) while its CIDs match the
+    walk's, which they do unless an NSID extends another; from the first
+    mismatch on, or without it, in runs of ``PREFETCH_BLOCKS`` read by CID and
+    held back with the nodes between them until their run is read. Memory:
+    one run, plus the child nodes along the current path.
     """
     yield commit_cid, commit
     # The walk's stack, top last: (cid, is_node); a node's children are pushed in reverse.
@@ -345,10 +349,18 @@ def _stored_pre_order(
     nodes: dict[bytes, bytes] = {}  # child nodes read ahead, until their turn
     out: list[tuple[bytes, bytes | None]] = []  # the walk's next blocks; None: a record not read yet
     records = 0
+    stepping = in_order is not None  # blocks go out as the walk meets them; out stays empty
     pop = stack.pop
     while stack:
         cid, is_node = pop()
         if not is_node:
+            if stepping:
+                assert in_order is not None
+                row = next(in_order, None)
+                if row is not None and row[0] == cid:
+                    yield row
+                    continue
+                stepping = False  # the index's order and the tree's parted: by CID from here on
             out.append((cid, None))
             records += 1
             if records >= PREFETCH_BLOCKS:
@@ -361,7 +373,10 @@ def _stored_pre_order(
             data = next((block for _, block in read([cid])), None)
             if data is None:
                 raise MissingBlock(CID(cid), "MST node")
-        out.append((cid, data))
+        if stepping:
+            yield cid, data
+        else:
+            out.append((cid, data))
         try:
             node = decode_raw(data, bytes, False)[0]
             left = node["l"]
