@@ -30,8 +30,9 @@ Behaviour follows the reference host as ``sync.md`` §2 records it:
 **Why ``getRepo`` runs on its own threads.** A full export must come from one
 consistent state (a commit that lands mid-export deletes the nodes it
 replaced), so it runs inside one ``store.snapshot()`` on one thread, walking
-the tree and reading its blocks many to a query as the walk reaches them
-(:func:`_stored_pre_order`; the store checked them when they were written). That thread
+the tree, reading its nodes many to a query as the walk reaches them and its
+records from one join in key order (:func:`_stored_pre_order`; the store
+checked them when they were written). That thread
 hands the CAR to the event loop in chunks through a queue of a few chunks:
 when the client reads slowly the thread waits, so memory stays at
 ``queue_chunks + 2`` chunks whatever the repository's size (see
