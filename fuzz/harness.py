@@ -37,6 +37,7 @@ TARGETS = (
     "mst_node",
     "mst_native",
     "mst_invert",
+    "export_walk",
     "firehose",
     "plc",
     "did_document",

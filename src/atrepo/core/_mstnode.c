@@ -837,6 +837,262 @@ error:
     return NULL;
 }
 
+/*
+ * export_chunk(stack, nodes, read, records, max_blocks, max_bytes) -> (bytes, count, state):
+ * the next CAR sections of a stored repository's export in pre-order (host/sync_api.py's
+ * _stored_pre_order, the same walk). Why here: a 100k-record getRepo is one block
+ * after another of small Python steps (pop, compare, varint, join), and this loop
+ * does them on bytes.
+ *
+ * `stack` is the walk's list of (binary CID, is_node) with the top last; `nodes` the
+ * child nodes read ahead ({CID bytes: data}); read(cids) yields (cid, data) rows for
+ * at most 256 CIDs; `records` yields (cid, data) rows in the tree's key order. A
+ * node is only taken apart to find its links (the store checked it when it was
+ * written): the canonical layout or nothing. Sections are added until `max_blocks`
+ * blocks or `max_bytes` bytes are in the chunk. state: 0 the walk is over, 1 call
+ * again, 2 the walk is handed back: the block on top of the stack (still there) is
+ * a record whose row does not match (the records iterator is then spent: that row
+ * was read), a node not read ahead, or a node not in the layout taken here. The
+ * caller goes on in Python, which reads by CID and names any error.
+ */
+#define WALK_PREFETCH 256
+
+typedef struct {
+    unsigned char *buf;
+    Py_ssize_t len, cap;
+} wbuf;
+
+static int wbuf_section(wbuf *w, const char *cid, Py_ssize_t clen, const char *data, Py_ssize_t dlen) {
+    Py_ssize_t n = clen + dlen;
+    Py_ssize_t need = w->len + n + 10;
+    if (need > w->cap) {
+        Py_ssize_t want = w->cap ? w->cap * 2 : 1 << 17;
+        while (want < need) want *= 2;
+        unsigned char *grown = PyMem_Realloc(w->buf, (size_t)want);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        w->buf = grown;
+        w->cap = want;
+    }
+    uint64_t v = (uint64_t)n;
+    while (v >= 0x80) {
+        w->buf[w->len++] = (unsigned char)(v & 0x7F) | 0x80;
+        v >>= 7;
+    }
+    w->buf[w->len++] = (unsigned char)v;
+    memcpy(w->buf + w->len, cid, (size_t)clen);
+    w->len += clen;
+    memcpy(w->buf + w->len, data, (size_t)dlen);
+    w->len += dlen;
+    return 1;
+}
+
+/*
+ * The links of a canonical node: *left (or NULL), and per entry its value and
+ * subtree (or NULL) into vals/subs (room for `room` entries). Returns the entry
+ * count, -1 when the bytes are not that layout, -2 when there are more than `room`.
+ */
+static Py_ssize_t node_links(const unsigned char *d, Py_ssize_t end, const unsigned char **left,
+                             const unsigned char **vals, const unsigned char **subs, Py_ssize_t room) {
+    Py_ssize_t pos = 1;
+    uint64_t n;
+    if (end < 1 || d[0] != 0xa2) return -1;
+    if (!read_key(d, end, &pos, 'e') || !read_head(d, end, &pos, 4, &n)) return -1;
+    if (n > (uint64_t)(end - pos)) return -1;
+    if (n > (uint64_t)room) return -2;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t slen, p;
+        if (pos >= end || d[pos] != 0xa4) return -1;
+        pos++;
+        if (!read_key(d, end, &pos, 'k') || !read_head(d, end, &pos, 2, &slen)) return -1;
+        if (slen > (uint64_t)(end - pos)) return -1;
+        pos += (Py_ssize_t)slen;
+        if (!read_key(d, end, &pos, 'p') || !read_head(d, end, &pos, 0, &p)) return -1;
+        if (!read_key(d, end, &pos, 't') || !read_link(d, end, &pos, 1, 0, &subs[i])) return -1;
+        if (!read_key(d, end, &pos, 'v') || !read_link(d, end, &pos, 0, 1, &vals[i])) return -1;
+    }
+    if (!read_key(d, end, &pos, 'l') || !read_link(d, end, &pos, 1, 0, left)) return -1;
+    return pos == end ? (Py_ssize_t)n : -1;
+}
+
+/* Push (36 CID bytes, is_node) on the stack; 0 on a Python error. */
+static int walk_push(PyObject *stack, const unsigned char *raw, int is_node) {
+    PyObject *cid = PyBytes_FromStringAndSize((const char *)raw, 36);
+    if (cid == NULL) return 0;
+    PyObject *item = PyTuple_Pack(2, cid, is_node ? Py_True : Py_False);
+    Py_DECREF(cid);
+    if (item == NULL) return 0;
+    int rc = PyList_Append(stack, item);
+    Py_DECREF(item);
+    return rc == 0;
+}
+
+/* nodes.update(read(batch)) for the `count` CIDs in batch; 0 on a Python error. */
+static int walk_read(PyObject *read, PyObject *nodes, PyObject *batch) {
+    PyObject *rows = PyObject_CallOneArg(read, batch);
+    if (rows == NULL) return 0;
+    PyObject *it = PyObject_GetIter(rows);
+    Py_DECREF(rows);
+    if (it == NULL) return 0;
+    PyObject *row;
+    while ((row = PyIter_Next(it)) != NULL) {
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 2) {
+            Py_DECREF(row);
+            Py_DECREF(it);
+            PyErr_SetString(PyExc_TypeError, "read() must yield (cid, data) pairs");
+            return 0;
+        }
+        int rc = PyDict_SetItem(nodes, PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1));
+        Py_DECREF(row);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return 0;
+        }
+    }
+    Py_DECREF(it);
+    return !PyErr_Occurred();
+}
+
+static PyObject *export_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "export_chunk(stack, nodes, read, records, max_blocks, max_bytes)");
+        return NULL;
+    }
+    PyObject *stack = args[0], *nodes = args[1], *read = args[2], *records = args[3];
+    if (!PyList_CheckExact(stack) || !PyDict_CheckExact(nodes)) {
+        PyErr_SetString(PyExc_TypeError, "export_chunk: stack must be a list and nodes a dict");
+        return NULL;
+    }
+    Py_ssize_t max_blocks = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[5]);
+    if ((max_blocks == -1 || max_bytes == -1) && PyErr_Occurred()) return NULL;
+    wbuf w = {NULL, 0, 0};
+    Py_ssize_t room = 0, count = 0;
+    const unsigned char **links = NULL; /* vals then subs, `room` each */
+    int state = 1;
+    PyObject *result = NULL;
+    while (count < max_blocks && w.len < max_bytes) {
+        Py_ssize_t depth = PyList_GET_SIZE(stack);
+        if (depth == 0) {
+            state = 0;
+            break;
+        }
+        PyObject *top = PyList_GET_ITEM(stack, depth - 1); /* borrowed until popped */
+        if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(top, 0))) {
+            PyErr_SetString(PyExc_TypeError, "export_chunk: stack items must be (bytes, bool)");
+            goto done;
+        }
+        PyObject *cid = PyTuple_GET_ITEM(top, 0);
+        int is_node = PyObject_IsTrue(PyTuple_GET_ITEM(top, 1));
+        if (is_node < 0) goto done;
+        if (!is_node) {
+            if (records == Py_None) {
+                state = 2;
+                break;
+            }
+            PyObject *row = PyIter_Next(records);
+            if (row == NULL) {
+                if (PyErr_Occurred()) goto done;
+                state = 2;
+                break;
+            }
+            PyObject *rcid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) == 2 ? PyTuple_GET_ITEM(row, 0) : NULL;
+            PyObject *rdata = rcid ? PyTuple_GET_ITEM(row, 1) : NULL;
+            if (rcid == NULL || !PyBytes_Check(rcid) || !PyBytes_Check(rdata) ||
+                PyBytes_GET_SIZE(rcid) != PyBytes_GET_SIZE(cid) ||
+                memcmp(PyBytes_AS_STRING(rcid), PyBytes_AS_STRING(cid), (size_t)PyBytes_GET_SIZE(cid)) != 0) {
+                Py_DECREF(row);
+                state = 2;
+                break;
+            }
+            int ok = wbuf_section(&w, PyBytes_AS_STRING(rcid), PyBytes_GET_SIZE(rcid), PyBytes_AS_STRING(rdata),
+                                  PyBytes_GET_SIZE(rdata));
+            Py_DECREF(row);
+            if (!ok) goto done;
+            if (PyList_SetSlice(stack, depth - 1, depth, NULL) < 0) goto done;
+            count++;
+            continue;
+        }
+        PyObject *data = PyDict_GetItemWithError(nodes, cid); /* borrowed */
+        if (data == NULL) {
+            if (PyErr_Occurred()) goto done;
+            state = 2;
+            break;
+        }
+        if (!PyBytes_Check(data)) {
+            state = 2;
+            break;
+        }
+        Py_INCREF(data);
+        Py_INCREF(cid);
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+        Py_ssize_t end = PyBytes_GET_SIZE(data);
+        const unsigned char *left;
+        Py_ssize_t n;
+        for (;;) {
+            n = links ? node_links(d, end, &left, links, links + room, room) : -2;
+            if (n != -2) break;
+            Py_ssize_t want = room ? room * 2 : 64;
+            while (want < end) want *= 2; /* an entry takes bytes: never more entries than that */
+            const unsigned char **grown = PyMem_Realloc(links, (size_t)want * 2 * sizeof *links);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                Py_DECREF(data);
+                Py_DECREF(cid);
+                goto done;
+            }
+            links = grown;
+            room = want;
+        }
+        if (n < 0) { /* not the layout taken here: Python decodes it and names what is wrong */
+            Py_DECREF(data);
+            Py_DECREF(cid);
+            state = 2;
+            break;
+        }
+        const unsigned char **vals = links, **subs = links + room;
+        int ok = wbuf_section(&w, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), (const char *)d, end) &&
+                 PyDict_DelItem(nodes, cid) == 0 && PyList_SetSlice(stack, depth - 1, depth, NULL) == 0;
+        if (ok) {
+            /* the child nodes, read ahead in runs of WALK_PREFETCH: left, then each entry's subtree */
+            PyObject *batch = PyList_New(0);
+            ok = batch != NULL;
+            for (Py_ssize_t i = -1; ok && i < n; i++) {
+                const unsigned char *sub = i < 0 ? left : subs[i];
+                if (sub == NULL) continue;
+                PyObject *b = PyBytes_FromStringAndSize((const char *)sub, 36);
+                ok = b != NULL && PyList_Append(batch, b) == 0;
+                Py_XDECREF(b);
+                if (ok && PyList_GET_SIZE(batch) == WALK_PREFETCH) {
+                    ok = walk_read(read, nodes, batch) && PyList_SetSlice(batch, 0, WALK_PREFETCH, NULL) == 0;
+                }
+            }
+            if (ok && PyList_GET_SIZE(batch) > 0) ok = walk_read(read, nodes, batch);
+            Py_XDECREF(batch);
+            /* the children on the stack, last first: each entry's subtree and value, then left */
+            for (Py_ssize_t i = n - 1; ok && i >= 0; i--) {
+                if (subs[i] != NULL) ok = walk_push(stack, subs[i], 1);
+                if (ok) ok = walk_push(stack, vals[i], 0);
+            }
+            if (ok && left != NULL) ok = walk_push(stack, left, 1);
+        }
+        Py_DECREF(data);
+        Py_DECREF(cid);
+        if (!ok) goto done;
+        count++;
+    }
+    {
+        PyObject *piece = PyBytes_FromStringAndSize((const char *)w.buf, w.len);
+        if (piece != NULL) result = Py_BuildValue("(Nni)", piece, count, state);
+    }
+done:
+    PyMem_Free(w.buf);
+    PyMem_Free(links);
+    return result;
+}
+
 /* _key_layers(data) -> (portable layer, layer as parse computes it): a test hook for the SHA-256 paths. */
 static PyObject *key_layers(PyObject *module, PyObject *arg) {
     if (!PyBytes_Check(arg)) {
@@ -901,6 +1157,8 @@ static PyMethodDef methods[] = {
     {"setup", setup, METH_O, "setup(CID): the class links are built as"},
     {"car_blocks", (PyCFunction)(void (*)(void))car_blocks, METH_FASTCALL,
      "car_blocks(data, pos, max_section) -> {CID: bytes} or None"},
+    {"export_chunk", (PyCFunction)(void (*)(void))export_chunk, METH_FASTCALL,
+     "export_chunk(stack, nodes, read, records, max_blocks, max_bytes) -> (bytes, count, state)"},
     {"_key_layers", key_layers, METH_O, "_key_layers(key) -> (portable layer, layer used)"},
     {"_digest", digest, METH_O, "_digest(data) -> SHA-256 as parse computes it"},
     {NULL, NULL, 0, NULL},

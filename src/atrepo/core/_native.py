@@ -2,8 +2,9 @@
 
 ``_mstnode`` (``_mstnode.c``) proves a canonical MST node valid and builds its
 parts, several times faster than the pure-Python decoder, inverts a one-op
-commit on the nodes of its CAR slice (the relay's hot path), and reads the block
-sections of a small CAR with every hash checked. It is optional: a
+commit on the nodes of its CAR slice (the relay's hot path), reads the block
+sections of a small CAR with every hash checked, and writes the CAR sections of a
+stored repository's ``getRepo`` walk (``export_chunk``). It is optional: a
 plain install without a compiler still works, and ``ATREPO_PURE=1`` in the
 environment forces the pure-Python path (the tests run both and compare).
 Either way the results are the same; the C code only ever answers "valid,
@@ -22,7 +23,7 @@ from typing import Any
 
 from .cid import CID
 
-__all__ = ["PURE", "car_blocks", "mst_invert", "mst_node_parse"]
+__all__ = ["PURE", "car_blocks", "export_chunk", "mst_invert", "mst_node_parse"]
 
 #: True when ``ATREPO_PURE`` asks for the pure-Python paths (any value but "", "0").
 PURE = os.environ.get("ATREPO_PURE", "") not in ("", "0")
@@ -46,8 +47,15 @@ mst_invert: Callable[..., bytes | None] | None = None
 car_blocks: Callable[[bytes, int, int], dict[CID, bytes] | None] | None = None
 
 
+#: ``export_chunk(stack, nodes, read, records, max_blocks, max_bytes)``: the next CAR
+#: sections of a stored repository's pre-order export and whether the walk is over,
+#: goes on, or is handed back (host/sync_api.py ``_stored_pre_order``, whose contract it
+#: follows); None when the extension is missing or switched off.
+export_chunk: Callable[..., tuple[bytes, int, int]] | None = None
+
+
 def _load() -> None:
-    global mst_node_parse, mst_invert, car_blocks
+    global mst_node_parse, mst_invert, car_blocks, export_chunk
     if PURE:
         return
     try:
@@ -57,6 +65,7 @@ def _load() -> None:
     module.setup(CID)
     mst_node_parse = module.parse
     mst_invert = module.invert
+    export_chunk = module.export_chunk
     if module.SHA_EXTENSIONS:
         car_blocks = module.car_blocks
 
