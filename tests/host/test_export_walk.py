@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,8 @@ from atrepo.core.errors import InvalidMST, MissingBlock
 from atrepo.core.repo import Repo
 from atrepo.host.sync_api import car_pieces, export_repo
 from atrepo.host.writes import CreateOp, DeleteOp, RepoWriter, WriteOp
+from atrepo.store import postgres
+from atrepo.store.postgres import HOST_SCHEMA, PostgresStore, open_host_store
 from atrepo.store.sqlite import SQLiteStore
 
 POST = "app.bsky.feed.post"
@@ -34,8 +37,9 @@ NOW = "2024-05-01T12:34:56.789Z"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "data")
+def store(tmp_path: Path, database: str | None) -> Iterator[SQLiteStore]:
+    """The host's store on each backend (PostgreSQL's reads ahead and pages the record join)."""
+    opened = open_host_store(tmp_path / "data", database)
     yield opened
     opened.close()
 
@@ -114,6 +118,9 @@ def test_both_walks_write_the_cores_export(
     assert callable(shape)
     shape(store, account)
     want = core_car(store, account.did)
+    if chunk_blocks == 3:  # PostgreSQL: many pages of the record join, read-aheads cut short
+        monkeypatch.setattr(postgres, "_RECORD_PAGE", 7)
+        monkeypatch.setattr(PostgresStore, "read_ahead_nodes", 5)
     native = _native.export_chunk
     states: list[int] = []
     if native is not None:  # watch it: the C walker goes to the end unless the index's order parts
@@ -152,6 +159,12 @@ def _blocks(store: SQLiteStore, did: str) -> tuple[bytes, list[bytes], list[byte
 
 
 def _sql(store: SQLiteStore, statement: str, *args: object) -> None:
+    """Damage the store behind its back: one statement that changes at least one row."""
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {HOST_SCHEMA}")
+            assert conn.execute(statement.replace("?", "%s"), args).rowcount >= 1
+        return
     db = sqlite3.connect(store.data_dir / "store.sqlite3")
     try:
         assert db.execute(statement, args).rowcount >= 1

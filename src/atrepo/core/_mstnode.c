@@ -846,7 +846,9 @@ error:
  *
  * `stack` is the walk's list of (binary CID, is_node) with the top last; `nodes` the
  * child nodes read ahead ({CID bytes: data}); read(cids) yields (cid, data) rows for
- * at most 256 CIDs; `records` yields (cid, data) rows in the tree's key order. A
+ * at most 256 CIDs, and may yield more nodes than asked (all go into `nodes`; a child
+ * already there is not asked for again); `records` yields (cid, data) rows in the
+ * tree's key order. A
  * node is only taken apart to find its links (the store checked it when it was
  * written): the canonical layout or nothing. Sections are added until `max_blocks`
  * blocks or `max_bytes` bytes are in the chunk. state: 0 the walk is over, 1 call
@@ -1063,7 +1065,8 @@ static PyObject *export_chunk(PyObject *module, PyObject *const *args, Py_ssize_
                 const unsigned char *sub = i < 0 ? left : subs[i];
                 if (sub == NULL) continue;
                 PyObject *b = PyBytes_FromStringAndSize((const char *)sub, 36);
-                ok = b != NULL && PyList_Append(batch, b) == 0;
+                int held = b == NULL ? -1 : PyDict_Contains(nodes, b); /* read ahead by an earlier read */
+                ok = held == 1 || (held == 0 && PyList_Append(batch, b) == 0);
                 Py_XDECREF(b);
                 if (ok && PyList_GET_SIZE(batch) == WALK_PREFETCH) {
                     ok = walk_read(read, nodes, batch) && PyList_SetSlice(batch, 0, WALK_PREFETCH, NULL) == 0;

@@ -318,6 +318,8 @@ def export_repo(
             yield from car_pieces([head.cid], repo.export_blocks(), chunk_blocks=chunk_blocks)
             return
         assert isinstance(store, SQLiteStore)
+        if store.read_ahead_nodes:
+            reader = _reading_ahead(reader, store.read_ahead_nodes)
         records = store.repo_record_blocks(did)
         yield from _stored_pieces(reader, head.cid, repo.commit.raw, repo.data.raw, records, chunk_blocks)
 
@@ -426,7 +428,7 @@ def _walk(
             kids = node_children(data)
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidMST(f"node {CID(cid)}: {exc!r}") from None
-        below = [kid for kid, is_sub in kids if is_sub]
+        below = [kid for kid, is_sub in kids if is_sub and kid not in nodes]
         for start in range(0, len(below), PREFETCH_BLOCKS):
             nodes.update(read(below[start : start + PREFETCH_BLOCKS]))
         kids.reverse()
@@ -445,6 +447,37 @@ def node_children(data: bytes) -> list[tuple[bytes, bool]]:
         if entry["t"] is not None:
             kids.append((entry["t"], True))
     return kids
+
+
+def _reading_ahead(
+    read: Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]], budget: int
+) -> Callable[[list[bytes]], Iterator[tuple[bytes, bytes]]]:
+    """``read`` that also returns the asked nodes' descendants, a level per query, up to ``budget`` rows.
+
+    For a store where each query is a round trip (PostgreSQL): the walk opens a
+    node with children about once per three nodes and asked for them each
+    time (7,900 queries for 100k records); it skips a child already read, so
+    with this it asks once per few hundred nodes. Memory: ``budget`` nodes
+    per level of the path at most. Bytes that are not a node are passed on
+    unread below; the walk names them when it gets there.
+    """
+
+    def read_ahead(cids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        level = list(read(cids))
+        rows = list(level)
+        while level and len(rows) < budget:
+            below: list[bytes] = []
+            for _, data in level:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    below += [kid for kid, is_sub in node_children(data) if is_sub]
+            below = below[: budget - len(rows)]
+            level = []
+            for start in range(0, len(below), PREFETCH_BLOCKS):
+                level += read(below[start : start + PREFETCH_BLOCKS])
+            rows += level
+        return iter(rows)
+
+    return read_ahead
 
 
 def _with_records(

@@ -81,7 +81,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, ClassVar, Final, cast
 
 from atrepo.core.blocks import BlockSource
 from atrepo.core.cid import CID
@@ -108,6 +108,8 @@ HOST_SCHEMA: Final = "atrepo_host"
 HOST_EVENTS_CHANNEL: Final = "atrepo_host_events"
 #: Idle writer connections a process keeps for the next transaction.
 DEFAULT_POOL_SIZE: Final = 4
+#: Record rows of one page of a getRepo export (about 0.3 MB of typical posts).
+_RECORD_PAGE: Final = 1000
 
 _V1 = """
 CREATE COLLATION IF NOT EXISTS nocase
@@ -470,8 +472,39 @@ class PostgresStore(SQLiteStore):
         self._pool = _Pool(self._schema.new_writer, pool_size)
         self._pool.give(self._schema._writer)  # the migrating connection is the pool's first
 
+    #: Each query is a round trip: a getRepo walk reads a node's descendants ahead, up to this many.
+    read_ahead_nodes: ClassVar[int] = 1024
+
     def __repr__(self) -> str:
         return f"PostgresStore({self.location})"
+
+    def repo_record_blocks(self, did: str) -> Iterator[tuple[bytes, bytes]] | None:
+        """As SQLite's, in pages of ``_RECORD_PAGE`` rows keyed on (collection, rkey): psycopg's
+        cursor would hold the whole result in the client, the repository's record bytes at once."""
+        db = self._read()
+        repo = self._repo_id(db, did)
+        if repo is None:
+            return None
+        return self._record_pages(db, repo)
+
+    @staticmethod
+    def _record_pages(db: sqlite3.Connection, repo: int) -> Iterator[tuple[bytes, bytes]]:
+        select = (
+            "SELECT records.cid, blocks.data, records.collection, records.rkey FROM records "
+            "JOIN blocks ON blocks.repo = records.repo AND blocks.cid = records.cid WHERE records.repo = ? "
+        )
+        order = " ORDER BY records.collection, records.rkey LIMIT ?"
+        rows = db.execute(select + order, (repo, _RECORD_PAGE)).fetchall()
+        while rows:
+            for cid, data, _, _ in rows:
+                yield cid, data
+            if len(rows) < _RECORD_PAGE:
+                return
+            after = rows[-1][2:]
+            rows = db.execute(
+                select + "AND (records.collection, records.rkey) > (?, ?)" + order,
+                (repo, *after, _RECORD_PAGE),
+            ).fetchall()
 
     # --- connections ------------------------------------------------------------------
 

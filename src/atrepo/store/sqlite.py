@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from atrepo.core import _native, limits
 from atrepo.core.blocks import BlockSource
@@ -434,6 +434,11 @@ def wal_batch_vfs() -> str | None:
 
 class SQLiteStore:
     """Every table of a host in ``<data_dir>/store.sqlite3``, blob bytes in ``<data_dir>/blobs/``."""
+
+    #: MST nodes a bulk export (``getRepo``) should read ahead of the walk per read, beyond the
+    #: children it asks for: 0 here, where a query costs microseconds; a backend whose every query
+    #: is a round trip to a server sets a budget (see ``host.sync_api``).
+    read_ahead_nodes: ClassVar[int] = 0
 
     def __init__(
         self,
