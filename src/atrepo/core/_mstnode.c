@@ -848,9 +848,8 @@ error:
  * child nodes read ahead ({CID bytes: data}); read(cids) yields (cid, data) rows for
  * at most 256 CIDs, and may yield more nodes than asked (all go into `nodes`; a child
  * already there is not asked for again); `records` yields (cid, data) rows in the
- * tree's key order. A
- * node is only taken apart to find its links (the store checked it when it was
- * written): the canonical layout or nothing. Sections are added until `max_blocks`
+ * tree's key order. A node is only taken apart to find its links (the store checked
+ * it when it was written): the canonical layout or nothing. Sections are added until `max_blocks`
  * blocks or `max_bytes` bytes are in the chunk. state: 0 the walk is over, 1 call
  * again, 2 the walk is handed back: the block on top of the stack (still there) is
  * a record whose row does not match (the records iterator is then spent: that row
@@ -931,7 +930,7 @@ static int walk_push(PyObject *stack, const unsigned char *raw, int is_node) {
     return rc == 0;
 }
 
-/* nodes.update(read(batch)) for the `count` CIDs in batch; 0 on a Python error. */
+/* nodes.update(read(batch)): every row read() yields, asked for or read ahead; 0 on a Python error. */
 static int walk_read(PyObject *read, PyObject *nodes, PyObject *batch) {
     PyObject *rows = PyObject_CallOneArg(read, batch);
     if (rows == NULL) return 0;
